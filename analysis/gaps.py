@@ -1,0 +1,87 @@
+"""Gap decomposition of a frozen model on a set of sequences (DESIGN.md section 5).
+
+    inference gap      = log p(x) - L[q_phi]
+    approximation gap  = log p(x) - L[q*]         q*: best member of the family, per sequence
+    amortization gap   = L[q*] - L[q_phi]         (same family)
+    conditioning gap   = L[q_smoother] - L[q_filter]
+Each as mean and standard error over sequences, per sequence and per time step (nats).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from world_models import bounds
+from world_models.base import SequenceBatch, SequenceModel
+from world_models.posteriors import PerSequencePosterior, SemiAmortizedPosterior
+from world_models.posteriors.refine import RefineSettings, refine
+
+
+def summarize(values: torch.Tensor, length: int) -> dict:
+    """Mean and standard error over sequences, per sequence and per step."""
+    v = values.double()
+    n = v.numel()
+    sem = float(v.std(unbiased=True) / n ** 0.5) if n > 1 else float("nan")
+    return {"mean": float(v.mean()), "sem": sem, "mean_per_step": float(v.mean()) / length,
+            "sem_per_step": sem / length, "n": n}
+
+
+def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: int = 1000,
+           smc_n: int = 1000) -> tuple[torch.Tensor, dict]:
+    """Exact log p(x) where the model allows it; otherwise the larger on average of IWAE-K (with the
+    proposal) and SMC-N (with the proposal, or bootstrap if None). Returns (values (B,), record)."""
+    if hasattr(model, "log_marginal"):
+        return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
+    est = {f"smc-{smc_n}" + ("" if proposal is not None else " (bootstrap)"): bounds.smc(model, proposal, batch, smc_n)}
+    if proposal is not None:
+        est[f"iwae-{iwae_k}"] = bounds.iwae(model, proposal, batch, iwae_k)
+    best = max(est, key=lambda k: float(est[k].mean()))
+    return est[best], {"estimator": best, **{f"mean_{k}": float(v.mean()) for k, v in est.items()}}
+
+
+def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: dict, q_star: PerSequencePosterior,
+                      log_p: torch.Tensor, n_samples: int = 1000, own: str | None = None) -> dict:
+    """posteriors: {label: posterior}; labels 'filter' and 'smoother' (if present) give the conditioning
+    gap; `own` names the posterior whose inference and amortization gaps are reported as such."""
+    T = batch.length
+    t0 = time.perf_counter()
+    lam_star = q_star.context(model, batch)
+    elbos = {"q_star": bounds.elbo(model, q_star, batch, n_samples, ctx=lam_star)}
+    q_star_seconds = time.perf_counter() - t0
+    for label, q in posteriors.items():
+        elbos[label] = bounds.elbo(model, q, batch, n_samples)
+    gaps = {"approximation": log_p - elbos["q_star"]}
+    for label in posteriors:
+        gaps[f"inference[{label}]"] = log_p - elbos[label]
+        gaps[f"amortization[{label}]"] = elbos["q_star"] - elbos[label]
+    if "filter" in posteriors and "smoother" in posteriors:
+        gaps["conditioning"] = elbos["smoother"] - elbos["filter"]
+    if own is not None:
+        gaps["inference"] = gaps[f"inference[{own}]"]
+        gaps["amortization"] = gaps[f"amortization[{own}]"]
+    return {"gaps": {k: summarize(v, T) for k, v in gaps.items()},
+            "elbo": {k: summarize(v, T) for k, v in elbos.items()},
+            "log_px": summarize(log_p, T), "n_sequences": batch.batch_size, "elbo_samples": n_samples,
+            "q_star_seconds": q_star_seconds,
+            "values": {k: v.double().tolist() for k, v in {**elbos, "log_px": log_p}.items()}}
+
+
+def refinement_curve(model: SequenceModel, batch: SequenceBatch, posterior: SemiAmortizedPosterior,
+                     steps=(0, 1, 5, 20, 100), n_samples: int = 1000, reference: torch.Tensor | None = None) -> list[dict]:
+    """L[q_K] after K refinement steps from the amortized init, with the wall-clock of init + K steps.
+    With `reference` (e.g. L[q*] per sequence), also the remaining gap reference - L[q_K]."""
+    rows = []
+    for K in steps:
+        s = RefineSettings(**{**vars(posterior.refine_settings), "steps": K})
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lam0, _ = posterior.initial_params(model, batch)
+        lam = refine(model, posterior, batch, lam0, s)
+        seconds = time.perf_counter() - t0
+        L = bounds.elbo(model, posterior, batch, n_samples, ctx=lam)
+        row = {"K": K, "seconds": seconds, "elbo": summarize(L, batch.length)}
+        if reference is not None:
+            row["gap"] = summarize(reference - L, batch.length)
+        rows.append(row)
+    return rows

@@ -1,0 +1,193 @@
+"""Learn a toy-task model jointly with each posterior type, then measure it against the truth.
+
+    python -m analysis.toy_experiment --task synthetic9 --out results/toy_synthetic9
+
+Writes to --out: results.json, results.md (tables) and PNGs: held-out log-likelihood, learned
+vs true noise, gap decomposition per posterior, amortization gap vs refinement steps and vs
+wall-clock. On linear tasks the model is an LGSSM and `kalman` (exact marginal likelihood)
+is trained as the gold standard; on synthetic10 the model is a nonlinear SSM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from analysis import toy_plots
+from analysis.gaps import gap_decomposition, log_px, refinement_curve, summarize
+from envs.toy_tasks import TASKS, generate, make_task
+from world_models.linear_gaussian import LinearGaussianSSM
+from world_models.nonlinear_ssm import NonlinearSSM
+from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_posterior
+from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
+from world_models.training import minibatch, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (DESIGN.md section 6)")
+    p.add_argument("--out", default=None, help="results folder (default results/toy_<task>)")
+    p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS,
+                   help="posterior types to train with (kalman is added on linear tasks)")
+    p.add_argument("--train-sequences", type=int, default=1000)
+    p.add_argument("--test-sequences", type=int, default=200)
+    p.add_argument("--steps", type=int, default=1500, help="training steps per method")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate for model and encoder")
+    p.add_argument("--refine-steps", type=int, default=3, help="K for semi_amortized training")
+    p.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size (Adam)")
+    p.add_argument("--per-sequence-steps", type=int, default=3, help="warm-started SVI steps per update (per_sequence)")
+    p.add_argument("--gap-sequences", type=int, default=100, help="sequences per split for the gap decomposition")
+    p.add_argument("--eval-samples", type=int, default=1000, help="samples for final ELBOs (Cremer used 5000)")
+    p.add_argument("--q-star-lr", type=float, default=0.05)
+    p.add_argument("--q-star-samples", type=int, default=50)
+    p.add_argument("--q-star-max-steps", type=int, default=3000)
+    p.add_argument("--encoder-steps", type=int, default=800,
+                   help="steps to fit fresh filter/smoother encoders to each frozen model (conditioning gap)")
+    p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100])
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for name in ("train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples",
+                 "encoder_steps", "q_star_samples", "q_star_max_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.refine_steps < 0 or args.per_sequence_steps < 0 or min(args.curve_steps) < 0:
+        p.error("refinement step counts must be >= 0")
+    args.out = Path(args.out or f"results/toy_{args.task}")
+    return args
+
+
+def new_model(task, seed):
+    torch.manual_seed(seed)
+    obs_dim = task.true_model.obs_shape[0]
+    if task.linear:
+        return LinearGaussianSSM(task.true_model.z_dim, obs_dim, 1)
+    return NonlinearSSM(task.true_model.z_dim, obs_dim, 1)
+
+
+def fit(label, loss_fn, params, data, args, seed):
+    bar = tqdm(total=args.steps, desc=f"train {label}", unit="step", mininterval=2)
+    def progress(step, m):
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(elbo=f"{m.get('elbo', -m['loss']):.3f}")
+    t0 = time.perf_counter()
+    hist = train(loss_fn, params, data, args.steps, args.batch_size, lr=args.lr, seed=seed, progress=progress)
+    bar.close()
+    return hist, time.perf_counter() - t0
+
+
+def fresh_encoder(name, model, data, args):
+    """An amortized encoder fitted to a frozen model (the model's parameters do not move)."""
+    q = make_posterior(name, model)
+    with frozen(model):
+        short = argparse.Namespace(**{**vars(args), "steps": args.encoder_steps})
+        fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()), q.parameters(),
+            data, short, args.seed + 7)
+    return q
+
+
+def run(args) -> dict:
+    torch.manual_seed(args.seed)
+    task = make_task(args.task)
+    train_data, _ = generate(task, args.train_sequences, task.train_length, seed=args.seed)
+    test_data, _ = generate(task, args.test_sequences, task.test_length, seed=args.seed + 1)
+    gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
+                "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
+    results = {"task": task.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "methods": {}}
+    true_ll, rec = log_px(task.true_model, test_data.to("cpu"), None, smc_n=args.eval_samples)
+    results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
+                             "noise": task.true_model.noise_summary()}
+    if task.linear:
+        p = task.true_model.params()
+        results["true_model"]["noise"] = {"transition_var": float(p.Q.diagonal().mean()),
+                                          "emission_var": float(p.R.diagonal().mean()),
+                                          "transition_var_in_obs_units": float((p.C @ p.Q @ p.C.T).diagonal().mean())}
+    methods = (["kalman"] if task.linear else []) + list(args.posteriors)
+    for i, method in enumerate(methods):
+        model = new_model(task, args.seed + i)
+        settings = {}
+        if method == "semi_amortized":
+            settings["refine_settings"] = RefineSettings(steps=args.refine_steps, lr=args.refine_lr)
+        if method == "per_sequence":
+            settings.update(steps_per_update=args.per_sequence_steps, train_lr=args.refine_lr, lr=args.q_star_lr,
+                            n_samples=args.q_star_samples, max_steps=args.q_star_max_steps, window=50, patience=5)
+        if method == "kalman":
+            q = None
+            loss_fn = lambda b: (-model.log_marginal(b).sum(1).mean() / b.length, {})
+            params = list(model.parameters())
+        else:
+            q = make_posterior(method, model, **settings)
+            loss_fn = lambda b, q=q, model=model: q.training_loss(model, b, Objective())
+            params = list(model.parameters()) + list(q.parameters())
+        hist, seconds = fit(method, loss_fn, params, train_data, args, args.seed + i)
+        entry = {"train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
+                 "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
+        model.requires_grad_(False)
+        proposal = q if method in ("amortized", "amortized_smoothing") else None
+        ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
+        entry["test_log_lik"] = summarize(ll, test_data.length)
+        entry["test_log_lik_estimator"] = rec
+        if method != "kalman":
+            entry["gaps"] = method_gaps(method, model, q, gap_sets, args)
+        results["methods"][method] = entry
+        write(results, args.out)
+    return results
+
+
+def method_gaps(method, model, q, gap_sets, args) -> dict:
+    """Gaps of this method's model: its own posterior, q*, and fresh filter/smoother encoders."""
+    train_set = gap_sets["train"]
+    posteriors = {"filter": fresh_encoder("amortized", model, train_set, args),
+                  "smoother": fresh_encoder("amortized_smoothing", model, train_set, args)}
+    if method != "per_sequence":
+        posteriors["own"] = q
+    q_star = make_posterior("per_sequence", model, lr=args.q_star_lr, n_samples=args.q_star_samples,
+                            max_steps=args.q_star_max_steps, window=50, patience=5)
+    out = {}
+    for split, batch in gap_sets.items():
+        lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=args.eval_samples, smc_n=args.eval_samples)
+        res = gap_decomposition(model, batch, posteriors, q_star, lp, args.eval_samples,
+                                own="own" if "own" in posteriors else None)
+        res["log_px_estimator"] = rec
+        if split == "test":
+            init = q if method in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
+            res["refinement_curve"] = curve(model, init, batch, torch.tensor(res["values"]["q_star"]), args)
+        out[split] = res
+    return out
+
+
+def curve(model, init, batch, q_star_elbo, args):
+    """Amortization gap L[q*] - L[q_K] after K refinement steps from an amortized initialization:
+    the method's own encoder (or, for per_sequence, the filter encoder fitted to its model)."""
+    if isinstance(init, SemiAmortizedPosterior):
+        sa = init
+    else:
+        sa = SemiAmortizedPosterior(model, RefineSettings(steps=0, lr=args.refine_lr))
+        sa.encoder = init
+    return refinement_curve(model, batch, sa, args.curve_steps, args.eval_samples, reference=q_star_elbo)
+
+
+def write(results: dict, out: Path):
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(toy_plots.markdown(results))
+    toy_plots.plot_all(results, out)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = run(args)
+    print((args.out / "results.md").read_text())
+    print(f"wrote {args.out}/results.json, results.md and PNGs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The posterior interface (a guide, in Pyro's terms): swap it without touching the model.
+
+A posterior turns a batch into a context ctx (B, T, C), everything it knows about each sequence,
+then gives q(z_t | ctx_t, h_t, z_{t-1}) one step at a time inside `rollout`. Training uses
+`training_loss`, which by default is the negative ELBO with free nats; posteriors that train the
+model and the encoder at different variational parameters override it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from ..base import SequenceBatch, SequenceModel, diag_normal
+from ..rollout import Rollout, rollout
+
+
+@dataclass
+class Objective:
+    """Training objective: mean over steps of -[log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)]."""
+
+    free_nats: float = 0.0
+    n_samples: int = 1
+
+
+def negative_elbo(ro: Rollout, objective: Objective) -> torch.Tensor:
+    kl = ro.kl.clamp(min=objective.free_nats) if objective.free_nats > 0 else ro.kl
+    rew = ro.reward_log_lik if ro.reward_log_lik is not None else 0.0
+    return -(ro.log_lik + rew - kl).mean()
+
+
+def metrics(ro: Rollout) -> dict[str, float]:
+    """Per-step means in nats (ELBO without free nats)."""
+    out = {k: float(getattr(ro, k).detach().mean()) for k in ("elbo", "kl", "log_lik")}
+    if ro.reward_log_lik is not None:
+        out["reward_log_lik"] = float(ro.reward_log_lik.detach().mean())
+    return out
+
+
+class Posterior(nn.Module):
+    """Subclasses set `name`, `family` (the variational family, for documentation and reports)
+    and `step_cost` (what one use costs), and implement `context` and `step`."""
+
+    name: str = ""
+    family: str = ""
+    step_cost: str = ""
+
+    def __init__(self, model: SequenceModel):
+        super().__init__()
+        self.z_dim = model.z_dim
+
+    def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor, t: int) -> Distribution:
+        raise NotImplementedError
+
+    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
+        """(loss, metrics) for one gradient step on the model and this posterior's parameters."""
+        ro = rollout(model, self, batch, self.context(model, batch), objective.n_samples)
+        return negative_elbo(ro, objective), metrics(ro)
+
+
+class LocalGaussian(Posterior):
+    """Mean-field Gaussian over time with free local parameters lambda_t = (mu_t, log sigma_t):
+    q(z_{1:T}) = prod_t N(z_t; mu_t, diag sigma_t^2). The context *is* lambda (B, T, 2 Dz)."""
+
+    family = "mean-field Gaussian across time, diagonal per step"
+
+    def step(self, ctx_t, h_t, z_prev, t):
+        mu, log_std = ctx_t.chunk(2, -1)
+        return diag_normal(mu, log_std.exp())
+
+
+def local_params(ro: Rollout, n_samples: int = 1) -> torch.Tensor:
+    """lambda = (mu, log sigma) (B, T, 2 Dz) read off a rollout's posterior (the first sample)."""
+    B = ro.q_mean.shape[0] // n_samples
+    return torch.cat([ro.q_mean[:B], ro.q_std[:B].log()], -1)

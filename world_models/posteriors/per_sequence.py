@@ -1,0 +1,97 @@
+"""Per-sequence (non-amortized) posterior: no encoder; lambda optimized for each sequence.
+
+Evaluation (`context`) finds Cremer et al.'s q*: initialize (at N(0, I), or along a rollout of
+the prior), then Adam on the ELBO with `n_samples` samples per step, averaging the ELBO over
+windows of `window` steps and stopping after `patience` windows without improvement or at
+`max_steps` (the fixed budget). The stopping rule is applied to the batch mean.
+For joint model learning, `training_loss` keeps lambda for every stored sequence (by
+`batch.index`), warm-starts from it, takes `steps_per_update` steps and writes it back.
+Family: mean-field Gaussian across time, diagonal per step.
+Cost per optimizer step: one model rollout forward and backward with n_samples samples.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..base import SequenceBatch, SequenceModel
+from ..rollout import rollout
+from .base import LocalGaussian, Objective, local_params, metrics, negative_elbo
+from .refine import FunctionalOptimizer, RefineSettings, refine, sequence_elbo
+
+INITS = ("standard_normal", "prior")
+
+
+class PerSequencePosterior(LocalGaussian):
+    name = "per_sequence"
+    step_cost = "per optimizer step: one model rollout forward + backward with n_samples samples"
+
+    def __init__(self, model: SequenceModel, lr: float = 1e-3, n_samples: int = 50, window: int = 100,
+                 patience: int = 10, max_steps: int = 5000, init: str = "standard_normal",
+                 steps_per_update: int = 10, train_lr: float = 0.05, train_samples: int = 1,
+                 num_sequences: int = 0, max_length: int = 0):
+        super().__init__(model)
+        if init not in INITS:
+            raise ValueError(f"unknown per-sequence init {init!r}; valid choices: {', '.join(INITS)}")
+        if min(window, patience, max_steps) < 1 or steps_per_update < 0:
+            raise ValueError("per-sequence settings need window, patience, max_steps >= 1 and steps_per_update >= 0")
+        self.fit = RefineSettings(steps=1, lr=lr, optimizer="adam", clip=None, n_samples=n_samples)
+        self.train_refine = RefineSettings(steps=steps_per_update, lr=train_lr, optimizer="adam", clip=None,
+                                           n_samples=train_samples)
+        self.window, self.patience, self.max_steps, self.init = window, patience, max_steps, init
+        # lambda per stored sequence for warm starts (grown on demand; NaN marks "never seen")
+        self.register_buffer("store", torch.full((num_sequences, max_length, 2 * model.z_dim), float("nan")))
+
+    def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        p = next(model.parameters())
+        if self.init == "prior":
+            with torch.no_grad():
+                ro = rollout(model, None, batch)
+            return local_params(ro)
+        return p.new_zeros(batch.batch_size, batch.length, 2 * self.z_dim)   # mu = 0, log sigma = 0
+
+    def context(self, model: SequenceModel, batch: SequenceBatch, lam0: torch.Tensor | None = None,
+                trace: list | None = None) -> torch.Tensor:
+        """q*: optimize from lam0 (default: the init) until the stopping rule fires. If `trace` is
+        a list, the windowed mean ELBO per sequence step is appended to it."""
+        lam = (self.initial_params(model, batch) if lam0 is None else lam0).detach()
+        opt = FunctionalOptimizer(self.fit, lam)
+        best, stale, window_sum = -float("inf"), 0, 0.0
+        for k in range(1, self.max_steps + 1):
+            lam = lam.detach().requires_grad_(True)
+            with torch.enable_grad():
+                elbo = sequence_elbo(model, self, batch, lam, self.fit.n_samples)
+                (g,) = torch.autograd.grad(elbo.sum(), lam)
+            lam = opt.update(lam, g)
+            window_sum += float(elbo.mean())
+            if k % self.window == 0:
+                avg = window_sum / self.window
+                window_sum = 0.0
+                if trace is not None:
+                    trace.append(avg / batch.length)
+                stale = 0 if avg > best else stale + 1
+                best = max(best, avg)
+                if stale >= self.patience:
+                    break
+        return lam.detach()
+
+    def _stored(self, model, batch) -> torch.Tensor:
+        idx, T = batch.index, batch.length
+        need_n, need_t = int(idx.max()) + 1, T
+        if need_n > self.store.shape[0] or need_t > self.store.shape[1]:
+            grown = self.store.new_full((max(need_n, self.store.shape[0]), max(need_t, self.store.shape[1]),
+                                         self.store.shape[2]), float("nan"))
+            grown[: self.store.shape[0], : self.store.shape[1]] = self.store
+            self.store = grown
+        lam = self.store[idx, :T].clone()
+        fresh = torch.isnan(lam)
+        return torch.where(fresh, self.initial_params(model, batch), lam)
+
+    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
+        """Warm-started SVI: lambda from the store, steps_per_update steps, model learns at the result."""
+        if batch.index is None:
+            raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
+        lam = refine(model, self, batch, self._stored(model, batch), self.train_refine)
+        self.store[batch.index, : batch.length] = lam
+        ro = rollout(model, self, batch, lam, objective.n_samples)
+        return negative_elbo(ro, objective), metrics(ro)
+

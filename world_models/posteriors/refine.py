@@ -1,0 +1,83 @@
+"""Gradient refinement of local variational parameters lambda = (mu, log sigma) on the sequence ELBO.
+
+    lambda^{k+1} = lambda^k + update(grad_lambda ELBO(lambda^k))
+
+with SGD + momentum (Kim et al. 2018) or Adam (Krishnan et al. 2018), each sequence clipped to a
+gradient norm. The optimizer is written out functionally so that the `unrolled` variant can
+backpropagate through every step (create_graph=True); the detached variant cuts the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import SequenceBatch, SequenceModel
+from ..rollout import rollout
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class RefineSettings:
+    steps: int = 20
+    lr: float = 0.01
+    optimizer: str = "adam"
+    momentum: float = 0.5          # sgd only
+    betas: tuple = (0.9, 0.999)    # adam only
+    clip: float | None = 5.0       # max gradient norm per sequence per step (None: no clipping)
+    n_samples: int = 1             # Monte Carlo samples per ELBO gradient
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown refinement optimizer {self.optimizer!r}; valid choices: {', '.join(OPTIMIZERS)}")
+        if int(self.steps) != self.steps or self.steps < 0:
+            raise ValueError(f"refinement steps K must be an integer >= 0, got {self.steps}")
+        if self.lr <= 0 or self.n_samples < 1:
+            raise ValueError(f"refinement needs lr > 0 and n_samples >= 1, got lr={self.lr}, n_samples={self.n_samples}")
+
+
+def sequence_elbo(model: SequenceModel, local, batch: SequenceBatch, lam: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """ELBO(lambda) per sequence (B,), Monte Carlo over n_samples, KL in closed form per step."""
+    ro = rollout(model, local, batch, lam, n_samples)
+    return ro.elbo.sum(1).reshape(n_samples, -1).mean(0)
+
+
+class FunctionalOptimizer:
+    """Gradient *ascent* on lambda, pure tensor ops (differentiable when the gradients are)."""
+
+    def __init__(self, s: RefineSettings, lam: torch.Tensor):
+        self.s, self.k = s, 0
+        self.m = torch.zeros_like(lam)
+        self.v = torch.zeros_like(lam)
+
+    def update(self, lam: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        if s.clip is not None:  # per-sequence norm over (T, 2 Dz)
+            norm = g.flatten(1).norm(dim=1).clamp(min=1e-12)
+            g = g * (s.clip / norm).clamp(max=1.0).view(-1, *([1] * (g.dim() - 1)))
+        self.k += 1
+        if s.optimizer == "sgd":   # v = mu v + g;  lambda += lr v
+            self.m = s.momentum * self.m + g
+            return lam + s.lr * self.m
+        b1, b2 = s.betas           # Adam with bias correction
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        m_hat, v_hat = self.m / (1 - b1 ** self.k), self.v / (1 - b2 ** self.k)
+        return lam + s.lr * m_hat / (v_hat.sqrt() + 1e-8)
+
+
+def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor, s: RefineSettings,
+           unrolled: bool = False) -> torch.Tensor:
+    """K steps of ELBO ascent from lam0. unrolled: the result stays a differentiable function of lam0
+    and the model (second-order terms included); otherwise it is detached from both."""
+    lam = lam0 if unrolled else lam0.detach()
+    opt = FunctionalOptimizer(s, lam)
+    for _ in range(s.steps):
+        if not unrolled:
+            lam = lam.detach().requires_grad_(True)
+        with torch.enable_grad():
+            elbo = sequence_elbo(model, local, batch, lam, s.n_samples).sum()
+            (g,) = torch.autograd.grad(elbo, lam, create_graph=unrolled)
+        lam = opt.update(lam, g)
+    return lam if unrolled else lam.detach()

@@ -1,0 +1,69 @@
+"""Run a model forward with latents drawn from a posterior, recording every log-density term.
+
+One rollout draws z_t ~ q(z_t | ctx_t, h_t, z_{t-1}) in time order, feeding each sample back
+into the model state, so it serves structured posteriors (PlaNet's q(z_t | h_t, x_t), whose h_t
+depends on sampled z_{<t}) and mean-field ones alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .base import ModelState, SequenceBatch, SequenceModel, gaussian_kl, masked_log_prob
+
+
+@dataclass
+class Rollout:
+    """Per-step terms, each (N, T) with N = n_samples * B (sample-major), except h, z, q_mean, q_std."""
+
+    h: torch.Tensor            # (N, T, H)
+    z: torch.Tensor            # (N, T, Dz)
+    log_lik: torch.Tensor      # log p(x_t | h_t, z_t), 0 where x_t is missing
+    log_prior: torch.Tensor    # log p(z_t | s_{t-1}, a_{t-1})
+    log_q: torch.Tensor        # log q(z_t | ...)
+    kl: torch.Tensor           # KL(q(z_t | .) || p(z_t | .)) in closed form, given the sampled past
+    q_mean: torch.Tensor       # (N, T, Dz) parameters of the posterior at each step
+    q_std: torch.Tensor
+    reward_log_lik: Optional[torch.Tensor] = None
+
+    @property
+    def log_weight(self) -> torch.Tensor:
+        """log p(x_t, z_t | .) - log q(z_t | .) per step: summed over t it is one importance weight."""
+        return self.log_lik + self.log_prior - self.log_q
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """Per-step ELBO with the KL in closed form: log p(x_t | .) - KL_t (same expectation as log_weight)."""
+        return self.log_lik - self.kl
+
+
+def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional[torch.Tensor] = None,
+            n_samples: int = 1) -> Rollout:
+    """Sample n_samples latent trajectories per sequence from the posterior given its context ctx (B, T, C).
+    posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0)."""
+    rep = batch.repeat(n_samples) if n_samples > 1 else batch
+    if ctx is not None and n_samples > 1:
+        ctx = ctx.repeat(n_samples, 1, 1)
+    state = model.initial_state(rep.batch_size)
+    hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
+    for t in range(rep.length):
+        h, prior = model.prior_step(state, rep.actions[:, t], t)
+        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, t)
+        z = q.rsample()
+        hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
+        lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))
+        state = ModelState(h, z)
+    H, Z = torch.stack(hs, 1), torch.stack(zs, 1)
+    log_lik = masked_log_prob(model.emission(H, Z), rep.obs, rep.mask)
+    reward_ll = None
+    if model.has_reward and rep.rewards is not None:
+        reward_ll = model.reward(H, Z).log_prob(rep.rewards)
+    stack = lambda xs: torch.stack(xs, 1)
+    return Rollout(H, Z, log_lik, stack(lp), stack(lq), stack(kls), stack(qm), stack(qs), reward_ll)
+
+
+def per_sample(x: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """(n_samples * B, ...) -> (n_samples, B, ...)."""
+    return x.reshape(n_samples, -1, *x.shape[1:])

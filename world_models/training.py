@@ -1,0 +1,37 @@
+"""Minibatch training of a model (and its posterior) on a fixed set of sequences."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .base import SequenceBatch
+
+
+def minibatch(data: SequenceBatch, idx: torch.Tensor) -> SequenceBatch:
+    pick = lambda x: None if x is None else x[idx]
+    return SequenceBatch(data.obs[idx], data.actions[idx], data.mask[idx], pick(data.rewards), pick(data.index))
+
+
+def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch, steps: int, batch_size: int,
+          lr: float = 1e-3, eps: float = 1e-4, grad_clip: float = 1000.0, seed: int = 0,
+          progress: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Adam on loss_fn over random minibatches; returns per-step metrics (loss and what loss_fn reports)."""
+    params = [p for p in params if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, eps=eps)
+    g = torch.Generator().manual_seed(seed)
+    history = []
+    for step in range(steps):
+        idx = torch.randperm(data.batch_size, generator=g)[:batch_size]
+        loss, info = loss_fn(minibatch(data, idx))
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"non-finite loss {float(loss)} at training step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        history.append({"step": step, "loss": float(loss), **info})
+        if progress is not None:
+            progress(step, history[-1])
+    return history
