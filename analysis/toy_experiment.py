@@ -50,6 +50,7 @@ def parse_args(argv=None):
                    help="steps to fit fresh filter/smoother encoders to each frozen model (conditioning gap)")
     p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     for name in ("train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples",
                  "encoder_steps", "q_star_samples", "q_star_max_steps"):
@@ -92,6 +93,8 @@ def fresh_encoder(name, model, data, args):
 
 
 def run(args) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     task = make_task(args.task)
     train_data, _ = generate(task, args.train_sequences, task.train_length, seed=args.seed)

@@ -123,3 +123,21 @@ def posterior_precision_diagonal(p: LGParams, mask: torch.Tensor) -> torch.Tenso
     first, last = (t == 0).double()[:, None, None], (t == T - 1).double()[:, None, None]
     prior = first * P0i + (1 - first) * Qi + (1 - last) * AQA                  # (T, Dz, Dz)
     return prior + mask.double()[..., None, None] * CRC
+
+
+def mean_field_elbo(p: LGParams, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor,
+                    mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """Closed-form ELBO (B,) of q(z) = prod_t N(z_t; mean_t, diag var_t):
+    E_q[log N(z_t; A z_{t-1} + B a, Q)] = log N(m_t; A m_{t-1} + B a, Q) - tr(Q^{-1}(V_t + A V_{t-1} A^T)) / 2,
+    E_q[log N(x_t; C z_t, R)] = log N(x_t; C m_t, R) - tr(R^{-1} C V_t C^T) / 2, entropy sum_t,i log(2 pi e v) / 2."""
+    from torch.distributions import MultivariateNormal
+    p = p.double()
+    obs, actions, mean, var = obs.double(), actions.double(), mean.double(), var.double()
+    V = torch.diag_embed(var)
+    tr = lambda M, S: (torch.linalg.inv(M) * S).sum((-1, -2))   # tr(M^{-1} S), S symmetric
+    init = MultivariateNormal(p.m0, p.P0).log_prob(mean[:, 0]) - 0.5 * tr(p.P0, V[:, 0])
+    pred = mean[:, :-1] @ p.A.T + actions[:, 1:] @ p.B.T
+    trans = MultivariateNormal(pred, p.Q).log_prob(mean[:, 1:]) - 0.5 * tr(p.Q, V[:, 1:] + p.A @ V[:, :-1] @ p.A.T)
+    emit = MultivariateNormal(mean @ p.C.T, p.R).log_prob(obs) - 0.5 * tr(p.R, p.C @ V @ p.C.T)
+    entropy = 0.5 * torch.log(2 * math.pi * math.e * var).sum((-1, -2))
+    return init + trans.sum(1) + (emit * mask.double()).sum(1) + entropy

@@ -43,6 +43,7 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
             n_samples: int = 1) -> Rollout:
     """Sample n_samples latent trajectories per sequence from the posterior given its context ctx (B, T, C).
     posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0)."""
+    model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
         ctx = ctx.repeat(n_samples, 1, 1)

@@ -25,13 +25,13 @@ def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch
     for step in range(steps):
         idx = torch.randperm(data.batch_size, generator=g)[:batch_size]
         loss, info = loss_fn(minibatch(data, idx))
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss {float(loss)} at training step {step}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        history.append({"step": step, "loss": float(loss), **info})
+        history.append({"step": step, "loss": float(loss.detach()), **info})
         if progress is not None:
             progress(step, history[-1])
     return history

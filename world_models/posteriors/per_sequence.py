@@ -3,7 +3,9 @@
 Evaluation (`context`) finds Cremer et al.'s q*: initialize (at N(0, I), or along a rollout of
 the prior), then Adam on the ELBO with `n_samples` samples per step, averaging the ELBO over
 windows of `window` steps and stopping after `patience` windows without improvement or at
-`max_steps` (the fixed budget). The stopping rule is applied to the batch mean.
+`max_steps` (the fixed budget). The stopping rule is applied to the batch mean. The result is the
+average of the iterates over the last full window (Polyak averaging), which removes most of the
+Monte Carlo jitter of the final iterate.
 For joint model learning, `training_loss` keeps lambda for every stored sequence (by
 `batch.index`), warm-starts from it, takes `steps_per_update` steps and writes it back.
 Family: mean-field Gaussian across time, diagonal per step.
@@ -56,23 +58,25 @@ class PerSequencePosterior(LocalGaussian):
         lam = (self.initial_params(model, batch) if lam0 is None else lam0).detach()
         opt = FunctionalOptimizer(self.fit, lam)
         best, stale, window_sum = -float("inf"), 0, 0.0
+        lam_sum, lam_avg = torch.zeros_like(lam), None
         for k in range(1, self.max_steps + 1):
             lam = lam.detach().requires_grad_(True)
             with torch.enable_grad():
                 elbo = sequence_elbo(model, self, batch, lam, self.fit.n_samples)
                 (g,) = torch.autograd.grad(elbo.sum(), lam)
-            lam = opt.update(lam, g)
-            window_sum += float(elbo.mean())
+            lam = opt.update(lam, g).detach()
+            window_sum += float(elbo.detach().mean())
+            lam_sum += lam
             if k % self.window == 0:
                 avg = window_sum / self.window
-                window_sum = 0.0
+                lam_avg, lam_sum, window_sum = lam_sum / self.window, torch.zeros_like(lam), 0.0
                 if trace is not None:
                     trace.append(avg / batch.length)
                 stale = 0 if avg > best else stale + 1
                 best = max(best, avg)
                 if stale >= self.patience:
                     break
-        return lam.detach()
+        return lam if lam_avg is None else lam_avg
 
     def _stored(self, model, batch) -> torch.Tensor:
         idx, T = batch.index, batch.length

@@ -1,0 +1,125 @@
+"""Every posterior trains on every model kind; semi-amortized refinement behaves as specified."""
+import pytest
+import torch
+
+from tests.conftest import lgssm_data, random_lgssm
+from world_models import bounds
+from world_models.base import SequenceBatch
+from world_models.networks import PIXEL_SHAPE
+from world_models.nonlinear_ssm import NonlinearSSM
+from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_posterior
+from world_models.posteriors.base import negative_elbo
+from world_models.posteriors.refine import refine, sequence_elbo
+from world_models.posteriors.semi_amortized import frozen
+from world_models.rssm import RSSM
+
+
+def _model(kind):
+    torch.manual_seed(0)
+    if kind == "lgssm":
+        return random_lgssm(0, 2, 3).float()
+    if kind == "nonlinear":
+        return NonlinearSSM(2, 3, 1, hidden=16)
+    if kind == "rssm":
+        return RSSM((3,), 1, deter_dim=16, z_dim=4, hidden=16)
+    return RSSM(PIXEL_SHAPE, 1, deter_dim=16, z_dim=4, hidden=16)
+
+
+def _batch(model, B=3, T=4):
+    obs = torch.rand(B, T, *model.obs_shape)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, 1] = False
+    return SequenceBatch(obs, torch.randn(B, T, 1), mask, rewards=torch.randn(B, T), index=torch.arange(B))
+
+
+SETTINGS = {"semi_amortized": dict(refine_settings=RefineSettings(steps=2, lr=0.1)),
+            "per_sequence": dict(steps_per_update=2, train_lr=0.1, max_steps=4, n_samples=2, window=2)}
+
+
+@pytest.mark.parametrize("kind", ["lgssm", "nonlinear", "rssm", "rssm_pixels"])
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_every_posterior_takes_a_training_step_on_every_model(kind, name):
+    model = _model(kind)
+    q = make_posterior(name, model, **SETTINGS.get(name, {}))
+    batch = _batch(model)
+    params = list(model.parameters()) + list(q.parameters())
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    loss, info = q.training_loss(model, batch, Objective(free_nats=1.0 if kind.startswith("rssm") else 0.0))
+    assert torch.isfinite(loss) and set(info) >= {"elbo", "kl", "log_lik"}
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    moved = [not torch.equal(b, p) for b, p in zip(before, params)]
+    assert any(moved[: len(list(model.parameters()))]), "no model parameter changed"
+    if q.name in ("amortized", "amortized_smoothing", "semi_amortized"):
+        assert any(moved[len(list(model.parameters())):]), "no encoder parameter changed"
+    if name == "per_sequence":  # local parameters were stored for warm starts
+        assert not torch.isnan(q.store[batch.index, : batch.length]).any()
+    # and it can be evaluated
+    assert torch.isfinite(bounds.elbo(model, q, batch, 2)).all()
+
+
+def test_smoother_sees_the_future_and_filter_does_not():
+    model = NonlinearSSM(2, 3, 1, hidden=16)
+    batch = _batch(model, B=2, T=6)
+    changed = SequenceBatch(batch.obs.clone(), batch.actions, batch.mask)
+    changed.obs[:, 4:] += 5.0
+    for name, should_change in (("amortized", False), ("amortized_smoothing", True)):
+        q = make_posterior(name, model)
+        ctx, ctx2 = q.context(model, batch), q.context(model, changed)
+        assert torch.allclose(ctx[:, :3], ctx2[:, :3]) != should_change, name
+
+
+def test_refinement_does_not_lower_the_elbo_on_average():
+    model = random_lgssm(3, 2, 2)
+    batch = lgssm_data(model, 16, 10, seed=3)
+    for opt, lr in (("adam", 0.05), ("sgd", 0.01)):
+        q = make_posterior("semi_amortized", model,
+                           refine_settings=RefineSettings(steps=10, lr=lr, optimizer=opt, n_samples=4)).double()
+        with torch.no_grad():
+            lam0, _ = q.initial_params(model, batch)
+        lamK = refine(model, q, batch, lam0, q.refine_settings)
+        torch.manual_seed(0)
+        L0 = bounds.elbo(model, q, batch, 300, ctx=lam0)
+        torch.manual_seed(0)
+        LK = bounds.elbo(model, q, batch, 300, ctx=lamK)
+        assert float(LK.mean()) > float(L0.mean()), (opt, float(L0.mean()), float(LK.mean()))
+
+
+def _encoder_grad_norm(q):
+    return sum(float(p.grad.abs().sum()) for p in q.encoder.parameters() if p.grad is not None)
+
+
+def test_gradients_reach_the_encoder_only_in_the_unrolled_variant():
+    model = NonlinearSSM(2, 3, 1, hidden=16)
+    batch = _batch(model, B=4, T=5)
+    s = RefineSettings(steps=3, lr=0.1)
+    for unrolled in (True, False):
+        q = make_posterior("semi_amortized", model, refine_settings=s, variant="unrolled" if unrolled else "detached")
+        lam0, _ = q.initial_params(model, batch)
+        lamK = refine(model, q, batch, lam0, s, unrolled=unrolled)
+        loss = -sequence_elbo(model, q, batch, lamK, 1).sum()
+        if unrolled:
+            loss.backward()
+            assert _encoder_grad_norm(q) > 0
+        else:
+            assert lamK.grad_fn is None and not lamK.requires_grad
+
+
+def test_detached_training_loss_gives_the_encoder_only_its_own_gradient():
+    """Encoder gradients of the full detached loss equal those of -ELBO(lambda^0) alone."""
+    model = NonlinearSSM(2, 3, 1, hidden=16)
+    batch = _batch(model, B=4, T=5)
+    q = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=3, lr=0.1))
+    torch.manual_seed(7)
+    loss, _ = q.training_loss(model, batch, Objective())
+    loss.backward()
+    full = [p.grad.clone() for p in q.encoder.parameters()]
+    q.zero_grad()
+    torch.manual_seed(7)
+    with frozen(model):
+        _, ro0 = q.initial_params(model, batch)
+        negative_elbo(ro0, Objective()).backward()
+    for a, p in zip(full, q.encoder.parameters()):
+        torch.testing.assert_close(a, p.grad)
