@@ -77,6 +77,7 @@ class LinearGaussianSSM(SequenceModel):
         p = self.params()
         return rts_smoother(p, kalman_filter(p, batch.obs, batch.actions, batch.mask))
 
+    @torch.no_grad()
     def noise_summary(self) -> dict[str, float]:
         p = self.params()
         # Q and R are only identified up to the scale of z: report R (in x units), Q in the units of

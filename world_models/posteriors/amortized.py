@@ -43,6 +43,7 @@ class AmortizedPosterior(Posterior):
         self.head = mlp(model.deter_dim + ctx_dim, hidden, 2 * model.z_dim, layers=1)
 
     def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        model.check_batch(batch)
         m = batch.mask.unsqueeze(-1).to(self.head[0].weight.dtype)
         obs = batch.obs.to(m.dtype)
         e = torch.cat([self.encoder(obs) * m, m], -1)            # (B, T, E + 1)

@@ -1,0 +1,70 @@
+"""Gap decomposition on a linear-Gaussian model, where the approximation gap is known exactly."""
+import json
+
+import torch
+
+from analysis.gaps import gap_decomposition, refinement_curve, summarize
+from analysis.toy_experiment import main as toy_main
+from tests.conftest import lgssm_data, random_lgssm
+from world_models import bounds
+from world_models.kalman import mean_field_elbo, posterior_precision_diagonal
+from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.training import train
+
+
+def test_gaps_on_lgssm_match_the_analytic_approximation_gap():
+    model = random_lgssm(11, z_dim=2, obs_dim=2)
+    model.requires_grad_(False)
+    batch = lgssm_data(model, 12, 8, seed=12)
+    encoders = {}
+    for label, name in (("filter", "amortized"), ("smoother", "amortized_smoothing")):
+        q = make_posterior(name, model, hidden=16).double()
+        train(lambda b, q=q: q.training_loss(model, b, Objective()), q.parameters(), batch, 40, 12, lr=1e-2)
+        encoders[label] = q
+    q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=50, window=50, patience=4, max_steps=1500)
+    log_p = bounds.exact_log_marginal(model, batch)
+    res = gap_decomposition(model, batch, encoders, q_star, log_p, n_samples=2000, own="filter")
+    g, T = res["gaps"], batch.length
+    # identities: inference = approximation + amortization; conditioning = difference of amortization gaps
+    assert abs(g["inference"]["mean"] - g["approximation"]["mean"] - g["amortization"]["mean"]) < 1e-9
+    assert abs(g["conditioning"]["mean"] - (g["amortization[filter]"]["mean"] - g["amortization[smoother]"]["mean"])) < 1e-9
+    # the approximation gap equals log p(x) minus the closed-form ELBO of the analytic mean-field optimum
+    p = model.params()
+    opt_var = 1 / torch.diagonal(posterior_precision_diagonal(p, batch.mask), dim1=-2, dim2=-1)
+    exact_gap = log_p - mean_field_elbo(p, batch.obs, batch.actions, batch.mask, model.smoother(batch).mean, opt_var)
+    assert abs(g["approximation"]["mean"] - float(exact_gap.mean())) < 0.05, (g["approximation"], float(exact_gap.mean()))
+    assert g["approximation"]["mean"] > 0.05          # mean-field cannot represent temporal correlation
+    assert g["amortization[filter]"]["mean"] > 0 and g["inference"]["mean"] > g["approximation"]["mean"]
+    assert g["approximation"]["mean_per_step"] * T == g["approximation"]["mean"]
+
+
+def test_refinement_curve_closes_the_amortization_gap():
+    model = random_lgssm(13, z_dim=2, obs_dim=2)
+    batch = lgssm_data(model, 10, 8, seed=14)
+    sa = make_posterior("semi_amortized", model, refine_settings=RefineSettings(lr=0.05, n_samples=4)).double()
+    q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=50, window=50, patience=4, max_steps=1500)
+    ref = bounds.elbo(model, q_star, batch, 1000, ctx=q_star.context(model, batch))
+    rows = refinement_curve(model, batch, sa, (0, 5, 100), n_samples=500, reference=ref)
+    gaps = [r["gap"]["mean"] for r in rows]
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0], gaps
+    assert rows[0]["seconds"] < rows[2]["seconds"]
+
+
+def test_summarize_standard_error():
+    s = summarize(torch.tensor([1.0, 2.0, 3.0, 4.0]), length=2)
+    assert s["mean"] == 2.5 and abs(s["sem"] - 1.2909944487358056 / 2) < 1e-9   # std of 1..4 is sqrt(5/3)
+    assert s["mean_per_step"] == 1.25
+
+
+def test_toy_experiment_end_to_end(tmp_path):
+    toy_main(["--task", "synthetic9", "--out", str(tmp_path), "--train-sequences", "24", "--test-sequences", "6",
+              "--steps", "3", "--batch-size", "8", "--gap-sequences", "4", "--eval-samples", "8", "--encoder-steps", "2",
+              "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1",
+              "--posteriors", "amortized", "semi_amortized", "per_sequence", "--threads", "1"])
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert set(r["methods"]) == {"kalman", "amortized", "semi_amortized", "per_sequence"}
+    assert r["true_model"]["estimator"] == "exact (Kalman)"
+    for png in ("loglik.png", "noise.png", "gaps.png", "refinement.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    md = (tmp_path / "results.md").read_text()
+    assert "Gap decomposition on test sequences" in md and "| per_sequence |" in md
