@@ -27,30 +27,35 @@ from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, froze
 from world_models.training import minibatch, train
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (DESIGN.md section 6)")
     p.add_argument("--out", default=None, help="results folder (default results/toy_<task>)")
     p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS,
                    help="posterior types to train with (kalman is added on linear tasks)")
-    p.add_argument("--train-sequences", type=int, default=1000)
-    p.add_argument("--test-sequences", type=int, default=200)
-    p.add_argument("--steps", type=int, default=1500, help="training steps per method")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate for model and encoder")
+    p.add_argument("--train-sequences", type=int, default=1000, help="training sequences (DKS used 5000)")
+    p.add_argument("--test-sequences", type=int, default=200, help="held-out sequences for log-likelihood")
+    p.add_argument("--steps", type=int, default=2500, help="training steps per method")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per training step")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate for model and encoder")
     p.add_argument("--refine-steps", type=int, default=3, help="K for semi_amortized training")
     p.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size (Adam)")
     p.add_argument("--per-sequence-steps", type=int, default=3, help="warm-started SVI steps per update (per_sequence)")
     p.add_argument("--gap-sequences", type=int, default=100, help="sequences per split for the gap decomposition")
     p.add_argument("--eval-samples", type=int, default=1000, help="samples for final ELBOs (Cremer used 5000)")
-    p.add_argument("--q-star-lr", type=float, default=0.05)
-    p.add_argument("--q-star-samples", type=int, default=50)
-    p.add_argument("--q-star-max-steps", type=int, default=3000)
+    p.add_argument("--q-star-lr", type=float, default=0.05, help="Adam step size of the q* optimizer")
+    p.add_argument("--q-star-samples", type=int, default=20, help="samples per q* optimizer step")
+    p.add_argument("--q-star-max-steps", type=int, default=1500, help="q* step budget (windows of 50, patience 5)")
     p.add_argument("--encoder-steps", type=int, default=800,
                    help="steps to fit fresh filter/smoother encoders to each frozen model (conditioning gap)")
-    p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100],
+                   help="refinement step counts K for the amortization-gap curve")
+    p.add_argument("--seed", type=int, default=0, help="seed for data and initialization")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
     args = p.parse_args(argv)
     for name in ("train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples",
                  "encoder_steps", "q_star_samples", "q_star_max_steps"):
