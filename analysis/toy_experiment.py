@@ -111,11 +111,6 @@ def run(args) -> dict:
     true_ll, rec = log_px(task.true_model, test_data.to("cpu"), None, smc_n=args.eval_samples)
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
-    if task.linear:
-        p = task.true_model.params()
-        results["true_model"]["noise"] = {"transition_var": float(p.Q.diagonal().mean()),
-                                          "emission_var": float(p.R.diagonal().mean()),
-                                          "transition_var_in_obs_units": float((p.C @ p.Q @ p.C.T).diagonal().mean())}
     methods = (["kalman"] if task.linear else []) + list(args.posteriors)
     for i, method in enumerate(methods):
         model = new_model(task, args.seed + i)
@@ -159,6 +154,9 @@ def method_gaps(method, model, q, gap_sets, args) -> dict:
                             max_steps=args.q_star_max_steps, window=50, patience=5)
     out = {}
     for split, batch in gap_sets.items():
+        t0 = time.perf_counter()
+        tqdm.write(f"[{method}] gaps on {batch.batch_size} {split} sequences: log p(x), q* optimization, "
+                   f"{args.eval_samples}-sample ELBOs ...")
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=args.eval_samples, smc_n=args.eval_samples)
         res = gap_decomposition(model, batch, posteriors, q_star, lp, args.eval_samples,
                                 own="own" if "own" in posteriors else None)
@@ -167,6 +165,7 @@ def method_gaps(method, model, q, gap_sets, args) -> dict:
             init = q if method in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
             res["refinement_curve"] = curve(model, init, batch, torch.tensor(res["values"]["q_star"]), args)
         out[split] = res
+        tqdm.write(f"[{method}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
     return out
 
 
