@@ -1,0 +1,85 @@
+"""Env names, per-task defaults and `make_env`, which checks its arguments and stacks the wrappers."""
+from __future__ import annotations
+
+import numbers
+
+import gymnasium as gym
+
+from envs.dmc import DMCEnv
+from envs.gym_tasks import GymEnv
+from envs.wrappers import ActionNoise, MissingObservations, ObservationNoise
+
+DMC_TASKS = {
+    "cartpole": ("cartpole", "swingup"),
+    "cartpole_swingup": ("cartpole", "swingup"),
+    "cartpole_balance": ("cartpole", "balance"),
+    "reacher_easy": ("reacher", "easy"),
+    "cheetah_run": ("cheetah", "run"),
+    "finger_spin": ("finger", "spin"),
+    "cup_catch": ("ball_in_cup", "catch"),
+    "walker_walk": ("walker", "walk"),
+    "pendulum_swingup": ("pendulum", "swingup"),
+}
+
+# Action repeat per dm_control domain, as in PlaNet (Hafner et al. 2019). PlaNet has no pendulum task:
+# its 2 is our choice. Gymnasium tasks default to 1.
+DMC_ACTION_REPEAT = {"cartpole": 8, "reacher": 4, "cheetah": 4, "finger": 2, "ball_in_cup": 4, "walker": 2,
+                     "pendulum": 2}
+
+GYM_TASKS = tuple(name for name in (
+    "Pendulum-v1", "MountainCarContinuous-v0", "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "Reacher-v5",
+    "Pusher-v5", "HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Swimmer-v5", "Ant-v5", "Humanoid-v5",
+    "HumanoidStandup-v5") if name in gym.registry)
+
+OBS_TYPES = ("state", "pixels")
+
+
+def valid_env_names() -> list[str]:
+    return [*DMC_TASKS, *GYM_TASKS]
+
+
+def default_action_repeat(name: str) -> int:
+    return DMC_ACTION_REPEAT[DMC_TASKS[name][0]] if name in DMC_TASKS else 1
+
+
+def _check(ok: bool, message: str):
+    if not ok:
+        raise ValueError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def make_env(name: str, obs: str = "state", action_repeat: int | None = None, seed: int = 0,
+             missing_every: int | None = None, missing_prob: float | None = None,
+             obs_noise: float = 0.0, action_noise: float = 0.0) -> gym.Env:
+    """Build a task with actions in [-1, 1], optionally with missing observations, observation or action noise.
+
+    `action_repeat=None` takes the per-task default. Raises ValueError on bad arguments.
+    """
+    _check(name in valid_env_names(), f"unknown env name {name!r}; valid names: {', '.join(valid_env_names())}")
+    _check(obs in OBS_TYPES, f"obs must be one of {', '.join(OBS_TYPES)}; got {obs!r}")
+    _check(action_repeat is None or (_is_int(action_repeat) and action_repeat >= 1),
+           f"action_repeat must be None (task default) or an integer >= 1; got {action_repeat!r}")
+    _check(missing_every is None or (_is_int(missing_every) and missing_every >= 1),
+           f"missing_every must be None or an integer >= 1; got {missing_every!r}")
+    _check(missing_prob is None or 0 <= missing_prob < 1,
+           f"missing_prob must be None or in [0, 1); got {missing_prob!r}")
+    _check(obs_noise >= 0, f"obs_noise must be a std >= 0; got {obs_noise!r}")
+    _check(action_noise >= 0, f"action_noise must be a std >= 0; got {action_noise!r}")
+
+    repeat = default_action_repeat(name) if action_repeat is None else int(action_repeat)
+    pixels = obs == "pixels"
+    if name in DMC_TASKS:
+        env = DMCEnv(*DMC_TASKS[name], pixels=pixels, action_repeat=repeat, seed=seed)
+    else:
+        env = GymEnv(name, pixels=pixels, action_repeat=repeat, seed=seed)
+    # Missing observations go outermost so that a dropped observation is exactly zeros, not noise.
+    if action_noise > 0:
+        env = ActionNoise(env, seed, action_noise)
+    if obs_noise > 0:
+        env = ObservationNoise(env, seed, obs_noise)
+    if (missing_every or 1) > 1 or (missing_prob or 0) > 0:
+        env = MissingObservations(env, seed, every=missing_every or 1, prob=missing_prob or 0.0)
+    return env

@@ -1,0 +1,42 @@
+"""What the planners share: the objective's contract, settings checks and one batched evaluation.
+
+An objective scores action sequences: objective(actions (N, H, A)) -> returns (N,), higher is better,
+all N candidates in one call.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_common(horizon, candidates, action_low, action_high) -> None:
+    """Checks the settings every planner has."""
+    check_positive_int("horizon", horizon)
+    check_positive_int("candidates", candidates)
+    if not float(action_low) < float(action_high):
+        raise ValueError(f"action bounds need action_low < action_high, got [{action_low}, {action_high}]")
+
+
+def evaluate(objective: Objective, actions: torch.Tensor) -> torch.Tensor:
+    """objective(actions) as a float tensor (N,) on the actions' device; a wrong shape or NaN raises."""
+    returns = objective(actions)
+    if not isinstance(returns, torch.Tensor) or returns.shape != actions.shape[:1]:
+        shape = tuple(returns.shape) if isinstance(returns, torch.Tensor) else type(returns).__name__
+        raise ValueError(f"the objective must return a tensor of shape ({actions.shape[0]},), one return per "
+                         f"candidate, got {shape}")
+    if torch.isnan(returns).any():
+        raise ValueError("the objective returned NaN")
+    return returns.to(actions.device, torch.float32)
+
+
+def sample_device(generator) -> torch.device:
+    """Candidates are drawn on the generator's device (the CPU without one)."""
+    return torch.device("cpu") if generator is None else generator.device
