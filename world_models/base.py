@@ -25,15 +25,28 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 
 
 @dataclass
+class ModelState:
+    """s_t = (h_t, z_t). h has width `model.deter_dim` (possibly 0)."""
+
+    h: torch.Tensor
+    z: torch.Tensor
+
+
+@dataclass
 class SequenceBatch:
     """A batch of sequences. `index` identifies stored sequences (per-sequence posteriors
-    keep local parameters per stored sequence and warm-start from them)."""
+    keep local parameters per stored sequence and warm-start from them). A window cut from a
+    longer sequence may carry the model state before its first step (`start`, (B, ...)) and
+    the time index of its first step (`t0`); by default sequences start at s_0 = 0, t = 0."""
 
     obs: torch.Tensor
     actions: torch.Tensor
     mask: Optional[torch.Tensor] = None
     rewards: Optional[torch.Tensor] = None
     index: Optional[torch.Tensor] = None
+    start: Optional[ModelState] = None
+    t0: int = 0
+    offset: Optional[torch.Tensor] = None   # (B,) step of each stored sequence where the window starts
 
     def __post_init__(self):
         if self.mask is None:
@@ -57,20 +70,15 @@ class SequenceBatch:
         """The batch stacked n times along the batch axis (sample-major: copy s of sequence b
         sits at s * B + b), so that n samples per sequence run as one batch."""
         rep = lambda x: None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
-        return SequenceBatch(rep(self.obs), rep(self.actions), rep(self.mask), rep(self.rewards), rep(self.index))
+        start = None if self.start is None else ModelState(rep(self.start.h), rep(self.start.z))
+        return SequenceBatch(rep(self.obs), rep(self.actions), rep(self.mask), rep(self.rewards), rep(self.index),
+                             start, self.t0, rep(self.offset))
 
     def to(self, device) -> "SequenceBatch":
         move = lambda x: None if x is None else x.to(device)
+        start = None if self.start is None else ModelState(move(self.start.h), move(self.start.z))
         return replace(self, obs=move(self.obs), actions=move(self.actions), mask=move(self.mask),
-                       rewards=move(self.rewards), index=move(self.index))
-
-
-@dataclass
-class ModelState:
-    """s_t = (h_t, z_t). h has width `model.deter_dim` (possibly 0)."""
-
-    h: torch.Tensor
-    z: torch.Tensor
+                       rewards=move(self.rewards), index=move(self.index), start=start, offset=move(self.offset))
 
 
 class SequenceModel(nn.Module):
@@ -82,6 +90,10 @@ class SequenceModel(nn.Module):
     obs_shape: tuple
     deter_dim: int = 0
     has_reward: bool = False
+
+    def start_state(self, batch: "SequenceBatch") -> ModelState:
+        """The state before the batch's first step: batch.start, or s_0 = 0."""
+        return batch.start if batch.start is not None else self.initial_state(batch.batch_size)
 
     def initial_state(self, batch_size: int) -> ModelState:
         """s_0: zeros (the first prior_step call at t = 0 returns the initial prior p(z_1))."""

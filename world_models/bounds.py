@@ -78,13 +78,13 @@ def smc(model: SequenceModel, posterior, batch: SequenceBatch, n_particles: int,
     N, B = n_particles, batch.batch_size
     rep = batch.repeat(N)
     ctx = ctx.repeat(N, 1, 1) if ctx is not None else None
-    state = model.initial_state(N * B)
+    state = model.start_state(rep)
     log_w = rep.obs.new_zeros(N, B, dtype=torch.float64)
     log_z = rep.obs.new_zeros(B, dtype=torch.float64)
     cols = torch.arange(B)
     for t in range(batch.length):
-        h, prior = model.prior_step(state, rep.actions[:, t], t)
-        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, t)
+        h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
+        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
         z = q.sample()
         inc = masked_log_prob(model.emission(h, z), rep.obs[:, t], rep.mask[:, t]) + prior.log_prob(z) - q.log_prob(z)
         new = log_w + inc.double().view(N, B)

@@ -47,11 +47,11 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
         ctx = ctx.repeat(n_samples, 1, 1)
-    state = model.initial_state(rep.batch_size)
+    state = model.start_state(rep)
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
     for t in range(rep.length):
-        h, prior = model.prior_step(state, rep.actions[:, t], t)
-        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, t)
+        h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
+        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
         z = q.rsample()
         hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
         lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))

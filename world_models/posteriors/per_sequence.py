@@ -78,24 +78,36 @@ class PerSequencePosterior(LocalGaussian):
                     break
         return lam if lam_avg is None else lam_avg
 
+    def _rows(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store coordinates (sequence, step) of every step of the batch, each (B, T)."""
+        steps = torch.arange(batch.length, device=batch.index.device)
+        offset = batch.offset if batch.offset is not None else torch.zeros_like(batch.index)
+        return batch.index[:, None].expand(-1, batch.length), offset[:, None] + steps
+
     def _stored(self, model, batch) -> torch.Tensor:
-        idx, T = batch.index, batch.length
-        need_n, need_t = int(idx.max()) + 1, T
+        seq, step = self._rows(batch)
+        need_n, need_t = int(seq.max()) + 1, int(step.max()) + 1
         if need_n > self.store.shape[0] or need_t > self.store.shape[1]:
             grown = self.store.new_full((max(need_n, self.store.shape[0]), max(need_t, self.store.shape[1]),
                                          self.store.shape[2]), float("nan"))
             grown[: self.store.shape[0], : self.store.shape[1]] = self.store
             self.store = grown
-        lam = self.store[idx, :T].clone()
-        fresh = torch.isnan(lam)
-        return torch.where(fresh, self.initial_params(model, batch), lam)
+        lam = self.store[seq, step]
+        return torch.where(torch.isnan(lam), self.initial_params(model, batch), lam)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """The store grows during training: take the saved size before loading."""
+        saved = state_dict.get(prefix + "store")
+        if saved is not None:
+            self.store = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         """Warm-started SVI: lambda from the store, steps_per_update steps, model learns at the result."""
         if batch.index is None:
             raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
         lam = refine(model, self, batch, self._stored(model, batch), self.train_refine)
-        self.store[batch.index, : batch.length] = lam
+        self.store[self._rows(batch)] = lam
         ro = rollout(model, self, batch, lam, objective.n_samples)
         return negative_elbo(ro, objective), metrics(ro)
 

@@ -1,0 +1,176 @@
+"""PlaNet's training loop with a swappable posterior (DESIGN.md section 7).
+
+Seed episodes with random actions; then per iteration: `train_steps` model updates with the chosen
+posterior on sequences from the replay, one episode collected with CEM + Gaussian exploration noise,
+and every `eval_every` episodes one evaluation episode without noise. After each episode: the
+episode file, a metrics line, an atomic checkpoint and the learning-curve PNG, in that order, so a
+run killed at any moment resumes from its last checkpoint with every finished episode counted once.
+Episode k's environment, exploration and minibatch randomness is seeded from (seed, k), so a
+resumed run continues exactly as an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs.registry import make_env
+from planners.factory import make_planner
+from planners.objectives import imagined_return
+from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.rssm import RSSM
+
+from .belief import Belief
+from .checkpoint import load, save_atomic, trim_to_checkpoint
+from .config import AgentConfig
+from .replay import EpisodeBuilder, Replay
+from .report import plot_learning_curve
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA device is available; valid choices here: auto, cpu")
+    return torch.device(name)
+
+
+def posterior_settings(cfg: AgentConfig) -> dict:
+    if cfg.inference == "semi_amortized":
+        return {"refine_settings": RefineSettings(steps=cfg.refine_steps, lr=cfg.refine_lr)}
+    if cfg.inference == "per_sequence":
+        return {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr}
+    return {}
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.env = make_env(cfg.env, cfg.obs, cfg.action_repeat, seed=cfg.seed, missing_every=cfg.missing_every,
+                            missing_prob=cfg.missing_prob, obs_noise=cfg.obs_noise, action_noise=cfg.action_noise)
+        self.pixels = cfg.obs == "pixels"
+        self.action_dim = self.env.action_space.shape[0]
+        self.action_repeat = self.env.unwrapped.action_repeat
+        self.model = RSSM(self.env.observation_space.shape, self.action_dim, cfg.deter, cfg.stoch, cfg.hidden).to(self.device)
+        self.posterior = make_posterior(cfg.inference, self.model, **posterior_settings(cfg)).to(self.device)
+        self.params = list(self.model.parameters()) + list(self.posterior.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.planner = make_planner(cfg.planner, preset=cfg.planner_preset,
+                                    **({"horizon": cfg.horizon} if cfg.horizon else {}))
+        decision = RefineSettings(steps=cfg.decision_refine_steps, lr=cfg.refine_lr) if cfg.decision_refine_steps else None
+        self.belief = Belief(self.model, self.posterior, decision, cfg.decision_window)
+        self.episode, self.env_steps = 0, 0
+
+    # --- state on disk -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def save(self) -> None:
+        save_atomic({"model": self.model.state_dict(), "posterior": self.posterior.state_dict(),
+                     "optimizer": self.optimizer.state_dict(), "episode": self.episode,
+                     "env_steps": self.env_steps}, self.checkpoint_path)
+
+    def restore(self) -> None:
+        """Load the last checkpoint (if any) and trim the run to it; then load the replay."""
+        if self.checkpoint_path.exists():
+            state = load(self.checkpoint_path)
+            self.model.load_state_dict(state["model"])
+            self.posterior.load_state_dict(state["posterior"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.episode, self.env_steps = state["episode"], state["env_steps"]
+        trim_to_checkpoint(self.run_dir, self.episode)
+        self.replay = Replay(self.run_dir / "episodes")
+
+    # --- acting ------------------------------------------------------------------------------------
+    def _obs_tensor(self, obs) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        return x / 255.0 - 0.5 if self.pixels else x
+
+    def run_episode(self, mode: str, seed: int) -> tuple[dict, float, float]:
+        """mode: random | explore | eval. Returns (episode arrays, return, seconds spent planning)."""
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        obs, info = self.env.reset(seed=seed)
+        builder = EpisodeBuilder()
+        builder.start(obs, info)
+        self.belief.reset()
+        prev = torch.zeros(self.action_dim, device=self.device)
+        total, plan_seconds, done = 0.0, 0.0, False
+        while not done:
+            if mode == "random":
+                action = rng.uniform(-1, 1, self.action_dim).astype(np.float32)
+            else:
+                t0 = time.perf_counter()
+                state = self.belief.update(self._obs_tensor(obs), prev, info.get("obs_valid", True))
+                objective = imagined_return(self.model, state, t=len(self.belief.obs), generator=gen)
+                action = self.planner.plan(objective, self.action_dim, gen).cpu().numpy()
+                plan_seconds += time.perf_counter() - t0
+                if mode == "explore":
+                    action = np.clip(action + self.cfg.explore_noise * rng.standard_normal(self.action_dim), -1, 1)
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            builder.add(action, reward, obs, info)
+            prev = torch.as_tensor(action, dtype=torch.float32, device=self.device)
+            total += float(reward)
+            done = terminated or truncated
+        return builder.finish(), total, plan_seconds
+
+    # --- learning ----------------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, self.episode])
+        objective = Objective(free_nats=cfg.free_nats)
+        sums: dict[str, float] = {}
+        length = min(cfg.seq_len, min(len(e["reward"]) for e in self.replay.episodes))
+        for _ in range(cfg.train_steps):
+            batch, start = self.replay.sample(cfg.batch_size, length, rng)
+            batch.offset = torch.as_tensor(start)
+            batch = batch.to(self.device)
+            loss, info = self.posterior.training_loss(self.model, batch, objective)
+            if not math.isfinite(float(loss.detach())):
+                raise NonFiniteLoss(f"non-finite training loss {float(loss.detach())} at episode {self.episode}; "
+                                    f"the last good checkpoint is {self.checkpoint_path}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            for k, v in {"loss": float(loss.detach()), **info}.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return {k: v / cfg.train_steps for k, v in sums.items()}
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def step(self) -> dict:
+        """One iteration: train (after the seed episodes), collect an episode, maybe evaluate."""
+        cfg, k = self.cfg, self.episode
+        torch.manual_seed(cfg.seed * 1_000_003 + k)
+        record: dict = {"episode": k + 1}
+        t0 = time.perf_counter()
+        if k >= cfg.seed_episodes:
+            record.update(self.train())
+        record["train_seconds"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mode = "random" if k < cfg.seed_episodes else "explore"
+        episode, ret, plan_seconds = self.run_episode(mode, seed=cfg.seed * 1_000_003 + k)
+        record.update(train_return=ret, collect_seconds=time.perf_counter() - t0, plan_seconds=plan_seconds)
+        self.replay.add_episode(episode)
+        self.env_steps += (len(episode["reward"]) - 1) * self.action_repeat
+        if k >= cfg.seed_episodes and (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.episodes:
+            t0 = time.perf_counter()
+            _, record["eval_return"], _ = self.run_episode("eval", seed=10**9 + cfg.seed * 1_000_003 + k)
+            record["eval_seconds"] = time.perf_counter() - t0
+        record["env_steps"] = self.env_steps
+        self.episode += 1
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.save()
+        plot_learning_curve(self.run_dir)
+        return record

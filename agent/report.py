@@ -1,0 +1,32 @@
+"""The run's learning-curve PNG, redrawn from metrics.jsonl after every episode."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def plot_learning_curve(run_dir: Path) -> None:
+    rows = read_metrics(run_dir)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["env_steps"] for r in rows], [r["train_return"] for r in rows], ".-", alpha=0.5, label="train (with noise)")
+    ev = [r for r in rows if "eval_return" in r]
+    ax.plot([r["env_steps"] for r in ev], [r["eval_return"] for r in ev], "o-", label="evaluation")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.legend()
+    fig.tight_layout()
+    tmp = Path(run_dir) / "learning_curve.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, Path(run_dir) / "learning_curve.png")

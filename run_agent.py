@@ -1,0 +1,149 @@
+"""Train a PlaNet-style agent whose world model uses a swappable posterior, planning with CEM.
+
+    python run_agent.py --env cartpole --inference semi_amortized
+
+A run directory (default runs/<env>-<inference>-s<seed>) holds config.json, metrics.jsonl (one line
+per episode), checkpoint.pt (atomic, after every episode), episodes/ (the replay, one file per
+episode) and learning_curve.png. Stop it at any time; `--resume` continues from the last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig
+from envs.registry import OBS_TYPES, valid_env_names
+from world_models.posteriors import POSTERIORS
+
+HELP = {
+    "env": "task: " + ", ".join(valid_env_names()) + " (cartpole = cartpole swingup)",
+    "obs": "observation type: " + ", ".join(OBS_TYPES),
+    "inference": "posterior: " + ", ".join(POSTERIORS),
+    "seed": "random seed (same seed, same returns on the CPU)",
+    "episodes": "episodes to collect in all, seed episodes included",
+    "seed_episodes": "random-action episodes before the first model update",
+    "train_steps": "model updates per collected episode",
+    "batch_size": "sequences per model update",
+    "seq_len": "steps per training sequence",
+    "deter": "RSSM GRU size", "stoch": "RSSM stochastic latent size", "hidden": "RSSM hidden layer size",
+    "free_nats": "free nats of KL per step", "lr": "Adam learning rate", "adam_eps": "Adam epsilon",
+    "grad_clip": "gradient norm clip",
+    "explore_noise": "std of Gaussian noise on planned actions while collecting",
+    "eval_every": "one evaluation episode (no noise) every this many episodes",
+    "planner": "planner: cem, random_shooting",
+    "planner_preset": "planner size: " + ", ".join(PLANNER_PRESETS) + " (cpu: 300 candidates x 5 iterations; "
+                      "planet: 1000 x 10)",
+    "horizon": "planning horizon (default: the preset's, 12)",
+    "refine_steps": "semi_amortized: refinement steps K in training; per_sequence: warm-started steps per update",
+    "refine_lr": "refinement step size (Adam)",
+    "decision_refine_steps": "refinement steps at each decision (semi_amortized, per_sequence; per_sequence needs >= 1)",
+    "decision_window": "recent steps re-inferred at each decision",
+    "action_repeat": "env steps per action (default: PlaNet's per task)",
+    "missing_every": "keep only every k-th observation (missing-observation variant)",
+    "missing_prob": "drop each observation with this probability",
+    "obs_noise": "std of Gaussian observation noise", "action_noise": "std of Gaussian noise added to actions in the env",
+    "device": "compute device: " + ", ".join(DEVICES),
+    "wandb": "wandb mode: " + ", ".join(WANDB_MODES) + " (offline needs no network; `wandb sync` uploads later)",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = AgentConfig()
+    for f in fields(AgentConfig):
+        default = getattr(defaults, f.name)
+        kind = {bool: int}.get(type(default), type(default)) if default is not None else (
+            float if f.name == "missing_prob" else int)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help=f"{HELP[f.name]} (default: {default})")
+    p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def make_config(args) -> tuple[AgentConfig, Path]:
+    given = {f.name: getattr(args, f.name) for f in fields(AgentConfig) if getattr(args, f.name) is not None}
+    if args.resume:
+        if args.run_dir is None:
+            raise UsageError("--resume needs --run-dir (the run to continue)")
+        config_path = args.run_dir / "config.json"
+        if not config_path.exists():
+            raise UsageError(f"--resume: {args.run_dir} is not a run directory (no config.json)")
+        cfg = AgentConfig.load(config_path)
+        if "episodes" in given:   # the one setting a resumed run may change: how far to go
+            cfg = AgentConfig(**{**asdict(cfg), "episodes": given["episodes"]})
+        return cfg, args.run_dir
+    cfg = AgentConfig(**given)
+    run_dir = args.run_dir or Path("runs") / f"{cfg.env}-{cfg.inference}-s{cfg.seed}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"run directory {run_dir} already holds a run; use --resume to continue it or "
+                         f"choose another --run-dir")
+    return cfg, run_dir
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        cfg, run_dir = make_config(args)
+        from agent.loop import Agent
+        agent = Agent(cfg, run_dir)
+    except (UsageError, ValueError, ImportError) as e:
+        print(f"run_agent.py: error: {e}", file=sys.stderr)
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        agent.restore()
+    except (ValueError, RuntimeError) as e:
+        print(f"run_agent.py: error: cannot resume {run_dir}: {e}", file=sys.stderr)
+        return 2
+    cfg.save(run_dir / "config.json")
+    return run(agent, cfg, run_dir, progress=not args.no_progress)
+
+
+def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool) -> int:
+    import wandb
+    from tqdm import tqdm
+
+    from agent.loop import NonFiniteLoss
+
+    wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
+                    group=f"{cfg.env}-{cfg.inference}", name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
+    bar = tqdm(total=cfg.episodes, initial=agent.episode, desc=f"{cfg.env} {cfg.inference}", unit="ep",
+               disable=not progress)
+    try:
+        while agent.episode < cfg.episodes:
+            record = agent.step()
+            wb.log(record, step=record["env_steps"])
+            bar.update(1)
+            bar.set_postfix(steps=record["env_steps"], ret=f"{record['train_return']:.0f}",
+                            **({"eval": f"{record['eval_return']:.0f}"} if "eval_return" in record else {}))
+    except NonFiniteLoss as e:
+        print(f"run_agent.py: stopped: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+        wb.finish()
+    print(f"done: {agent.episode} episodes, {agent.env_steps} env steps; results in {run_dir}")
+    return 0
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A wandb run id kept in the run directory, so a resumed run logs to the same wandb run."""
+    path = run_dir / "wandb_id"
+    if not path.exists():
+        import uuid
+        path.write_text(uuid.uuid4().hex[:12])
+    return path.read_text().strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
