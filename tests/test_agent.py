@@ -1,0 +1,103 @@
+"""The agent loop really runs: every inference type on a dm_control task, pixels, resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.replay import Replay
+from run_agent import main
+from world_models.posteriors import POSTERIORS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
+        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress"]
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("inference", POSTERIORS)
+def test_two_episodes_for_every_inference_type(tmp_path, inference):
+    extra = ["--decision-refine-steps", "1", "--decision-window", "3"] if inference in ("semi_amortized", "per_sequence") else []
+    assert main(TINY + ["--inference", inference, "--episodes", "2", "--run-dir", str(tmp_path)] + extra) == 0
+    rows = metrics(tmp_path)
+    assert [r["episode"] for r in rows] == [1, 2]
+    assert rows[1]["env_steps"] == 2000 and np.isfinite(rows[1]["elbo"]) and "eval_return" in rows[1]
+    assert rows[1]["plan_seconds"] > 0
+    assert len(Replay(tmp_path / "episodes")) == 2
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_pixels_run(tmp_path):
+    assert main(TINY + ["--obs", "pixels", "--episodes", "2", "--action-repeat", "50", "--run-dir", str(tmp_path)]) == 0
+    ep = Replay(tmp_path / "episodes").episodes[0]
+    assert ep["obs"].dtype == np.uint8 and ep["obs"].shape[1:] == (3, 64, 64)
+    assert len(metrics(tmp_path)) == 2
+
+
+def test_same_seed_same_returns_and_resume_continues_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    args = TINY + ["--inference", "amortized", "--eval-every", "2"]
+    assert main(args + ["--episodes", "3", "--run-dir", str(a)]) == 0
+    assert main(args + ["--episodes", "2", "--run-dir", str(b)]) == 0
+    assert main(["--resume", "--run-dir", str(b), "--episodes", "3", "--no-progress"]) == 0
+    ra, rb = metrics(a), metrics(b)
+    assert [r["train_return"] for r in ra] == [r["train_return"] for r in rb]
+    assert ra[-1]["eval_return"] == rb[-1]["eval_return"] and ra[-1]["loss"] == rb[-1]["loss"]
+
+
+def test_sigkill_then_resume_counts_every_episode_once(tmp_path):
+    cmd = [sys.executable, str(ROOT / "run_agent.py")] + TINY + ["--episodes", "4", "--run-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists() or \
+            len((tmp_path / "metrics.jsonl").read_text().splitlines()) < 2:
+        time.sleep(0.05)
+        assert time.time() < deadline, "the run produced no episodes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert main(["--resume", "--run-dir", str(tmp_path), "--no-progress"]) == 0
+    rows = metrics(tmp_path)
+    assert [r["episode"] for r in rows] == [1, 2, 3, 4]
+    assert len(Replay(tmp_path / "episodes")) == 4
+    assert rows[-1]["env_steps"] == 4000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "pong"], "unknown env 'pong'; valid choices: cartpole"),
+    (["--inference", "magic"], "unknown inference 'magic'; valid choices: amortized"),
+    (["--episodes", "-1"], "episodes must be >= 1"),
+    (["--env", "Pendulum-v1", "--obs", "pixels"], "Pendulum-v1"),
+    (["--inference", "per_sequence"], "decision_refine_steps >= 1"),
+])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
+    run_dir = tmp_path / "run"
+    assert main(TINY + argv + ["--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_resume_errors_touch_nothing(tmp_path, capsys):
+    assert main(["--resume", "--run-dir", str(tmp_path / "missing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    assert main(TINY + ["--episodes", "1", "--run-dir", str(run_dir)]) == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert main(TINY + ["--episodes", "1", "--run-dir", str(run_dir)]) == 2      # exists: needs --resume
+    assert "already holds a run" in capsys.readouterr().err
+    (run_dir / "checkpoint.pt").write_bytes(b"garbage")
+    before[run_dir / "checkpoint.pt"] = b"garbage"
+    assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "2"]) == 2
+    assert "corrupt checkpoint" in capsys.readouterr().err
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert after == before
