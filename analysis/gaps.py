@@ -15,7 +15,9 @@ import torch
 from world_models import bounds
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import PerSequencePosterior, SemiAmortizedPosterior
+from world_models.posteriors.base import local_params
 from world_models.posteriors.refine import RefineSettings, refine
+from world_models.rollout import rollout
 
 
 def summarize(values: torch.Tensor, length: int) -> dict:
@@ -41,12 +43,21 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
 
 
 def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: dict, q_star: PerSequencePosterior,
-                      log_p: torch.Tensor, n_samples: int = 1000, own: str | None = None) -> dict:
+                      log_p: torch.Tensor, n_samples: int = 1000, own: str | None = None,
+                      q_star_init: str | None = None) -> dict:
     """posteriors: {label: posterior}; labels 'filter' and 'smoother' (if present) give the conditioning
-    gap; `own` names the posterior whose inference and amortization gaps are reported as such."""
+    gap; `own` names the posterior whose inference and amortization gaps are reported as such.
+    q_star_init names the posterior whose output starts the q* optimization (default: q_star's own
+    init). The optimum does not depend on it where the ELBO is concave in lambda (the LGSSM with a
+    mean-field family); elsewhere it is a heuristic, recorded in the result."""
     T = batch.length
     t0 = time.perf_counter()
-    lam_star = q_star.context(model, batch)
+    lam0 = None
+    if q_star_init is not None:
+        enc = posteriors[q_star_init]
+        with torch.no_grad():
+            lam0 = local_params(rollout(model, enc, batch, enc.context(model, batch)))
+    lam_star = q_star.context(model, batch, lam0=lam0)
     elbos = {"q_star": bounds.elbo(model, q_star, batch, n_samples, ctx=lam_star)}
     q_star_seconds = time.perf_counter() - t0
     for label, q in posteriors.items():
@@ -63,23 +74,25 @@ def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: di
     return {"gaps": {k: summarize(v, T) for k, v in gaps.items()},
             "elbo": {k: summarize(v, T) for k, v in elbos.items()},
             "log_px": summarize(log_p, T), "n_sequences": batch.batch_size, "elbo_samples": n_samples,
-            "q_star_seconds": q_star_seconds,
+            "q_star_seconds": q_star_seconds, "q_star_init": q_star_init or q_star.init,
             "values": {k: v.double().tolist() for k, v in {**elbos, "log_px": log_p}.items()}}
 
 
 def refinement_curve(model: SequenceModel, batch: SequenceBatch, posterior: SemiAmortizedPosterior,
-                     steps=(0, 1, 5, 20, 100), n_samples: int = 1000, reference: torch.Tensor | None = None) -> list[dict]:
+                     steps=(0, 1, 5, 20, 100), eval_samples: int = 1000, reference: torch.Tensor | None = None,
+                     **refine_overrides) -> list[dict]:
     """L[q_K] after K refinement steps from the amortized init, with the wall-clock of init + K steps.
-    With `reference` (e.g. L[q*] per sequence), also the remaining gap reference - L[q_K]."""
+    With `reference` (e.g. L[q*] per sequence), also the remaining gap reference - L[q_K].
+    refine_overrides (lr, n_samples, optimizer, ...) replace the posterior's refinement settings."""
     rows = []
     for K in steps:
-        s = RefineSettings(**{**vars(posterior.refine_settings), "steps": K})
+        s = RefineSettings(**{**vars(posterior.refine_settings), **refine_overrides, "steps": K})
         t0 = time.perf_counter()
         with torch.no_grad():
             lam0, _ = posterior.initial_params(model, batch)
         lam = refine(model, posterior, batch, lam0, s)
         seconds = time.perf_counter() - t0
-        L = bounds.elbo(model, posterior, batch, n_samples, ctx=lam)
+        L = bounds.elbo(model, posterior, batch, eval_samples, ctx=lam)
         row = {"K": K, "seconds": seconds, "elbo": summarize(L, batch.length)}
         if reference is not None:
             row["gap"] = summarize(reference - L, batch.length)

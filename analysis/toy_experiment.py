@@ -39,7 +39,7 @@ def parse_args(argv=None):
                    help="posterior types to train with (kalman is added on linear tasks)")
     p.add_argument("--train-sequences", type=int, default=1000, help="training sequences (DKS used 5000)")
     p.add_argument("--test-sequences", type=int, default=200, help="held-out sequences for log-likelihood")
-    p.add_argument("--steps", type=int, default=2500, help="training steps per method")
+    p.add_argument("--steps", type=int, default=2000, help="training steps per method")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per training step")
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate for model and encoder")
     p.add_argument("--refine-steps", type=int, default=3, help="K for semi_amortized training")
@@ -54,6 +54,8 @@ def parse_args(argv=None):
                    help="steps to fit fresh filter/smoother encoders to each frozen model (conditioning gap)")
     p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100],
                    help="refinement step counts K for the amortization-gap curve")
+    p.add_argument("--curve-lr", type=float, default=0.05, help="refinement step size (Adam) for the curve")
+    p.add_argument("--curve-samples", type=int, default=8, help="samples per refinement step for the curve")
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialization")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
     args = p.parse_args(argv)
@@ -139,6 +141,9 @@ def run(args) -> dict:
         if method != "kalman":
             entry["gaps"] = method_gaps(method, model, q, gap_sets, args)
         results["methods"][method] = entry
+        (args.out / "models").mkdir(parents=True, exist_ok=True)
+        torch.save({"model": model.state_dict(), "posterior": None if q is None else q.state_dict()},
+                   args.out / "models" / f"{method}.pt")
         write(results, args.out)
     return results
 
@@ -159,7 +164,7 @@ def method_gaps(method, model, q, gap_sets, args) -> dict:
                    f"{args.eval_samples}-sample ELBOs ...")
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=args.eval_samples, smc_n=args.eval_samples)
         res = gap_decomposition(model, batch, posteriors, q_star, lp, args.eval_samples,
-                                own="own" if "own" in posteriors else None)
+                                own="own" if "own" in posteriors else None, q_star_init="smoother")
         res["log_px_estimator"] = rec
         if split == "test":
             init = q if method in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
@@ -177,7 +182,8 @@ def curve(model, init, batch, q_star_elbo, args):
     else:
         sa = SemiAmortizedPosterior(model, RefineSettings(steps=0, lr=args.refine_lr))
         sa.encoder = init
-    return refinement_curve(model, batch, sa, args.curve_steps, args.eval_samples, reference=q_star_elbo)
+    return refinement_curve(model, batch, sa, args.curve_steps, args.eval_samples, reference=q_star_elbo,
+                            lr=args.curve_lr, n_samples=args.curve_samples)
 
 
 def write(results: dict, out: Path):

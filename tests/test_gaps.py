@@ -44,7 +44,7 @@ def test_refinement_curve_closes_the_amortization_gap():
     sa = make_posterior("semi_amortized", model, refine_settings=RefineSettings(lr=0.05, n_samples=4)).double()
     q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=50, window=50, patience=4, max_steps=1500)
     ref = bounds.elbo(model, q_star, batch, 1000, ctx=q_star.context(model, batch))
-    rows = refinement_curve(model, batch, sa, (0, 5, 100), n_samples=500, reference=ref)
+    rows = refinement_curve(model, batch, sa, (0, 5, 100), eval_samples=500, reference=ref)
     gaps = [r["gap"]["mean"] for r in rows]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0], gaps
     assert rows[0]["seconds"] < rows[2]["seconds"]
