@@ -2,7 +2,8 @@
 
 Seed episodes with random actions; then per iteration: `train_steps` model updates with the chosen
 posterior on sequences from the replay, one episode collected with CEM + Gaussian exploration noise,
-and every `eval_every` episodes one evaluation episode without noise. After each episode: the
+and every `eval_every` episodes one evaluation episode without noise (for pixel runs also written as
+eval_video.gif beside the model's open-loop prediction). After each episode: the
 episode file, a metrics line, an atomic checkpoint and the learning-curve PNG, in that order, so a
 run killed at any moment resumes from its last checkpoint with every finished episode counted once.
 Episode k's environment, exploration and minibatch randomness is seeded from (seed, k), so a
@@ -29,6 +30,7 @@ from .checkpoint import load, save_atomic, trim_to_checkpoint
 from .config import AgentConfig
 from .replay import EpisodeBuilder, Replay
 from .report import plot_learning_curve
+from .video import open_loop_video
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -166,8 +168,11 @@ class Agent:
         self.env_steps += (len(episode["reward"]) - 1) * self.action_repeat
         if k >= cfg.seed_episodes and (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.episodes:
             t0 = time.perf_counter()
-            _, record["eval_return"], _ = self.run_episode("eval", seed=10**9 + cfg.seed * 1_000_003 + k)
+            evaluation, record["eval_return"], _ = self.run_episode("eval", seed=10**9 + cfg.seed * 1_000_003 + k)
             record["eval_seconds"] = time.perf_counter() - t0
+            if self.pixels:   # the evaluation episode beside the model's open-loop prediction
+                _, mse = open_loop_video(self.model, self.belief.encoder, evaluation, self.run_dir / "eval_video.gif")
+                record["open_loop_mse"] = float(np.nanmean(mse)) if mse else None
         record["env_steps"] = self.env_steps
         self.episode += 1
         with open(self.run_dir / "metrics.jsonl", "a") as f:

@@ -40,7 +40,9 @@ def test_pixels_run(tmp_path):
     assert main(TINY + ["--obs", "pixels", "--episodes", "2", "--action-repeat", "50", "--run-dir", str(tmp_path)]) == 0
     ep = Replay(tmp_path / "episodes").episodes[0]
     assert ep["obs"].dtype == np.uint8 and ep["obs"].shape[1:] == (3, 64, 64)
-    assert len(metrics(tmp_path)) == 2
+    rows = metrics(tmp_path)
+    assert len(rows) == 2 and np.isfinite(rows[-1]["open_loop_mse"])
+    assert (tmp_path / "eval_video.gif").stat().st_size > 1000
 
 
 def test_same_seed_same_returns_and_resume_continues_exactly(tmp_path):
