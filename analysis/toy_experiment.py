@@ -31,6 +31,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     pass
 
 
+METHODS = ("kalman", *POSTERIORS)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (DESIGN.md section 6)")
@@ -114,7 +117,8 @@ def run(args) -> dict:
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
     methods = (["kalman"] if task.linear else []) + list(args.posteriors)
-    for i, method in enumerate(methods):
+    for method in methods:
+        i = METHODS.index(method)   # the model's seed depends on the method, not on which others run
         model = new_model(task, args.seed + i)
         settings = {}
         if method == "semi_amortized":
@@ -135,11 +139,15 @@ def run(args) -> dict:
                  "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
         model.requires_grad_(False)
         proposal = q if method in ("amortized", "amortized_smoothing") else None
-        ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
-        entry["test_log_lik"] = summarize(ll, test_data.length)
-        entry["test_log_lik_estimator"] = rec
-        if method != "kalman":
-            entry["gaps"] = method_gaps(method, model, q, gap_sets, args)
+        try:
+            ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
+            entry["test_log_lik"] = summarize(ll, test_data.length)
+            entry["test_log_lik_estimator"] = rec
+            if method != "kalman":
+                entry["gaps"] = method_gaps(method, model, q, gap_sets, args)
+        except ValueError as e:   # a diverged model: non-finite distribution parameters
+            entry["evaluation_error"] = str(e).splitlines()[0][:300]
+            tqdm.write(f"[{method}] evaluation failed: {entry['evaluation_error']}")
         results["methods"][method] = entry
         (args.out / "models").mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "posterior": None if q is None else q.state_dict()},

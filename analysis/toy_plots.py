@@ -28,6 +28,10 @@ def markdown(r: dict) -> str:
              f"| true model | {_pm(t['test_log_lik'])} | {t['estimator']} | {_noise(t['noise'], 'transition')} | "
              f"{t['noise'].get('emission_var', float('nan')):.3g} | |"]
     for name, m in r["methods"].items():
+        if "evaluation_error" in m:
+            lines.append(f"| {name} | evaluation failed: {m['evaluation_error'][:80]} | | {_noise(m['noise'], 'transition')} | "
+                         f"{m['noise'].get('emission_var', float('nan')):.3g} | {m['ms_per_step']:.0f} |")
+            continue
         lines.append(f"| {name} | {_pm(m['test_log_lik'])} | {m['test_log_lik_estimator']['estimator']} | "
                      f"{_noise(m['noise'], 'transition')} | {m['noise'].get('emission_var', float('nan')):.3g} | "
                      f"{m['ms_per_step']:.0f} |")
@@ -69,7 +73,7 @@ def _any_curve(r):
 
 
 def plot_all(r: dict, out: Path) -> None:
-    methods = r["methods"]
+    methods = {k: m for k, m in r["methods"].items() if "test_log_lik" in m}
     if not methods:
         return
     names = list(methods)
