@@ -78,7 +78,8 @@ def test_sigkill_then_resume_counts_every_episode_once(tmp_path):
     (["--env", "pong"], "unknown env 'pong'; valid choices: cartpole"),
     (["--inference", "magic"], "unknown inference 'magic'; valid choices: amortized"),
     (["--episodes", "-1"], "episodes must be >= 1"),
-    (["--env", "Pendulum-v1", "--obs", "pixels"], "Pendulum-v1"),
+    (["--missing-prob", "1.5"], "missing_prob must be None or in [0, 1)"),
+    (["--obs", "rgb"], "unknown obs 'rgb'; valid choices: state, pixels"),
     (["--inference", "per_sequence"], "decision_refine_steps >= 1"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
