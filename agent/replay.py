@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 
 from world_models.base import SequenceBatch
+
+from .checkpoint import write_atomic
 
 REQUIRED = ("obs", "action", "reward", "obs_valid")
 _EPISODE_FILE = re.compile(r"episode_(\d+)\.npz")
@@ -140,17 +141,8 @@ class Replay:
         episode = {key: np.array(value) for key, value in arrays.items()}
         path = os.path.join(self.directory, f"episode_{self._next_id:06d}.npz")
         self._check(episode, path)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                (np.savez_compressed if self.compress else np.savez)(f, **episode)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_atomic(path, lambda f: (np.savez_compressed if self.compress else np.savez)(f, **episode),
+                     prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # make the rename itself durable

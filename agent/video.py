@@ -17,8 +17,6 @@ clip((x + 0.5) * 255). The video is an animated GIF written with Pillow (no ffmp
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -28,6 +26,8 @@ from PIL import Image
 from world_models.base import ModelState, SequenceBatch, SequenceModel
 from world_models.networks import PIXEL_SHAPE, is_pixels
 from world_models.rollout import rollout
+
+from .checkpoint import write_atomic
 
 RECONSTRUCTION_COLOUR = (0, 0, 0)
 PREDICTION_COLOUR = (255, 0, 0)
@@ -150,23 +150,10 @@ def open_loop_frames(model: SequenceModel, posterior, episode: dict, context_ste
 
 def write_gif(frames: np.ndarray, path, fps: float = 10.0) -> str:
     """Write (N, H, W, 3) uint8 frames as a looping GIF, atomically (temp file + os.replace)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     images = [Image.fromarray(frame) for frame in frames]
     duration = max(10, int(round(1000.0 / fps)))          # GIF stores delays in 10 ms units
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                        duration=duration, loop=0))
 
 
 @torch.no_grad()

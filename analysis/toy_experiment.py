@@ -205,7 +205,7 @@ def write(results: dict, out: Path):
 
 def main(argv=None):
     args = parse_args(argv)
-    results = run(args)
+    run(args)
     print((args.out / "results.md").read_text())
     print(f"wrote {args.out}/results.json, results.md and PNGs")
 

@@ -16,7 +16,7 @@ Conventions shared by models, posteriors and estimators:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 
 from ..base import SequenceBatch, SequenceModel
-from ..rollout import rollout
+from ..rollout import Rollout, rollout
 from .amortized import AmortizedPosterior
 from .base import LocalGaussian, Objective, local_params, metrics, negative_elbo
 from .refine import RefineSettings, refine
@@ -52,7 +52,7 @@ class SemiAmortizedPosterior(LocalGaussian):
         self.variant = variant
         self.encoder = AmortizedPosterior(model, smoothing=smoothing_init, **encoder_settings)
 
-    def initial_params(self, model, batch) -> tuple[torch.Tensor, "Rollout"]:
+    def initial_params(self, model, batch) -> tuple[torch.Tensor, Rollout]:
         ro = rollout(model, self.encoder, batch, self.encoder.context(model, batch))
         return local_params(ro), ro
 
