@@ -113,7 +113,7 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool) -> int:
     import wandb
     from tqdm import tqdm
 
-    from agent.loop import NonFiniteLoss
+    from world_models.training import NonFiniteLoss
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
                     group=f"{cfg.env}-{cfg.inference}", name=run_dir.name, id=_wandb_id(run_dir), resume="allow")

@@ -12,7 +12,6 @@ resumed run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from planners.factory import make_planner
 from planners.objectives import imagined_return
 from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.rssm import RSSM
+from world_models.training import gradient_step
 
 from .belief import Belief
 from .checkpoint import load, save_atomic, trim_to_checkpoint
@@ -31,10 +31,6 @@ from .config import AgentConfig
 from .replay import EpisodeBuilder, Replay
 from .report import plot_learning_curve
 from .video import open_loop_video
-
-
-class NonFiniteLoss(FloatingPointError):
-    pass
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,14 +135,9 @@ class Agent:
             batch.offset = torch.as_tensor(start)
             batch = batch.to(self.device)
             loss, info = self.posterior.training_loss(self.model, batch, objective)
-            if not math.isfinite(float(loss.detach())):
-                raise NonFiniteLoss(f"non-finite training loss {float(loss.detach())} at episode {self.episode}; "
-                                    f"the last good checkpoint is {self.checkpoint_path}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-            self.optimizer.step()
-            for k, v in {"loss": float(loss.detach()), **info}.items():
+            value = gradient_step(loss, self.params, self.optimizer, cfg.grad_clip,
+                                  f"episode {self.episode} (the last good checkpoint is {self.checkpoint_path})")
+            for k, v in {"loss": value, **info}.items():
                 sums[k] = sums.get(k, 0.0) + v
         return {k: v / cfg.train_steps for k, v in sums.items()}
 

@@ -14,6 +14,23 @@ def minibatch(data: SequenceBatch, idx: torch.Tensor) -> SequenceBatch:
     return SequenceBatch(data.obs[idx], data.actions[idx], data.mask[idx], pick(data.rewards), pick(data.index))
 
 
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def gradient_step(loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, grad_clip: float, where: str) -> float:
+    """Backward, clip the global gradient norm, step; refuse a non-finite loss (naming `where`) before
+    touching the parameters. Returns the loss as a float."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"non-finite loss {value} at {where}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return value
+
+
 def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch, steps: int, batch_size: int,
           lr: float = 1e-3, eps: float = 1e-4, grad_clip: float = 1000.0, seed: int = 0,
           progress: Callable[[int, dict], None] | None = None) -> list[dict]:
@@ -25,13 +42,8 @@ def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch
     for step in range(steps):
         idx = torch.randperm(data.batch_size, generator=g)[:batch_size]
         loss, info = loss_fn(minibatch(data, idx))
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"non-finite loss {float(loss)} at training step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        opt.step()
-        history.append({"step": step, "loss": float(loss.detach()), **info})
+        history.append({"step": step, "loss": gradient_step(loss, params, opt, grad_clip, f"training step {step}"),
+                        **info})
         if progress is not None:
             progress(step, history[-1])
     return history
