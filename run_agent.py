@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a small shared CPU, one thread per run is fastest)")
     return p.parse_args(argv)
 
 
@@ -93,8 +95,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
         cfg, run_dir = make_config(args)
+        import torch
+
         from agent.loop import Agent
+        torch.set_num_threads(args.threads)
         agent = Agent(cfg, run_dir)
     except (UsageError, ValueError, ImportError) as e:
         print(f"run_agent.py: error: {e}", file=sys.stderr)
