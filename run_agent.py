@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a small shared CPU, one thread per run is fastest)")
+    p.add_argument("--wandb-group", default=None, help="wandb group of the run (default: <env>-<inference>)")
     return p.parse_args(argv)
 
 
@@ -85,7 +86,7 @@ def make_config(args) -> tuple[AgentConfig, Path]:
         return cfg, args.run_dir
     cfg = AgentConfig(**given)
     run_dir = args.run_dir or Path("runs") / f"{cfg.env}-{cfg.inference}-s{cfg.seed}"
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and any(p.name != "log.txt" for p in run_dir.iterdir()):   # a launcher's log may be there
         raise UsageError(f"run directory {run_dir} already holds a run; use --resume to continue it or "
                          f"choose another --run-dir")
     return cfg, run_dir
@@ -113,17 +114,18 @@ def main(argv=None) -> int:
         print(f"run_agent.py: error: cannot resume {run_dir}: {e}", file=sys.stderr)
         return 2
     cfg.save(run_dir / "config.json")
-    return run(agent, cfg, run_dir, progress=not args.no_progress)
+    return run(agent, cfg, run_dir, progress=not args.no_progress,
+               wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}")
 
 
-def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool) -> int:
+def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str) -> int:
     import wandb
     from tqdm import tqdm
 
     from world_models.training import NonFiniteLoss
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
-                    group=f"{cfg.env}-{cfg.inference}", name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
+                    group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
     bar = tqdm(total=cfg.episodes, initial=agent.episode, desc=f"{cfg.env} {cfg.inference}", unit="ep",
                disable=not progress)
     try:

@@ -81,11 +81,14 @@ class Replay:
 
     Construction loads every complete episode file there (so a resumed run gets its replay back) and
     removes temp files left by an interrupted write. Episode i (in file order) has `index` i in sampled
-    batches. One writer per directory. `compress` uses np.savez_compressed (smaller files, slower writes; loading is unaffected).
+    batches. One writer per directory. `read_only` (for analysis of a run that may still be writing)
+    leaves temp files alone and refuses add_episode. `compress` uses np.savez_compressed (smaller files, slower writes; loading is unaffected).
     """
 
-    def __init__(self, directory, compress: bool = False):
-        self.directory, self.compress = os.fspath(directory), compress
+    def __init__(self, directory, compress: bool = False, read_only: bool = False):
+        self.directory, self.compress, self.read_only = os.fspath(directory), compress, read_only
+        if read_only and not os.path.isdir(self.directory):
+            raise ValueError(f"no replay directory {self.directory}")
         os.makedirs(self.directory, exist_ok=True)
         self._episodes: list[dict[str, np.ndarray]] = []
         self._lengths: list[int] = []
@@ -94,7 +97,8 @@ class Replay:
         for name in os.listdir(self.directory):
             path = os.path.join(self.directory, name)
             if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
-                os.remove(path)
+                if not read_only:
+                    os.remove(path)
             elif match := _EPISODE_FILE.fullmatch(name):
                 numbered.append((int(match.group(1)), path))
         for _, path in sorted(numbered):
@@ -138,6 +142,8 @@ class Replay:
 
     def add_episode(self, arrays: dict) -> str:
         """Write the episode atomically to the next episode file, keep it in memory; returns the file's path."""
+        if self.read_only:
+            raise ValueError(f"replay {self.directory} was opened read-only")
         episode = {key: np.array(value) for key, value in arrays.items()}
         path = os.path.join(self.directory, f"episode_{self._next_id:06d}.npz")
         self._check(episode, path)

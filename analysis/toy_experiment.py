@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from analysis import toy_plots
-from analysis.gaps import gap_decomposition, log_px, refinement_curve, summarize
+from analysis.decompose import GapSettings, decompose, fit
+from analysis.gaps import log_px, summarize
 from envs.toy_tasks import TASKS, generate, make_task
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_posterior
-from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
-from world_models.training import minibatch, train
+from world_models.training import minibatch
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -80,28 +79,6 @@ def new_model(task, seed):
     return NonlinearSSM(task.true_model.z_dim, obs_dim, 1)
 
 
-def fit(label, loss_fn, params, data, args, seed):
-    bar = tqdm(total=args.steps, desc=f"train {label}", unit="step", mininterval=2)
-    def progress(step, m):
-        bar.update(1)
-        if step % 50 == 0:
-            bar.set_postfix(elbo=f"{m.get('elbo', -m['loss']):.3f}")
-    t0 = time.perf_counter()
-    hist = train(loss_fn, params, data, args.steps, args.batch_size, lr=args.lr, seed=seed, progress=progress)
-    bar.close()
-    return hist, time.perf_counter() - t0
-
-
-def fresh_encoder(name, model, data, args):
-    """An amortized encoder fitted to a frozen model (the model's parameters do not move)."""
-    q = make_posterior(name, model)
-    with frozen(model):
-        short = argparse.Namespace(**{**vars(args), "steps": args.encoder_steps})
-        fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()), q.parameters(),
-            data, short, args.seed + 7)
-    return q
-
-
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +111,7 @@ def run(args) -> dict:
             q = make_posterior(method, model, **settings)
             loss_fn = lambda b, q=q, model=model: q.training_loss(model, b, Objective())
             params = list(model.parameters()) + list(q.parameters())
-        hist, seconds = fit(method, loss_fn, params, train_data, args, args.seed + i)
+        hist, seconds = fit(method, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, args.seed + i)
         entry = {"train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
                  "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
         model.requires_grad_(False)
@@ -144,7 +121,9 @@ def run(args) -> dict:
             entry["test_log_lik"] = summarize(ll, test_data.length)
             entry["test_log_lik_estimator"] = rec
             if method != "kalman":
-                entry["gaps"] = method_gaps(method, model, q, gap_sets, args)
+                # fresh encoders are fitted on the gap set's training sequences
+                entry["gaps"] = decompose(model, method, None if method == "per_sequence" else q, gap_sets,
+                                          gap_sets["train"], gap_settings(args), curve_split="test")
         except ValueError as e:   # a diverged model: non-finite distribution parameters
             entry["evaluation_error"] = str(e).splitlines()[0][:300]
             tqdm.write(f"[{method}] evaluation failed: {entry['evaluation_error']}")
@@ -156,42 +135,11 @@ def run(args) -> dict:
     return results
 
 
-def method_gaps(method, model, q, gap_sets, args) -> dict:
-    """Gaps of this method's model: its own posterior, q*, and fresh filter/smoother encoders."""
-    train_set = gap_sets["train"]
-    posteriors = {"filter": fresh_encoder("amortized", model, train_set, args),
-                  "smoother": fresh_encoder("amortized_smoothing", model, train_set, args)}
-    if method != "per_sequence":
-        posteriors["own"] = q
-    q_star = make_posterior("per_sequence", model, lr=args.q_star_lr, n_samples=args.q_star_samples,
-                            max_steps=args.q_star_max_steps, window=50, patience=5)
-    out = {}
-    for split, batch in gap_sets.items():
-        t0 = time.perf_counter()
-        tqdm.write(f"[{method}] gaps on {batch.batch_size} {split} sequences: log p(x), q* optimization, "
-                   f"{args.eval_samples}-sample ELBOs ...")
-        lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=args.eval_samples, smc_n=args.eval_samples)
-        res = gap_decomposition(model, batch, posteriors, q_star, lp, args.eval_samples,
-                                own="own" if "own" in posteriors else None, q_star_init="smoother")
-        res["log_px_estimator"] = rec
-        if split == "test":
-            init = q if method in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
-            res["refinement_curve"] = curve(model, init, batch, torch.tensor(res["values"]["q_star"]), args)
-        out[split] = res
-        tqdm.write(f"[{method}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
-    return out
-
-
-def curve(model, init, batch, q_star_elbo, args):
-    """Amortization gap L[q*] - L[q_K] after K refinement steps from an amortized initialization:
-    the method's own encoder (or, for per_sequence, the filter encoder fitted to its model)."""
-    if isinstance(init, SemiAmortizedPosterior):
-        sa = init
-    else:
-        sa = SemiAmortizedPosterior(model, RefineSettings(steps=0, lr=args.refine_lr))
-        sa.encoder = init
-    return refinement_curve(model, batch, sa, args.curve_steps, args.eval_samples, reference=q_star_elbo,
-                            lr=args.curve_lr, n_samples=args.curve_samples)
+def gap_settings(args) -> GapSettings:
+    return GapSettings(eval_samples=args.eval_samples, q_star_lr=args.q_star_lr, q_star_samples=args.q_star_samples,
+                       q_star_max_steps=args.q_star_max_steps, encoder_steps=args.encoder_steps,
+                       encoder_batch_size=args.batch_size, encoder_lr=args.lr, curve_steps=tuple(args.curve_steps),
+                       curve_lr=args.curve_lr, curve_samples=args.curve_samples, seed=args.seed)
 
 
 def write(results: dict, out: Path):

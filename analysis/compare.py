@@ -1,0 +1,428 @@
+"""Compare agent runs by task variant and inference type: learning curves, final returns (IQM with percentile-bootstrap
+confidence intervals over seeds), gaps, calibration and wall-clock, written to OUT/report.md, OUT/report.json and PNGs.
+
+    python -m analysis.compare runs/* --out results/compare [--metric eval_return] [--final-episodes K]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from agent.checkpoint import write_atomic  # noqa: E402
+from agent.config import AgentConfig  # noqa: E402
+from agent.report import read_metrics  # noqa: E402
+from analysis.stats import bootstrap_ci, iqm, stratified_bootstrap_ci  # noqa: E402
+
+DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
+VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
+REPLICATE_SETTINGS = ("seed", "device", "wandb")  # may differ between the runs of one group
+# gap -> its path in RUN_DIR/analysis/gaps.json (nats per time step on held-out sequences), and its column title
+GAP_COLUMNS = {**{name: ("heldout", "gaps", name, "mean_per_step")
+                  for name in ("inference", "approximation", "amortization", "conditioning")},
+               "log_px": ("heldout", "log_px", "mean_per_step")}
+GAP_TITLES = {name: "log p(x)" if name == "log_px" else f"{name} gap" for name in GAP_COLUMNS}
+TARGETS = ("obs", "reward", "state")
+CALIBRATION = ("nll", "crps", "coverage50", "coverage90")  # RUN_DIR/analysis/uncertainty.json: summary.TARGET.*
+SECONDS = ("train_seconds", "collect_seconds", "eval_seconds")  # planning is part of collecting
+SMOOTH = 5  # train returns: trailing mean over this many episodes
+LEVEL = 0.95
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: AgentConfig
+    rows: list[dict]
+    analysis: dict  # "gaps", "uncertainty": the parsed RUN_DIR/analysis/*.json, or None where absent
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return task_variant(self.config), self.config.inference
+
+
+def task_variant(cfg: AgentConfig) -> str:
+    """The env plus each variant setting that differs from its default, e.g. 'cartpole missing_every=2'."""
+    changed = [f"{k}={getattr(cfg, k)}" for k in VARIANT_SETTINGS if getattr(cfg, k) != DEFAULTS[k]]
+    return " ".join([cfg.env, *changed])
+
+
+# --- loading ---------------------------------------------------------------------------------------
+def read_run(run_dir: Path, metric: str) -> Run:
+    """One run directory; raises ValueError saying what is missing or unreadable."""
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise ValueError("no metrics.jsonl")
+    config = AgentConfig.load(run_dir / "config.json")
+    try:
+        rows = read_metrics(run_dir)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt metrics.jsonl: {e}") from None
+    if not any(r.get(metric) is not None for r in rows):
+        raise ValueError(f"no {metric} values in metrics.jsonl yet")
+    return Run(run_dir, config, rows, {name: _read_analysis(run_dir / "analysis" / f"{name}.json")
+                                       for name in ("gaps", "uncertainty")})
+
+
+def _read_analysis(path: Path):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"warning: ignoring unreadable {path}: {e}", file=sys.stderr)
+        return None
+
+
+def load_runs(patterns: list[str], metric: str) -> tuple[list[Run], list[dict]]:
+    """The valid runs among the directories (glob patterns are expanded too), and the skipped ones with reasons."""
+    dirs = dict.fromkeys(Path(p) for pattern in patterns for p in sorted(glob.glob(pattern)) or [pattern])
+    runs, skipped = [], []
+    for run_dir in dirs:
+        try:
+            runs.append(read_run(run_dir, metric))
+        except ValueError as e:
+            print(f"warning: skipping {run_dir}: {e}", file=sys.stderr)
+            skipped.append({"dir": str(run_dir), "reason": str(e)})
+    return runs, skipped
+
+
+def group_warnings(variant: str, inference: str, runs: list[Run], metric: str) -> list[str]:
+    """Ways in which the runs of one group are not plain replicates of each other."""
+    name, out = f"{variant} / {inference}", []
+    differing = [k for k in DEFAULTS if k not in REPLICATE_SETTINGS
+                 and len({repr(getattr(r.config, k)) for r in runs}) > 1]
+    if differing:
+        out.append(f"{name}: runs differ in {', '.join(differing)} besides the seed")
+    seeds = [r.config.seed for r in runs]
+    if len(set(seeds)) < len(seeds):
+        out.append(f"{name}: repeated seeds {sorted(seeds)}")
+    finals = sorted({_series(r, metric)[0][-1] for r in runs})
+    if len(finals) > 1:
+        out.append(f"{name}: runs end at different episodes {finals}: final values are not at the same point")
+    return out
+
+
+# --- numbers ---------------------------------------------------------------------------------------
+def _series(run: Run, key: str) -> tuple[list[int], list[float]]:
+    rows = [r for r in run.rows if r.get(key) is not None]
+    return [r["episode"] for r in rows], [float(r[key]) for r in rows]
+
+
+def final_value(run: Run, metric: str, k: int) -> float:
+    """Mean of the run's last k values of `metric` (fewer if it has fewer)."""
+    return float(np.mean(_series(run, metric)[1][-k:]))
+
+
+def _ci(values: np.ndarray, statistic, rng: np.random.Generator, n_boot: int):
+    """The percentile-bootstrap CI over seeds as [low, high]; None for a single seed (nothing to resample)."""
+    return list(bootstrap_ci(values, statistic, n_boot, LEVEL, rng=rng)) if len(values) > 1 else None
+
+
+def summarize(values, rng: np.random.Generator, n_boot: int) -> dict:
+    """n, mean, IQM with its bootstrap CI over seeds, median, min and max of the runs' final returns."""
+    v = np.asarray(values, dtype=float)
+    return {"n": len(v), "mean": float(v.mean()), "iqm": float(iqm(v)), "iqm_ci": _ci(v, iqm, rng, n_boot),
+            "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+
+
+def mean_sem(values) -> dict:
+    """Mean over seeds and its standard error std(ddof=1) / sqrt(n) (None for fewer than 2 values)."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if not len(v):
+        return {"mean": None, "sem": None, "n": 0}
+    return {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None,
+            "n": len(v)}
+
+
+def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Along the last axis: y_t = mean(x_{t-window+1}, ..., x_t), over fewer values at the start."""
+    c = np.cumsum(values, axis=-1)
+    c[..., window:] = c[..., window:] - c[..., :-window]
+    return c / np.minimum(np.arange(1, values.shape[-1] + 1), window)
+
+
+def curve(runs: list[Run], key: str, rng: np.random.Generator, n_boot: int, smooth: int = 1) -> dict:
+    """Mean over seeds of `key` at the episodes all seeds have, with a pointwise percentile-bootstrap CI."""
+    series = [dict(zip(*_series(r, key))) for r in runs]
+    steps = [{r["episode"]: r["env_steps"] for r in run.rows} for run in runs]
+    episodes = sorted(set.intersection(*(set(s) for s in series)))
+    values = trailing_mean(np.array([[s[e] for e in episodes] for s in series]).reshape(len(runs), -1), smooth)
+    return {"episode": episodes, "env_steps": [float(np.mean([s[e] for s in steps])) for e in episodes],
+            "mean": values.mean(axis=0).tolist(), "ci": [_ci(col, np.mean, rng, n_boot) for col in values.T]}
+
+
+def _get(data, keys):
+    """data[k1][k2]..., or None where a level is missing."""
+    for k in keys:
+        if not isinstance(data, dict) or k not in data:
+            return None
+        data = data[k]
+    return data
+
+
+def _number(data, keys):
+    """data[k1][k2]... as a finite float, or None where a level is missing or the value is not a number."""
+    x = _get(data, keys)
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) else None
+
+
+def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.random.Generator) -> dict:
+    """Everything report.json holds about one group (task variant x inference type), its seeds in order."""
+    runs = sorted(runs, key=lambda r: r.config.seed)
+    per_run = [{"dir": str(r.dir), "seed": r.config.seed,
+                "final_return": final_value(r, args.metric, args.final_episodes),
+                "final_episode": _series(r, args.metric)[0][-1],
+                "minutes": sum(row.get(k, 0.0) for row in r.rows for k in SECONDS) / 60,
+                "env_steps": r.rows[-1]["env_steps"]} for r in runs]
+    gaps = [r.analysis["gaps"] for r in runs]
+    calibration = [r.analysis["uncertainty"] for r in runs]
+    return {
+        "task_variant": variant, "inference": inference, "n_seeds": len(runs), "runs": per_run,
+        "final_return": summarize([p["final_return"] for p in per_run], rng, args.n_boot),
+        "curves": {args.metric: curve(runs, args.metric, rng, args.n_boot),
+                   "train_return": curve(runs, "train_return", rng, args.n_boot, SMOOTH)},
+        "gaps": {col: mean_sem(_number(g, path) for g in gaps) for col, path in GAP_COLUMNS.items()},
+        "gap_estimators": sorted({str(e) for g in gaps if (e := _get(g, ("heldout", "estimator"))) is not None}),
+        "uncertainty": {t: {m: mean_sem(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
+                        for t in TARGETS},
+        "wall_clock": {"minutes": mean_sem(p["minutes"] for p in per_run),
+                       "env_steps": mean_sem(p["env_steps"] for p in per_run)},
+    }
+
+
+def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -> list[dict]:
+    """Per inference type run in every task variant (when there are several): the IQM of the final returns of all
+    its runs pooled, with a bootstrap CI that resamples seeds within each variant (stratified)."""
+    variants = sorted({g["task_variant"] for g in groups})
+    if len(variants) < 2:
+        return []
+    out = []
+    for inference in sorted({g["inference"] for g in groups}):
+        finals = {g["task_variant"]: [p["final_return"] for p in g["runs"]]
+                  for g in groups if g["inference"] == inference}
+        if set(finals) != set(variants):
+            continue
+        pooled = np.concatenate([finals[v] for v in variants])
+        out.append({"inference": inference, "task_variants": variants, "n": len(pooled), "iqm": float(iqm(pooled)),
+                    "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng))})
+    return out
+
+
+# --- plots -----------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
+
+
+def _save_png(fig, path: Path) -> None:
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, path: Path) -> None:
+    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    titles = {metric: f"{metric}: mean over seeds, {LEVEL:.0%} bootstrap CI",
+              "train_return": f"train_return (with exploration noise), trailing mean over {SMOOTH} episodes"}
+    for ax, key in zip(axes, (metric, "train_return")):
+        for g in groups:
+            c = g["curves"][key]
+            color = colors[g["inference"]]
+            ax.plot(c["env_steps"], c["mean"], "o-" if key == metric else "-", ms=3, color=color,
+                    label=f"{g['inference']} (n={g['n_seeds']})")
+            if g["n_seeds"] > 1 and c["episode"]:
+                ax.fill_between(c["env_steps"], *np.transpose(c["ci"]), color=color, alpha=0.2, lw=0)
+        ax.set_title(titles[key], fontsize=9)
+        ax.set_ylabel("episode return")
+    axes[0].legend(fontsize=8)
+    axes[1].set_xlabel("environment steps")
+    fig.suptitle(variant)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dict, xlabel: str, path: Path) -> None:
+    """rliable-style interval plot: per panel (task variant) one row per inference type, a bar over the CI and a
+    black tick at the IQM."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.5, 0.5 * len(inferences) + 1.4),
+                             sharey=True, squeeze=False)
+    for ax, (title, entries) in zip(axes[0], panels.items()):
+        for e in entries:
+            y = inferences.index(e["inference"])
+            if e["iqm_ci"] is not None:
+                low, high = e["iqm_ci"]
+                ax.barh(y, high - low, left=low, height=0.6, color=colors[e["inference"]], alpha=0.75)
+            ax.vlines(e["iqm"], y - 0.3, y + 0.3, color="k", lw=2)
+        ax.use_sticky_edges = False
+        ax.margins(x=0.1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(inferences)), inferences)
+    axes[0][0].set_ylim(-0.6, len(inferences) - 0.4)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+# --- report ----------------------------------------------------------------------------------------
+def _fmt(x, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _iqm_ci(stat: dict) -> str:
+    if stat["iqm_ci"] is None:
+        return f"{stat['iqm']:.1f} (one seed: no CI)"
+    return f"{stat['iqm']:.1f} [{stat['iqm_ci'][0]:.1f}, {stat['iqm_ci'][1]:.1f}]"
+
+
+def _pm(stat: dict, digits: int) -> str:
+    """'mean ± sem (n)', or '–' when no seed has the value."""
+    if not stat["n"]:
+        return "–"
+    sem = "" if stat["sem"] is None else f" ± {stat['sem']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}{sem} ({stat['n']})"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
+    metric, k, groups = report["metric"], report["final_episodes"], report["groups"]
+    lines = ["# Run comparison", "", "Produced by:", "", "```bash", report["command"], "```", "",
+             f"{sum(g['n_seeds'] for g in groups)} runs in {len(groups)} groups (task variant x inference type); "
+             "the seeds of a group are its replicates.", ""]
+    if report["skipped"]:
+        lines += ["Skipped run directories:", "", *(f"- `{s['dir']}`: {s['reason']}" for s in report["skipped"]), ""]
+    if report["warnings"]:
+        lines += ["Warnings:", "", *(f"- {w}" for w in report["warnings"]), ""]
+    lines += ["## Final returns", "",
+              f"Final return of a run: the mean {metric} over its last {k} episode(s) that have one"
+              + (", i.e. its final evaluation." if k == 1 and metric == "eval_return" else "."),
+              f"Intervals are {LEVEL:.0%} percentile-bootstrap confidence intervals over seeds: the seeds of a group "
+              f"are resampled with replacement {report['n_boot']} times, the statistic is recomputed on each "
+              f"resample, and the interval spans the {(1 - LEVEL) / 2:.1%} to {(1 + LEVEL) / 2:.1%} percentiles of "
+              "those values. With few seeds they are rough (3 seeds allow only 10 distinct resamples) and tend to be "
+              "too narrow. The IQM drops floor(n/4) runs from each end (rliable's definition), so with fewer than 4 "
+              "seeds it is the mean.", ""]
+    lines += _table(["task variant", "inference", "seeds", "mean", f"IQM [{LEVEL:.0%} CI]", "median", "min", "max"],
+                    [[g["task_variant"], g["inference"], str(f["n"]), _fmt(f["mean"], 1),
+                      _iqm_ci(f), _fmt(f["median"], 1),
+                      _fmt(f["min"], 1), _fmt(f["max"], 1)] for g in groups for f in [g["final_return"]]])
+    lines += ["![final returns: IQM and CI](final_iqm.png)", ""]
+    if report["across_variants"]:
+        lines += ["Across task variants (raw returns pooled, seeds resampled within each variant; meaningful only "
+                  "when the variants share a return scale):", ""]
+        lines += _table(["inference", "runs", f"IQM [{LEVEL:.0%} CI]"],
+                        [[a["inference"], str(a["n"]), _iqm_ci(a)]
+                         for a in report["across_variants"]])
+    lines += ["## Learning curves", "",
+              f"Top: {metric}, mean over seeds at the episodes all seeds share, against environment steps, with a "
+              f"pointwise {LEVEL:.0%} bootstrap CI. Bottom: the training episodes' return (exploration noise on), "
+              f"trailing mean over {SMOOTH} episodes.", ""]
+    for variant, png in curve_pngs.items():
+        lines += [f"### {variant}", "", f"![learning curves, {variant}]({png})", ""]
+    gap_cols = [c for c in GAP_COLUMNS if any(g["gaps"][c]["n"] for g in groups)]
+    if gap_cols:
+        estimators = sorted({e for g in groups for e in g["gap_estimators"]})
+        lines += ["## Gaps", "", "Held-out sequences, nats per time step (from each run's `analysis/gaps.json`): mean "
+                  "over seeds ± standard error across seeds (seeds with the value)."
+                  + (f" log p(x) estimator: {', '.join(estimators)}." if estimators else ""), ""]
+        lines += _table(["task variant", "inference", *(GAP_TITLES[c] for c in gap_cols)],
+                        [[g["task_variant"], g["inference"], *(_pm(g["gaps"][c], 3) for c in gap_cols)]
+                         for g in groups if any(g["gaps"][c]["n"] for c in gap_cols)])
+    calib = [(g, t) for g in groups for t in TARGETS if any(g["uncertainty"][t][m]["n"] for m in CALIBRATION)]
+    if calib:
+        lines += ["## Calibration", "", "From each run's `analysis/uncertainty.json`: mean over seeds ± standard error "
+                  "(seeds with the value).", ""]
+        lines += _table(["task variant", "inference", "target", *CALIBRATION],
+                        [[g["task_variant"], g["inference"], t, *(_pm(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
+                         for g, t in calib])
+    lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
+              "seconds over its episodes (checkpointing and plotting not counted); mean over seeds ± standard error.",
+              ""]
+    lines += _table(["task variant", "inference", "minutes per run", "env steps per run"],
+                    [[g["task_variant"], g["inference"], _pm(g["wall_clock"]["minutes"], 1),
+                      _pm(g["wall_clock"]["env_steps"], 0)] for g in groups])
+    lines += ["## Runs", ""]
+    lines += _table(["run", "task variant", "inference", "seed", f"final {metric}", "final episode", "minutes"],
+                    [[f"`{p['dir']}`", g["task_variant"], g["inference"], str(p["seed"]), _fmt(p["final_return"], 1),
+                      str(p["final_episode"]), _fmt(p["minutes"], 1)] for g in groups for p in g["runs"]])
+    return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or quoted glob patterns)")
+    p.add_argument("--out", required=True, type=Path, help="where report.md, report.json and the PNGs go")
+    p.add_argument("--metric", default="eval_return", help="the metrics.jsonl field compared (default eval_return)")
+    p.add_argument("--final-episodes", type=_positive_int, default=1, metavar="K",
+                   help="final return = mean of the metric over each run's last K episodes that have it (default 1)")
+    p.add_argument("--n-boot", type=_positive_int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's random generator (default 0)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    runs, skipped = load_runs(args.run_dirs, args.metric)
+    if not runs:
+        print(f"error: no valid run directory among {len(skipped)} given: each needs config.json and a "
+              f"metrics.jsonl with {args.metric} values", file=sys.stderr)
+        return 2
+    by_group: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        by_group.setdefault(run.group, []).append(run)
+    warnings = [w for key in sorted(by_group) for w in group_warnings(*key, by_group[key], args.metric)]
+    for run in runs:
+        n = len(_series(run, args.metric)[1])
+        if n < args.final_episodes:
+            warnings.append(f"{run.dir}: only {n} {args.metric} value(s), fewer than --final-episodes "
+                            f"{args.final_episodes}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    rng = np.random.default_rng(args.seed)
+    groups = [group_entry(*key, by_group[key], args, rng) for key in sorted(by_group)]
+    report = {"command": "python -m analysis.compare " + shlex.join(argv), "metric": args.metric,
+              "final_episodes": args.final_episodes, "level": LEVEL, "n_boot": args.n_boot,
+              "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
+              "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot)}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    inferences = sorted({g["inference"] for g in groups})
+    colors = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(inferences)}
+    variants = sorted({g["task_variant"] for g in groups})
+    curve_pngs = {v: f"curves_{_slug(v)}.png" for v in variants}
+    for v in variants:
+        plot_curves(v, [g for g in groups if g["task_variant"] == v], args.metric, colors, args.out / curve_pngs[v])
+    panels = {v: [{"inference": g["inference"], **g["final_return"]} for g in groups if g["task_variant"] == v]
+              for v in variants}
+    if report["across_variants"]:
+        panels["all variants (pooled)"] = report["across_variants"]
+    plot_final(panels, inferences, colors, f"final {args.metric}: IQM, {LEVEL:.0%} CI", args.out / "final_iqm.png")
+    write_atomic(args.out / "report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
+    write_atomic(args.out / "report.md", lambda f: f.write(markdown(report, curve_pngs).encode()))
+    print(f"wrote {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

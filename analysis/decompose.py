@@ -1,0 +1,102 @@
+"""Everything the gap decomposition of one frozen model needs, for any SequenceModel:
+fresh filter and smoother encoders fitted to the frozen model (the conditioning gap compares them
+at equal training), q* per sequence, log p(x), and the amortization gap after K refinement steps.
+
+Used by the toy experiment (analysis.toy_experiment) and by the command for trained world models
+(analysis.world_model_gaps); the gap definitions themselves are in analysis.gaps.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from world_models.base import SequenceBatch, SequenceModel
+from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
+from world_models.training import train
+
+from .gaps import gap_decomposition, log_px, refinement_curve
+
+
+@dataclass
+class GapSettings:
+    eval_samples: int = 1000            # samples of every final ELBO, IWAE-K and SMC-N (Cremer used 5000)
+    q_star_lr: float = 0.05             # Adam step size of the q* optimizer
+    q_star_samples: int = 20            # samples per q* optimizer step
+    q_star_max_steps: int = 1500        # q* step budget (stopping windows of 50 steps, patience 5)
+    encoder_steps: int = 800            # steps to fit each fresh filter / smoother encoder
+    encoder_batch_size: int = 64
+    encoder_lr: float = 1e-2
+    curve_steps: tuple = (0, 1, 5, 20, 100)
+    curve_lr: float = 0.05              # refinement step size (Adam) for the curve
+    curve_samples: int = 8              # samples per refinement step for the curve
+    seed: int = 0
+    exact_log_px: bool = True           # use the exact log p(x) where the model has one (else SMC / IWAE)
+
+
+def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size: int, lr: float, seed: int):
+    """Adam on loss_fn over minibatches of data, with a progress bar; returns (history, seconds)."""
+    bar = tqdm(total=steps, desc=f"train {label}", unit="step", mininterval=2)
+
+    def progress(step, m):
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(elbo=f"{m.get('elbo', -m['loss']):.3f}")
+    t0 = time.perf_counter()
+    hist = train(loss_fn, params, data, steps, batch_size, lr=lr, seed=seed, progress=progress)
+    bar.close()
+    return hist, time.perf_counter() - t0
+
+
+def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings):
+    """An amortized encoder (`amortized` or `amortized_smoothing`) fitted to a frozen model."""
+    q = make_posterior(name, model).to(next(model.parameters()).dtype)
+    with frozen(model):
+        fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()), q.parameters(),
+            data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size), s.encoder_lr, s.seed + 7)
+    return q
+
+
+def as_refinable(model: SequenceModel, init, s: GapSettings) -> SemiAmortizedPosterior:
+    """A semi-amortized posterior whose amortized initialization is `init` (itself if it already is one)."""
+    if isinstance(init, SemiAmortizedPosterior):
+        return init
+    sa = SemiAmortizedPosterior(model, RefineSettings(steps=0, lr=s.curve_lr))
+    sa.encoder = init
+    return sa
+
+
+def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
+              s: GapSettings, curve_split: str, label: str = "") -> dict:
+    """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
+    per_sequence, whose posterior is q* itself), q*, and fresh filter / smoother encoders fitted on
+    encoder_data. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
+    (or the fresh filter where the run has none)."""
+    posteriors = {"filter": fresh_encoder("amortized", model, encoder_data, s),
+                  "smoother": fresh_encoder("amortized_smoothing", model, encoder_data, s)}
+    if own is not None:
+        posteriors["own"] = own
+    q_star = make_posterior("per_sequence", model, lr=s.q_star_lr, n_samples=s.q_star_samples,
+                            max_steps=s.q_star_max_steps, window=50, patience=5)
+    out = {}
+    for split, batch in gap_sets.items():
+        t0 = time.perf_counter()
+        tqdm.write(f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences: log p(x), q* optimization, "
+                   f"{s.eval_samples}-sample ELBOs ...")
+        lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
+                         exact=s.exact_log_px)
+        res = gap_decomposition(model, batch, posteriors, q_star, lp, s.eval_samples,
+                                own="own" if own is not None else None, q_star_init="smoother")
+        res["log_px_estimator"] = rec
+        if split == curve_split:
+            init = own if own_name in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
+            res["refinement_curve"] = refinement_curve(
+                model, batch, as_refinable(model, init, s), s.curve_steps, s.eval_samples,
+                reference=torch.tensor(res["values"]["q_star"]), lr=s.curve_lr, n_samples=s.curve_samples)
+            res["refinement_init"] = "own encoder" if init is own else "fresh filter encoder"
+        out[split] = res
+        tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
+    return out

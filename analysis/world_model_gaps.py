@@ -1,0 +1,131 @@
+"""Gap decomposition of a trained agent's world model (DESIGN.md section 5).
+
+    python -m analysis.world_model_gaps runs/cartpole-amortized-s0
+
+Freezes the run's model at its last checkpoint and, on windows of held-out episodes (collected by
+the trained agent, cached in RUN_DIR/analysis/) and of training episodes (the run's replay), reports
+the inference, approximation, amortization and conditioning gaps: log p(x) by the better of SMC-N
+and IWAE-K (both recorded), q* by per-sequence optimization, the run's own posterior, fresh
+filter and smoother encoders fitted to the frozen model on the training replay, and the
+amortization gap after K = 0, 1, 5, 20, 100 refinement steps. Writes RUN_DIR/analysis/gaps.json,
+gaps.md, gaps.png and refinement.png (or to --out). Nothing else in the run directory changes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from agent.checkpoint import write_atomic
+
+from .decompose import GapSettings, decompose
+from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement
+from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows
+
+SPLITS = ("heldout", "train")
+CLI_SETTINGS = [f for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models have no exact log p(x)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="an agent run directory (run_agent.py --run-dir)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/analysis)")
+    p.add_argument("--heldout-episodes", type=int, default=4, help="held-out episodes to collect (or reuse)")
+    p.add_argument("--heldout-policy", default="eval", choices=HELDOUT_POLICIES,
+                   help="how held-out episodes are collected: eval = planner without noise")
+    p.add_argument("--sequences", type=int, default=16, help="windows per split (held-out, train)")
+    p.add_argument("--length", type=int, default=50, help="steps per window")
+    p.add_argument("--encoder-windows", type=int, default=1000,
+                   help="training-replay windows the fresh filter/smoother encoders are fitted on")
+    defaults = GapSettings()
+    for f in CLI_SETTINGS:
+        default = getattr(defaults, f.name)
+        if f.name == "curve_steps":
+            p.add_argument("--curve-steps", type=int, nargs="+", default=list(default), help="refinement step counts K")
+        else:
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = p.parse_args(argv)
+    for name in ("heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",
+                 "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if min(args.curve_steps) < 0:
+        p.error("--curve-steps must be >= 0")
+    return args
+
+
+def run(args) -> dict:
+    agent = load_run(args.run_dir, args.threads)
+    cfg = agent.cfg
+    settings = GapSettings(**{f.name: getattr(args, f.name) for f in CLI_SETTINGS})
+    settings.curve_steps = tuple(args.curve_steps)
+    held = heldout_replay(agent, args.heldout_episodes, args.heldout_policy)
+    length = min(args.length, min(len(e["reward"]) for e in held.episodes + agent.replay.episodes))
+    gap_sets = {"heldout": windows(held, args.sequences, length, args.seed),
+                "train": windows(agent.replay, args.sequences, length, args.seed + 1)}
+    encoder_data = windows(agent.replay, args.encoder_windows, length, args.seed + 2)
+    t0 = time.perf_counter()
+    own = None if cfg.inference == "per_sequence" else agent.posterior
+    gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split="heldout",
+                     label=f"{args.run_dir.name}")
+    return {"run_dir": str(args.run_dir), "checkpoint_episode": agent.episode, "env_steps": agent.env_steps,
+            "inference": cfg.inference, "env": cfg.env, "config": asdict(cfg),
+            "settings": {**asdict(settings), "heldout_episodes": args.heldout_episodes,
+                         "heldout_policy": args.heldout_policy, "sequences": args.sequences, "length": length,
+                         "encoder_windows": args.encoder_windows},
+            "seconds": time.perf_counter() - t0,
+            "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in SPLITS}}
+
+
+def markdown(r: dict) -> str:
+    by_name = {r["inference"]: {s: r[s] for s in SPLITS}}
+    s = r["settings"]
+    lines = [f"# Gaps of {r['run_dir']} ({r['env']}, {r['inference']}, checkpoint after episode "
+             f"{r['checkpoint_episode']}, {r['env_steps']} env steps)", "",
+             f"{s['sequences']} windows of {s['length']} steps per split; held-out windows from {s['heldout_episodes']} "
+             f"episodes collected with policy `{s['heldout_policy']}`; {s['eval_samples']} samples per ELBO, IWAE and "
+             f"SMC estimate; fresh encoders fitted for {s['encoder_steps']} steps on {s['encoder_windows']} training "
+             f"windows; {r['seconds']:.0f} s on {r['machine']}.", ""]
+    for split in SPLITS:
+        lines += gap_table(by_name, split)
+        lines += [f"log p(x) per step ({split}): {r[split]['log_px']['mean_per_step']:.3f} ± "
+                  f"{r[split]['log_px']['sem_per_step']:.3f}; estimates: "
+                  + ", ".join(f"{k[5:]} {v / s['length']:.3f}" for k, v in r[split]["log_px_estimator"].items()
+                              if k.startswith("mean_")), ""]
+    lines += curve_table(by_name, "heldout")
+    return "\n".join(lines) + "\n"
+
+
+def write(r: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "gaps.json", lambda f: f.write(json.dumps(r, indent=2).encode()))
+    write_atomic(out / "gaps.md", lambda f: f.write(markdown(r).encode()))
+    by_name = {r["inference"]: {s: r[s] for s in SPLITS}}
+    title = f"{r['env']} {r['inference']}"
+    plot_gap_bars(by_name, SPLITS, out / "gaps.png", f"{title}: gap decomposition")
+    plot_refinement(by_name, "heldout", out / "refinement.png", f"{title}: amortization gap vs refinement")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        r = run(args)
+    except ValueError as e:
+        print(f"world_model_gaps: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or args.run_dir / "analysis"
+    write(r, out)
+    print(markdown(r))
+    print(f"wrote {out}/gaps.json, gaps.md, gaps.png, refinement.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.config import AgentConfig
+from analysis.compare import main, task_variant
+
+REPO = Path(__file__).resolve().parents[1]
+
+# final evaluation (episode 6) and the earlier one (episode 3) per seed 0, 1, 2
+EVALS = {"amortized": {3: [10, 20, 30], 6: [100, 200, 600]},
+         "semi_amortized": {3: [0, 0, 30], 6: [300, 330, 360]}}
+GAPS = {0: {"amortization": 0.1, "inference": 0.5, "log_px": -2.0},
+        1: {"amortization": 0.3, "inference": 0.7, "log_px": -3.0}}
+UNCERTAINTY = {"summary": {"obs": {"nll": 1.5, "crps": 0.2, "coverage50": 0.45, "coverage90": 0.875}}}
+
+
+def write_run(root: Path, inference: str, seed: int, evals: dict, analysis: dict | None = None, **settings) -> Path:
+    """A run dir as the agent leaves it: 6 episodes, train return (seed + 1) * episode, 6 s of training and 3 s of
+    collecting per episode, 3 s per evaluation, 1000 env steps per episode."""
+    run_dir = root / f"{inference}-{'-'.join(f'{k}{v}' for k, v in settings.items())}-s{seed}"
+    run_dir.mkdir()
+    AgentConfig(inference=inference, seed=seed, episodes=6, **settings).save(run_dir / "config.json")
+    rows = []
+    for episode in range(1, 7):
+        row = {"episode": episode, "train_seconds": 6.0, "train_return": (seed + 1) * episode, "collect_seconds": 3.0,
+               "plan_seconds": 2.5, "env_steps": 1000 * episode}
+        if episode in evals:
+            row.update(eval_return=evals[episode][seed], eval_seconds=3.0)
+        rows.append(row)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, data in (analysis or {}).items():
+        (run_dir / "analysis").mkdir(exist_ok=True)
+        (run_dir / "analysis" / f"{name}.json").write_text(json.dumps(data))
+    return run_dir
+
+
+def gaps_json(seed: int) -> dict:
+    g = GAPS[seed]
+    stat = lambda x: {"mean": 50 * x, "sem": 0.01, "mean_per_step": x, "sem_per_step": 0.001, "n": 20}
+    heldout = {"gaps": {"amortization": stat(g["amortization"]), "inference": stat(g["inference"])},
+               "log_px": stat(g["log_px"]), "estimator": "smc-100"}
+    return {"heldout": heldout, "train": heldout}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    for inference, evals in EVALS.items():
+        for seed in range(3):
+            analysis = {}
+            if inference == "amortized" and seed in GAPS:
+                analysis["gaps"] = gaps_json(seed)
+            if inference == "amortized" and seed == 0:
+                analysis["uncertainty"] = UNCERTAINTY
+            write_run(root, inference, seed, evals, analysis)
+    return root
+
+
+def by_inference(report: dict) -> dict:
+    return {g["inference"]: g for g in report["groups"]}
+
+
+def test_report_numbers_tables_and_plots(runs, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(runs / "*"), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    groups = by_inference(report)
+    assert [(g["task_variant"], g["n_seeds"]) for g in report["groups"]] == [("cartpole", 3), ("cartpole", 3)]
+
+    final = groups["amortized"]["final_return"]
+    assert (final["n"], final["mean"], final["median"], final["min"], final["max"]) == (3, 300, 200, 100, 600)
+    assert final["iqm"] == pytest.approx(300)   # 3 seeds: floor(3/4) = 0 trimmed, the IQM is the mean
+    low, high = final["iqm_ci"]
+    assert 100 <= low < 300 < high <= 600
+    assert groups["semi_amortized"]["final_return"]["mean"] == pytest.approx(330)
+
+    curves = groups["amortized"]["curves"]
+    assert curves["eval_return"]["episode"] == [3, 6]
+    assert curves["eval_return"]["env_steps"] == [3000, 6000]
+    assert curves["eval_return"]["mean"] == pytest.approx([20, 300])
+    # mean over seeds of (seed + 1) * episode is 2 * episode; trailing mean over 5 episodes
+    assert curves["train_return"]["mean"] == pytest.approx(2 * np.array([1, 1.5, 2, 2.5, 3, 4]))
+
+    gaps = groups["amortized"]["gaps"]
+    assert gaps["amortization"] == pytest.approx({"mean": 0.2, "sem": 0.1, "n": 2})
+    assert gaps["inference"]["mean"] == pytest.approx(0.6)
+    assert gaps["log_px"]["mean"] == pytest.approx(-2.5)
+    assert gaps["conditioning"]["n"] == 0
+    assert groups["semi_amortized"]["gaps"]["amortization"]["n"] == 0
+    assert groups["amortized"]["uncertainty"]["obs"]["coverage90"] == {"mean": 0.875, "sem": None, "n": 1}
+    assert groups["amortized"]["uncertainty"]["state"]["nll"]["n"] == 0
+
+    clock = groups["semi_amortized"]["wall_clock"]
+    assert clock["minutes"]["mean"] == pytest.approx((6 * 9 + 2 * 3) / 60)
+    assert clock["env_steps"]["mean"] == 6000
+
+    md = (out / "report.md").read_text()
+    assert report["command"] in md and "--out" in report["command"]
+    assert "0.200 ± 0.100 (2)" in md and "## Calibration" in md and "smc-100" in md
+    pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
+    assert set(pngs) == {"final_iqm.png", "curves_cartpole.png"}
+    for png in pngs:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.suffix not in (".png", ".md", ".json")]  # no temp files left
+
+    # the last 2 evaluations: amortized seeds (10 + 100) / 2, (20 + 200) / 2, (30 + 600) / 2
+    assert main([str(runs / "*"), "--out", str(out), "--final-episodes", "2"]) == 0
+    final = by_inference(json.loads((out / "report.json").read_text()))["amortized"]["final_return"]
+    assert (final["mean"], final["median"]) == pytest.approx((160, 110))
+
+
+def test_missing_analysis_variants_and_skipped_dirs(tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    evals = {6: [100, 200, 600]}
+    dirs = [write_run(root, "amortized", s, evals) for s in (0, 1)]
+    dirs += [write_run(root, "amortized", s, evals, missing_every=2) for s in (1, 2)]
+    (root / "empty").mkdir()
+    no_eval = write_run(root, "semi_amortized", 0, {})
+    out = tmp_path / "out"
+    assert main([*map(str, dirs), str(root / "empty"), str(no_eval), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "skipping" in err and "no metrics.jsonl" in err and "no eval_return values" in err
+
+    report = json.loads((out / "report.json").read_text())
+    assert [(g["task_variant"], g["n_seeds"]) for g in report["groups"]] == [
+        ("cartpole", 2), ("cartpole missing_every=2", 2)]
+    assert len(report["skipped"]) == 2
+    # pooled over both variants: 100, 200 | 200, 600 -> one trimmed from each end: (200 + 200) / 2
+    (pooled,) = report["across_variants"]
+    assert (pooled["inference"], pooled["n"], pooled["iqm"]) == ("amortized", 4, 200)
+    md = (out / "report.md").read_text()
+    assert "## Gaps" not in md and "## Calibration" not in md and "## Wall-clock" in md
+    assert (out / "curves_cartpole_missing_every_2.png").exists()
+
+
+def test_task_variant_names_non_default_settings():
+    assert task_variant(AgentConfig()) == "cartpole"
+    assert task_variant(AgentConfig(missing_prob=0.25, action_noise=0.1)) == "cartpole missing_prob=0.25 action_noise=0.1"
+
+
+def test_no_valid_run_dirs_exits_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "analysis.compare", str(tmp_path / "empty"),
+                             str(tmp_path / "absent"), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 2
+    assert "no valid run directory" in result.stderr
+    assert not out.exists()
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "empty"), "--out", str(out), "--final-episodes", "0"])
+    assert e.value.code == 2
