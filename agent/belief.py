@@ -13,7 +13,6 @@ import torch
 
 from world_models.base import ModelState, SequenceBatch, SequenceModel
 from world_models.posteriors import AmortizedPosterior, LocalGaussian, Posterior, SemiAmortizedPosterior
-from world_models.posteriors.base import local_params
 from world_models.posteriors.refine import RefineSettings, refine
 from world_models.rollout import rollout
 
@@ -54,7 +53,8 @@ class Belief:
         step = self._window_batch(t)
         ctx = None if self.encoder is None else self.encoder.context(self.model, step)
         ro = rollout(self.model, self.encoder, step, ctx)
-        self.lam.append(local_params(ro)[0, 0])
+        if self.local is not None:    # where refinement starts for this step: its amortized (or prior) posterior
+            self.lam.append(self.local.params_from(ro, ctx)[0, 0])
         state = ModelState(ro.h[:, -1], ro.z[:, -1])
         if self.refine_settings is not None:
             first = max(0, t + 1 - self.window)

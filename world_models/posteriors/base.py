@@ -65,13 +65,24 @@ class Posterior(nn.Module):
 
 class LocalGaussian(Posterior):
     """Mean-field Gaussian over time with free local parameters lambda_t = (mu_t, log sigma_t):
-    q(z_{1:T}) = prod_t N(z_t; mu_t, diag sigma_t^2). The context *is* lambda (B, T, 2 Dz)."""
+    q(z_{1:T}) = prod_t N(z_t; mu_t, diag sigma_t^2). The context *is* lambda (B, T, 2 Dz).
+    Subclasses may put a fixed part before the free one in the context (see `split`); refinement
+    moves only the free part."""
 
     family = "mean-field Gaussian across time, diagonal per step"
 
     def step(self, ctx_t, h_t, z_prev, t):
         mu, log_std = ctx_t.chunk(2, -1)
         return diag_normal(mu, log_std.exp())
+
+    def split(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fixed, free) parts of a context; here all of it is free."""
+        return ctx[..., :0], ctx
+
+    def params_from(self, ro: Rollout, ctx: torch.Tensor | None) -> torch.Tensor:
+        """Starting context for refinement after a rollout `ro` of the amortized (or prior) posterior
+        whose context was ctx: here lambda read off the rollout."""
+        return local_params(ro)
 
 
 def local_params(ro: Rollout, n_samples: int = 1) -> torch.Tensor:

@@ -69,15 +69,17 @@ class FunctionalOptimizer:
 
 def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor, s: RefineSettings,
            unrolled: bool = False) -> torch.Tensor:
-    """K steps of ELBO ascent from lam0. unrolled: the result stays a differentiable function of lam0
-    and the model (second-order terms included); otherwise it is detached from both."""
-    lam = lam0 if unrolled else lam0.detach()
+    """K steps of ELBO ascent from the context lam0, moving only its free part (local.split). unrolled:
+    the result stays a differentiable function of lam0 and the model (second-order terms included);
+    otherwise it is detached from both."""
+    fixed, lam = local.split(lam0 if unrolled else lam0.detach())
+    context = (lambda free: free) if fixed.shape[-1] == 0 else (lambda free: torch.cat([fixed, free], -1))
     opt = FunctionalOptimizer(s, lam)
     for _ in range(s.steps):
         if not unrolled:
             lam = lam.detach().requires_grad_(True)
         with torch.enable_grad():
-            elbo = sequence_elbo(model, local, batch, lam, s.n_samples).sum()
+            elbo = sequence_elbo(model, local, batch, context(lam), s.n_samples).sum()
             (g,) = torch.autograd.grad(elbo, lam, create_graph=unrolled)
         lam = opt.update(lam, g)
-    return lam if unrolled else lam.detach()
+    return context(lam) if unrolled else context(lam.detach())
