@@ -4,13 +4,15 @@ trained agent, which are cached under RUN_DIR/analysis/ so the gap and uncertain
 """
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from agent.checkpoint import load
+from agent.checkpoint import load, write_atomic
 from agent.config import AgentConfig
 from agent.loop import Agent
 from agent.replay import Replay
@@ -61,3 +63,25 @@ def windows(replay: Replay, n: int, length: int, seed: int) -> SequenceBatch:
     each starts from the model's initial state."""
     batch, _ = replay.sample(n, length, np.random.default_rng(seed))
     return batch
+
+
+def write_report(out: Path, stem: str, result: dict, markdown: str) -> None:
+    """OUT/<stem>.json and OUT/<stem>.md, each written atomically."""
+    write_atomic(out / f"{stem}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    write_atomic(out / f"{stem}.md", lambda f: f.write(markdown.encode()))
+
+
+def command_main(prog: str, args, run, write, markdown) -> int:
+    """What the analysis commands share: result = run(args), with a one-line error and exit code 2 on
+    bad input (ValueError); then write(result, out) into --out or RUN_DIR/analysis and print the tables."""
+    try:
+        result = run(args)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or args.run_dir / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    write(result, out)
+    print(markdown(result))
+    print(f"wrote {out}/")
+    return 0

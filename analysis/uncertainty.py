@@ -17,7 +17,6 @@ RUN_DIR/analysis/uncertainty.json, uncertainty.md, calibration.png and horizon.p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -26,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.checkpoint import write_atomic
 from agent.replay import Replay
 from world_models.base import ModelState, SequenceBatch
 from world_models.posteriors import make_posterior
@@ -34,7 +32,7 @@ from world_models.rollout import rollout
 
 from .calibration import LEVELS, covered, mixture_crps, mixture_nll, pit
 from .gap_report import save
-from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run
+from .run_loading import HELDOUT_POLICIES, command_main, heldout_replay, load_run, write_report
 
 import matplotlib.pyplot as plt  # noqa: E402  (backend set by gap_report)
 
@@ -260,21 +258,13 @@ def plot(r: dict, out: Path) -> None:
     save(fig, out / "horizon.png")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        r = run(args)
-    except ValueError as e:
-        print(f"uncertainty: error: {e}", file=sys.stderr)
-        return 2
-    out = args.out or args.run_dir / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "uncertainty.json", lambda f: f.write(json.dumps(r, indent=2).encode()))
-    write_atomic(out / "uncertainty.md", lambda f: f.write(markdown(r).encode()))
+def write(r: dict, out: Path) -> None:
+    write_report(out, "uncertainty", r, markdown(r))
     plot(r, out)
-    print(markdown(r))
-    print(f"wrote {out}/uncertainty.json, uncertainty.md, calibration.png, horizon.png")
-    return 0
+
+
+def main(argv=None) -> int:
+    return command_main("uncertainty", parse_args(argv), run, write, markdown)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ gaps.md, gaps.png and refinement.png (or to --out). Nothing else in the run dire
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, fields
@@ -21,11 +20,10 @@ from pathlib import Path
 
 import torch
 
-from agent.checkpoint import write_atomic
 
 from .decompose import GapSettings, decompose
 from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement
-from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows
+from .run_loading import HELDOUT_POLICIES, command_main, heldout_replay, load_run, windows, write_report
 
 SPLITS = ("heldout", "train")
 CLI_SETTINGS = [f for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models have no exact log p(x)
@@ -104,9 +102,7 @@ def markdown(r: dict) -> str:
 
 
 def write(r: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "gaps.json", lambda f: f.write(json.dumps(r, indent=2).encode()))
-    write_atomic(out / "gaps.md", lambda f: f.write(markdown(r).encode()))
+    write_report(out, "gaps", r, markdown(r))
     by_name = {r["inference"]: {s: r[s] for s in SPLITS}}
     title = f"{r['env']} {r['inference']}"
     plot_gap_bars(by_name, SPLITS, out / "gaps.png", f"{title}: gap decomposition")
@@ -114,17 +110,7 @@ def write(r: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        r = run(args)
-    except ValueError as e:
-        print(f"world_model_gaps: error: {e}", file=sys.stderr)
-        return 2
-    out = args.out or args.run_dir / "analysis"
-    write(r, out)
-    print(markdown(r))
-    print(f"wrote {out}/gaps.json, gaps.md, gaps.png, refinement.png")
-    return 0
+    return command_main("world_model_gaps", parse_args(argv), run, write, markdown)
 
 
 if __name__ == "__main__":
