@@ -100,8 +100,22 @@ class SequenceModel(nn.Module):
         p = next(self.parameters())
         return ModelState(p.new_zeros(batch_size, self.deter_dim), p.new_zeros(batch_size, self.z_dim))
 
+    # Models whose prior depends on the past only through h_t, p(z_t | s_{t-1}, a_{t-1}) = p(z_t | h_t),
+    # set prior_from_h and implement `next_h` and `prior`: a posterior rollout then runs only the
+    # transition and the posterior in its time loop and evaluates all priors, log-densities and KLs in
+    # one batched call afterwards (world_models/rollout.py).
+    prior_from_h: bool = False
+
     def prior_step(self, state: ModelState, action: torch.Tensor, t: int) -> tuple[torch.Tensor, Distribution]:
         """From s_{t-1} and a_{t-1}: the new deterministic state h_t and the prior p(z_t | s_{t-1}, a_{t-1})."""
+        raise NotImplementedError
+
+    def next_h(self, state: ModelState, action: torch.Tensor, t: int) -> torch.Tensor:
+        """h_t from s_{t-1} and a_{t-1} (models with prior_from_h)."""
+        raise NotImplementedError
+
+    def prior(self, h: torch.Tensor) -> Distribution:
+        """p(z_t | h_t) for h of any leading batch dimensions (models with prior_from_h)."""
         raise NotImplementedError
 
     def emission(self, h: torch.Tensor, z: torch.Tensor) -> Distribution:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.distributions import Independent, Normal
 
-from .base import ModelState, SequenceBatch, SequenceModel, gaussian_kl, masked_log_prob
+from .base import ModelState, SequenceBatch, SequenceModel, diag_normal, gaussian_kl, masked_log_prob
 
 
 @dataclass
@@ -40,29 +41,46 @@ class Rollout:
 
 
 def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional[torch.Tensor] = None,
-            n_samples: int = 1) -> Rollout:
+            n_samples: int = 1, batched_prior: Optional[bool] = None) -> Rollout:
     """Sample n_samples latent trajectories per sequence from the posterior given its context ctx (B, T, C).
-    posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0)."""
+    posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0).
+    batched_prior (default: when the model has prior_from_h and there is a posterior) evaluates the priors
+    and all log-densities after the time loop in one call each; the values are the same as step by step
+    (tests/test_posteriors.py), and the training step is faster (benchmarks/bench_inference.py)."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
         ctx = ctx.repeat(n_samples, 1, 1)
+    if batched_prior is None:
+        batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
     for t in range(rep.length):
-        h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
-        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
+        if batched_prior:     # only what the next step needs: h_t, then z_t ~ q(z_t | ., h_t)
+            h = model.next_h(state, rep.actions[:, t], rep.t0 + t)
+            q = posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
+            if t == 0 and not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+                raise ValueError(f"batched_prior needs a diagonal Gaussian posterior, got {type(q).__name__}")
+        else:
+            h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
+            q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
         z = q.rsample()
         hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
-        lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))
+        if not batched_prior:
+            lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))
         state = ModelState(h, z)
-    H, Z = torch.stack(hs, 1), torch.stack(zs, 1)
+    stack = lambda xs: torch.stack(xs, 1)
+    H, Z, QM, QS = stack(hs), stack(zs), stack(qm), stack(qs)
+    if batched_prior:         # every step at once: p(z_t | h_t), q(z_t | .) = N(QM_t, QS_t^2) (diagonal)
+        prior, q = model.prior(H), diag_normal(QM, QS)
+        log_prior, log_q, kl = prior.log_prob(Z), q.log_prob(Z), gaussian_kl(q, prior)
+    else:
+        log_prior, log_q, kl = stack(lp), stack(lq), stack(kls)
     log_lik = masked_log_prob(model.emission(H, Z), rep.obs, rep.mask)
     reward_ll = None
     if model.has_reward and rep.rewards is not None:
         reward_ll = model.reward(H, Z).log_prob(rep.rewards)
-    stack = lambda xs: torch.stack(xs, 1)
-    return Rollout(H, Z, log_lik, stack(lp), stack(lq), stack(kls), stack(qm), stack(qs), reward_ll)
+    return Rollout(H, Z, log_lik, log_prior, log_q, kl, QM, QS, reward_ll)
 
 
 def per_sample(x: torch.Tensor, n_samples: int) -> torch.Tensor:

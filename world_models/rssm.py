@@ -21,6 +21,7 @@ from .networks import is_pixels, mlp, obs_decoder, softplus_std
 
 class RSSM(SequenceModel):
     has_reward = True
+    prior_from_h = True
 
     def __init__(self, obs_shape: tuple, action_dim: int, deter_dim: int = 200, z_dim: int = 30, hidden: int = 200,
                  min_std: float = 0.1, obs_std: Optional[float] = 1.0):
@@ -39,9 +40,15 @@ class RSSM(SequenceModel):
         self.obs_std = obs_std
 
     def prior_step(self, state: ModelState, action, t):
-        h = self.gru(self.embed_za(torch.cat([state.z, action], -1)), state.h)
+        h = self.next_h(state, action, t)
+        return h, self.prior(h)
+
+    def next_h(self, state: ModelState, action, t):
+        return self.gru(self.embed_za(torch.cat([state.z, action], -1)), state.h)
+
+    def prior(self, h):
         mean, raw = self.prior_net(h).chunk(2, -1)
-        return h, diag_normal(mean, softplus_std(raw, self.min_std))
+        return diag_normal(mean, softplus_std(raw, self.min_std))
 
     def _obs_std(self, mean):
         if self.obs_log_std is None:
