@@ -30,6 +30,7 @@ class AgentConfig:
     stoch: int = 30                 # stochastic latent size
     hidden: int = 128               # PlaNet: 200
     free_nats: float = 3.0
+    obs_std: float = 1.0            # fixed emission std (PlaNet: 1); 0 learns one per observation dimension
     lr: float = 1e-3
     adam_eps: float = 1e-4
     grad_clip: float = 1000.0
@@ -64,7 +65,8 @@ class AgentConfig:
                      "decision_window"):
             if getattr(self, name) < 1:
                 _fail(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("seed_episodes", "refine_steps", "decision_refine_steps", "free_nats", "explore_noise", "seed"):
+        for name in ("seed_episodes", "refine_steps", "decision_refine_steps", "free_nats", "explore_noise", "seed",
+                     "obs_std"):
             if getattr(self, name) < 0:
                 _fail(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.seed_episodes < 1:

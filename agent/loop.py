@@ -59,7 +59,8 @@ class Agent:
         self.action_dim = self.env.action_space.shape[0]
         self.action_repeat = self.env.unwrapped.action_repeat
         torch.manual_seed(cfg.seed)   # parameter initialization
-        self.model = RSSM(self.env.observation_space.shape, self.action_dim, cfg.deter, cfg.stoch, cfg.hidden).to(self.device)
+        self.model = RSSM(self.env.observation_space.shape, self.action_dim, cfg.deter, cfg.stoch, cfg.hidden,
+                          obs_std=cfg.obs_std or None).to(self.device)
         self.posterior = make_posterior(cfg.inference, self.model, **posterior_settings(cfg)).to(self.device)
         self.params = list(self.model.parameters()) + list(self.posterior.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)

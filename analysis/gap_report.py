@@ -41,8 +41,8 @@ def curve_table(by_name: dict, split: str) -> list[str]:
     for name, c in curves.items():
         lines.append(f"| {name} | " + " | ".join(f"{x['gap']['mean_per_step']:.3f} ({x['seconds']:.2f}s)" for x in c) + " |")
     return lines + ["", f"In parentheses: wall-clock of the amortized pass plus K refinement steps for all {split} "
-                        "sequences. The curve starts from the mean-field projection of the amortized posterior "
-                        "(its per-step means and stds), so K = 0 can differ from the structured posterior's gap."]
+                        "sequences. Refinement moves per-step offsets of the amortized posterior's mean and log std "
+                        "(K = 0 is the amortized posterior itself)."]
 
 
 def plot_gap_bars(by_name: dict, splits: tuple, path: Path, title: str) -> None:
