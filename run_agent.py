@@ -30,7 +30,7 @@ HELP = {
     "seq_len": "steps per training sequence",
     "deter": "RSSM GRU size", "stoch": "RSSM stochastic latent size", "hidden": "RSSM hidden layer size",
     "free_nats": "free nats of KL per step",
-    "obs_std": "fixed std of the observation model (PlaNet: 1); 0 learns one per observation dimension", "lr": "Adam learning rate", "adam_eps": "Adam epsilon",
+    "obs_std": "std of the observation model: 0 learns one per observation dimension, > 0 fixes it (PlaNet: 1)", "lr": "Adam learning rate", "adam_eps": "Adam epsilon",
     "grad_clip": "gradient norm clip",
     "explore_noise": "std of Gaussian noise on planned actions while collecting",
     "eval_every": "one evaluation episode (no noise) every this many episodes",

@@ -30,7 +30,7 @@ class AgentConfig:
     stoch: int = 30                 # stochastic latent size
     hidden: int = 128               # PlaNet: 200
     free_nats: float = 3.0
-    obs_std: float = 1.0            # fixed emission std (PlaNet: 1); 0 learns one per observation dimension
+    obs_std: float = 0.0            # 0 learns one emission std per observation dimension; > 0 fixes it (PlaNet: 1)
     lr: float = 1e-3
     adam_eps: float = 1e-4
     grad_clip: float = 1000.0
@@ -40,7 +40,7 @@ class AgentConfig:
     planner_preset: str = "cpu"     # cpu: 300 candidates x 5 iterations; planet: 1000 x 10
     horizon: Optional[int] = None   # overrides the preset's
     refine_steps: int = 3           # semi_amortized: K at training time; per_sequence: warm-started steps per update
-    refine_lr: float = 0.1
+    refine_lr: float = 0.03         # 0.1 made semi_amortized training degrade after ~300 updates (docs/agent)
     decision_refine_steps: int = 0  # semi_amortized / per_sequence: refinement at each decision (per_sequence: >= 1)
     decision_window: int = 8        # steps re-inferred at each decision
     action_repeat: Optional[int] = None
