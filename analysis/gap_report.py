@@ -28,7 +28,8 @@ def gap_table(by_name: dict, split: str) -> list[str]:
         cells = [pm(g[k]) if k in g else "–" for k in GAP_ORDER]
         cells += [pm(g["amortization[filter]"]), pm(g["amortization[smoother]"])]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {gaps[split]['log_px_estimator']['estimator']} |")
-    return lines + [""]
+    warnings = [f"- **{name}**: {w}" for name, gaps in by_name.items() for w in gaps[split].get("warnings", [])]
+    return lines + (["", "Warnings:", ""] + warnings if warnings else []) + [""]
 
 
 def curve_table(by_name: dict, split: str) -> list[str]:

@@ -73,7 +73,16 @@ def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: di
     if own is not None:
         gaps["inference"] = gaps[f"inference[{own}]"]
         gaps["amortization"] = gaps[f"amortization[{own}]"]
-    return {"gaps": {k: summarize(v, T) for k, v in gaps.items()},
+    # log p(x) >= every ELBO: an estimate below an ELBO (by more than 3 standard errors of the difference)
+    # means the estimator has not converged, and every gap that uses log p(x) is unreliable
+    warnings = []
+    for label, L in elbos.items():
+        diff = (L - log_p).double()
+        sem = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else 0.0
+        if float(diff.mean()) > 3 * sem:
+            warnings.append(f"the log p(x) estimate is below L[{label}] by {float(diff.mean()) / T:.3f} nats per step: "
+                            f"log p(x) is underestimated, so the inference and approximation gaps are unreliable")
+    return {"gaps": {k: summarize(v, T) for k, v in gaps.items()}, "warnings": warnings,
             "elbo": {k: summarize(v, T) for k, v in elbos.items()},
             "log_px": summarize(log_p, T), "n_sequences": batch.batch_size, "elbo_samples": n_samples,
             "q_star_seconds": q_star_seconds, "q_star_init": q_star_init or q_star.init,

@@ -68,3 +68,15 @@ def test_toy_experiment_end_to_end(tmp_path):
         assert (tmp_path / png).stat().st_size > 1000
     md = (tmp_path / "results.md").read_text()
     assert "Gap decomposition on test sequences" in md and "| per_sequence |" in md
+
+
+def test_a_log_px_estimate_below_an_elbo_is_flagged():
+    """log p(x) >= ELBO; an estimate that falls below an ELBO is reported as unreliable."""
+    model = random_lgssm(15, z_dim=2, obs_dim=2)
+    model.requires_grad_(False)
+    batch = lgssm_data(model, 8, 6, seed=16)
+    q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=20, window=20, patience=2, max_steps=200)
+    exact = bounds.exact_log_marginal(model, batch)
+    assert gap_decomposition(model, batch, {}, q_star, exact, n_samples=200)["warnings"] == []
+    flagged = gap_decomposition(model, batch, {}, q_star, exact - 5.0, n_samples=200)["warnings"]
+    assert len(flagged) == 1 and "L[q_star]" in flagged[0]
