@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-from envs.registry import OBS_TYPES, valid_env_names
+from envs.registry import OBS_TYPES, check_variant_settings, valid_env_names
 from planners.factory import PLANNERS
 from world_models.posteriors import POSTERIORS
 
@@ -71,6 +71,8 @@ class AgentConfig:
                 _fail(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.seed_episodes < 1:
             _fail("seed_episodes must be >= 1: the model needs data before its first update")
+        check_variant_settings(self.action_repeat, self.missing_every, self.missing_prob, self.obs_noise,
+                               self.action_noise)
         if self.inference == "per_sequence" and self.decision_refine_steps < 1:
             _fail("per_sequence has no encoder: set decision_refine_steps >= 1 (its belief is optimized at each decision)")
 

@@ -47,6 +47,20 @@ def _check(ok: bool, message: str):
         raise ValueError(message)
 
 
+def check_variant_settings(action_repeat=None, missing_every=None, missing_prob=None, obs_noise=0.0,
+                           action_noise=0.0) -> None:
+    """Raise ValueError naming the first bad setting of a task variant (also used by the agent's config,
+    so that a sweep can reject it before launching)."""
+    _check(action_repeat is None or (_is_int(action_repeat) and action_repeat >= 1),
+           f"action_repeat must be None (task default) or an integer >= 1; got {action_repeat!r}")
+    _check(missing_every is None or (_is_int(missing_every) and missing_every >= 1),
+           f"missing_every must be None or an integer >= 1; got {missing_every!r}")
+    _check(missing_prob is None or 0 <= missing_prob < 1,
+           f"missing_prob must be None or in [0, 1); got {missing_prob!r}")
+    _check(obs_noise >= 0, f"obs_noise must be a std >= 0; got {obs_noise!r}")
+    _check(action_noise >= 0, f"action_noise must be a std >= 0; got {action_noise!r}")
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -60,14 +74,7 @@ def make_env(name: str, obs: str = "state", action_repeat: int | None = None, se
     """
     _check(name in valid_env_names(), f"unknown env name {name!r}; valid names: {', '.join(valid_env_names())}")
     _check(obs in OBS_TYPES, f"obs must be one of {', '.join(OBS_TYPES)}; got {obs!r}")
-    _check(action_repeat is None or (_is_int(action_repeat) and action_repeat >= 1),
-           f"action_repeat must be None (task default) or an integer >= 1; got {action_repeat!r}")
-    _check(missing_every is None or (_is_int(missing_every) and missing_every >= 1),
-           f"missing_every must be None or an integer >= 1; got {missing_every!r}")
-    _check(missing_prob is None or 0 <= missing_prob < 1,
-           f"missing_prob must be None or in [0, 1); got {missing_prob!r}")
-    _check(obs_noise >= 0, f"obs_noise must be a std >= 0; got {obs_noise!r}")
-    _check(action_noise >= 0, f"action_noise must be a std >= 0; got {action_noise!r}")
+    check_variant_settings(action_repeat, missing_every, missing_prob, obs_noise, action_noise)
 
     repeat = default_action_repeat(name) if action_repeat is None else int(action_repeat)
     pixels = obs == "pixels"

@@ -69,3 +69,12 @@ def test_experiment_cli_rejects_bad_values(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--posteriors", "amortized", "magic"])
     assert e.value.code == 2
+
+
+def test_agent_config_rejects_bad_task_variant_settings_up_front():
+    """Checked when the config is built (before a sweep launches anything), with the env's own messages."""
+    from agent.config import AgentConfig
+    for bad, name in (({"missing_prob": 1.5}, "missing_prob"), ({"missing_every": 0}, "missing_every"),
+                      ({"obs_noise": -1.0}, "obs_noise"), ({"action_repeat": 0}, "action_repeat")):
+        with pytest.raises(ValueError, match=name):
+            AgentConfig(**bad)
