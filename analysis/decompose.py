@@ -18,7 +18,7 @@ from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
 from world_models.training import train
 
-from .gaps import gap_decomposition, log_px, refinement_curve
+from .gaps import gap_decomposition, log_px, optimize_q_star, refinement_curve
 
 
 @dataclass
@@ -73,7 +73,8 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
               s: GapSettings, curve_split: str, label: str = "") -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
     per_sequence, whose posterior is q* itself), q*, and fresh filter / smoother encoders fitted on
-    encoder_data. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
+    encoder_data. log p(x): the best of bootstrap SMC, and SMC and IWAE with the smoother as proposal, and
+    IWAE with q* as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
     (or the fresh filter where the run has none)."""
     posteriors = {"filter": fresh_encoder("amortized", model, encoder_data, s),
                   "smoother": fresh_encoder("amortized_smoothing", model, encoder_data, s)}
@@ -86,10 +87,12 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         t0 = time.perf_counter()
         tqdm.write(f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences: log p(x), q* optimization, "
                    f"{s.eval_samples}-sample ELBOs ...")
+        lam_star, q_star_seconds = optimize_q_star(model, batch, q_star, posteriors["smoother"])
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
-                         exact=s.exact_log_px)
+                         exact=s.exact_log_px, extra={"q*": (q_star, lam_star)})
         res = gap_decomposition(model, batch, posteriors, q_star, lp, s.eval_samples,
-                                own="own" if own is not None else None, q_star_init="smoother")
+                                own="own" if own is not None else None, q_star_init="smoother",
+                                lam_star=lam_star, q_star_seconds=q_star_seconds)
         res["log_px_estimator"] = rec
         if split == curve_split:
             init = own if own_name in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]

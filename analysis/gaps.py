@@ -30,38 +30,49 @@ def summarize(values: torch.Tensor, length: int) -> dict:
 
 
 def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: int = 1000,
-           smc_n: int = 1000, exact: bool = True) -> tuple[torch.Tensor, dict]:
+           smc_n: int = 1000, exact: bool = True, extra: dict | None = None) -> tuple[torch.Tensor, dict]:
     """Exact log p(x) where the model allows it (and `exact`); otherwise the larger on average of SMC-N
     with the bootstrap proposal and, given a proposal, SMC-N and IWAE-K with it (each a stochastic lower
-    bound, so the larger is the tighter; the bootstrap guards against a poor proposal). Returns (values (B,), record)."""
+    bound, so the larger is the tighter; the bootstrap guards against a poor proposal). extra {label: (posterior,
+    ctx)} adds IWAE-K with those proposals (e.g. q*, which makes the estimate >= L[q*] in expectation).
+    Returns (values (B,), record)."""
     if exact and hasattr(model, "log_marginal"):
         return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
     est = {f"smc-{smc_n} (bootstrap)": bounds.smc(model, None, batch, smc_n)}
     if proposal is not None:
         est[f"smc-{smc_n}"] = bounds.smc(model, proposal, batch, smc_n)
         est[f"iwae-{iwae_k}"] = bounds.iwae(model, proposal, batch, iwae_k)
+    for label, (posterior, ctx) in (extra or {}).items():
+        est[f"iwae-{iwae_k} ({label})"] = bounds.iwae(model, posterior, batch, iwae_k, ctx=ctx)
     best = max(est, key=lambda k: float(est[k].mean()))
     return est[best], {"estimator": best, **{f"mean_{k}": float(v.mean()) for k, v in est.items()}}
 
 
+def optimize_q_star(model: SequenceModel, batch: SequenceBatch, q_star: PerSequencePosterior, init=None):
+    """(lambda*, seconds): q* optimized per sequence, started from the output of the posterior `init`
+    (mean and log std along one of its rollouts) or from q_star's own init."""
+    t0 = time.perf_counter()
+    lam0 = None
+    if init is not None:
+        with torch.no_grad():
+            lam0 = local_params(rollout(model, init, batch, init.context(model, batch)))
+    return q_star.context(model, batch, lam0=lam0), time.perf_counter() - t0
+
+
 def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: dict, q_star: PerSequencePosterior,
                       log_p: torch.Tensor, n_samples: int = 1000, own: str | None = None,
-                      q_star_init: str | None = None) -> dict:
+                      q_star_init: str | None = None, lam_star: torch.Tensor | None = None,
+                      q_star_seconds: float | None = None) -> dict:
     """posteriors: {label: posterior}; labels 'filter' and 'smoother' (if present) give the conditioning
     gap; `own` names the posterior whose inference and amortization gaps are reported as such.
     q_star_init names the posterior whose output starts the q* optimization (default: q_star's own
     init). The optimum does not depend on it where the ELBO is concave in lambda (the LGSSM with a
-    mean-field family); elsewhere it is a heuristic, recorded in the result."""
+    mean-field family); elsewhere it is a heuristic, recorded in the result. lam_star (with the
+    q_star_seconds it took) passes an already optimized q*."""
     T = batch.length
-    t0 = time.perf_counter()
-    lam0 = None
-    if q_star_init is not None:
-        enc = posteriors[q_star_init]
-        with torch.no_grad():
-            lam0 = local_params(rollout(model, enc, batch, enc.context(model, batch)))
-    lam_star = q_star.context(model, batch, lam0=lam0)
+    if lam_star is None:
+        lam_star, q_star_seconds = optimize_q_star(model, batch, q_star, posteriors[q_star_init] if q_star_init else None)
     elbos = {"q_star": bounds.elbo(model, q_star, batch, n_samples, ctx=lam_star)}
-    q_star_seconds = time.perf_counter() - t0
     for label, q in posteriors.items():
         elbos[label] = bounds.elbo(model, q, batch, n_samples)
     gaps = {"approximation": log_p - elbos["q_star"]}

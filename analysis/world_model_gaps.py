@@ -4,8 +4,8 @@
 
 Freezes the run's model at its last checkpoint and, on windows of held-out episodes (collected by
 the trained agent, cached in RUN_DIR/analysis/) and of training episodes (the run's replay), reports
-the inference, approximation, amortization and conditioning gaps: log p(x) by the better of SMC-N
-and IWAE-K (both recorded), q* by per-sequence optimization, the run's own posterior, fresh
+the inference, approximation, amortization and conditioning gaps: log p(x) by the best of SMC-N and
+IWAE-K with several proposals (all recorded; flagged when below an ELBO), q* by per-sequence optimization, the run's own posterior, fresh
 filter and smoother encoders fitted to the frozen model on the training replay, and the
 amortization gap after K = 0, 1, 5, 20, 100 refinement steps. Writes RUN_DIR/analysis/gaps.json,
 gaps.md, gaps.png and refinement.png (or to --out). Nothing else in the run directory changes.
