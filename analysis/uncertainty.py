@@ -61,17 +61,21 @@ def parse_args(argv=None):
 
 
 # --- the model's predictions ------------------------------------------------------------------------
-def belief(agent, prefix: SequenceBatch, samples: int) -> ModelState:
-    """S samples of s_c per sequence (sample-major) from the run's posterior after the prefix: its
-    encoder where it has one (as the agent's belief), else q* optimized over the prefix (per_sequence)."""
+def posterior_rollout(agent, batch: SequenceBatch, samples: int = 1):
+    """A rollout of the run's posterior over the batch, as the agent's belief computes it: its encoder where
+    it has one, else q* optimized over the batch (per_sequence)."""
     model, encoder = agent.model, agent.belief.encoder
     with torch.no_grad():
         if encoder is not None:
-            ro = rollout(model, encoder, prefix, encoder.context(model, prefix), samples)
-        else:
-            q = make_posterior("per_sequence", model, lr=0.05, n_samples=8, max_steps=300, window=50, patience=3,
-                               init="prior")
-            ro = rollout(model, q, prefix, q.context(model, prefix), samples)
+            return rollout(model, encoder, batch, encoder.context(model, batch), samples)
+        q = make_posterior("per_sequence", model, lr=0.05, n_samples=8, max_steps=300, window=50, patience=3,
+                           init="prior")
+        return rollout(model, q, batch, q.context(model, batch), samples)
+
+
+def belief(agent, prefix: SequenceBatch, samples: int) -> ModelState:
+    """S samples of s_c per sequence (sample-major) after the prefix."""
+    ro = posterior_rollout(agent, prefix, samples)
     return ModelState(ro.h[:, -1], ro.z[:, -1])
 
 
@@ -98,25 +102,12 @@ def fit_readout(agent, n: int, seed: int):
     W = (F^T F + lambda I)^-1 F^T Y; returns (W, residual std per state dimension)."""
     length = min(50, min(len(e["reward"]) for e in agent.replay.episodes))
     batch, state = windows_with_state(agent.replay, n, length, seed)
-    s = belief_trajectory(agent, batch)
-    F = _features(*s)[:, BURN_IN:].reshape(-1, s[0].shape[-1] + s[1].shape[-1] + 1)
+    ro = posterior_rollout(agent, batch)
+    F = _features(ro.h, ro.z)[:, BURN_IN:].reshape(-1, ro.h.shape[-1] + ro.z.shape[-1] + 1)
     Y = state[:, BURN_IN:].reshape(len(F), -1).double()
     lam = 1e-3 * float((F ** 2).sum(0).mean())
     W = torch.linalg.solve(F.T @ F + lam * torch.eye(F.shape[1], dtype=F.dtype), F.T @ Y)
     return W, (Y - F @ W).std(0)
-
-
-def belief_trajectory(agent, batch: SequenceBatch):
-    """(h, z) of one posterior sample at every step of the windows."""
-    model, encoder = agent.model, agent.belief.encoder
-    with torch.no_grad():
-        if encoder is not None:
-            ro = rollout(model, encoder, batch, encoder.context(model, batch))
-        else:
-            q = make_posterior("per_sequence", model, lr=0.05, n_samples=8, max_steps=300, window=50, patience=3,
-                               init="prior")
-            ro = rollout(model, q, batch, q.context(model, batch))
-    return ro.h, ro.z
 
 
 def _features(h, z):
