@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Analysis of the first study (issue 4), one run at a time as the sweeps finish them: the gap decomposition
+# and the uncertainty evaluation of the seed-0 run of each (inference type, task variant) group (8 runs;
+# sized for the session: 2 held-out episodes, 4 windows of 50 steps per split, 300 samples per estimate,
+# fresh encoders fitted for 150 steps), then the comparison report of all 24 runs into docs/study/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-runs/study}
+EPISODES=${EPISODES:-10}
+runs=()
+for inf in amortized amortized_smoothing semi_amortized per_sequence; do
+  for var in none 2; do runs+=("$OUT/cartpole-$inf-missing_every$var-s0"); done
+done
+for run in "${runs[@]}"; do
+  until [ -f "$run/metrics.jsonl" ] && [ "$(wc -l < "$run/metrics.jsonl")" -ge "$EPISODES" ]; do sleep 30; done
+  sleep 5   # the run's final checkpoint is written before its last metrics line is read here
+  mkdir -p "$run/analysis"
+  [ -f "$run/analysis/gaps.json" ] || python -m analysis.world_model_gaps "$run" --heldout-episodes 2 --sequences 4 \
+      --eval-samples 300 --q-star-max-steps 400 --encoder-steps 150 --threads 1 > "$run/analysis/gaps.log" 2>&1
+  [ -f "$run/analysis/uncertainty.json" ] || python -m analysis.uncertainty "$run" --heldout-episodes 2 --samples 64 \
+      --threads 1 > "$run/analysis/uncertainty.log" 2>&1
+  echo "analysed $run"
+done
+python -m analysis.compare "$OUT"/cartpole-* --out docs/study
