@@ -171,7 +171,9 @@ def evaluate(agent, held: Replay, args) -> dict:
         n = t["count"].clamp(min=1)
         ph = {"nll": t["nll"] / n, "crps": t["crps"] / n,
               **{f"coverage{round(100 * lv)}": t[f"cov{lv}"] / n for lv in LEVELS}}
-        per_horizon[target] = {k: v.tolist() for k, v in ph.items()}
+        # horizons without one valid target (e.g. k = 1 when every 2nd observation is missing) have no score: None
+        scored = (t["count"] > 0).tolist()
+        per_horizon[target] = {k: [x if ok else None for x, ok in zip(v.tolist(), scored)] for k, v in ph.items()}
         weight = t["count"] / t["count"].sum()
         summary[target] = {k: float((v * weight).sum()) for k, v in ph.items() if k in ("nll", "crps", "coverage50", "coverage90")}
         calibration[target] = {"levels": list(LEVELS), "observed": [float((ph[f"coverage{round(100 * lv)}"] * weight).sum())
@@ -204,22 +206,27 @@ def markdown(r: dict) -> str:
              f"Open-loop predictions over horizons 1..{r['horizon']} from the posterior belief after steps {r['starts']} "
              f"of {r['episodes']} held-out episodes, {r['settings']['samples']} samples each; scores averaged over "
              f"horizons. Injected noise: {r['noise']['injected']}; model: {r['noise']['model']}.", "",
-             "| target | NLL (nats) | CRPS | coverage of 50% | coverage of 90% | NLL at k=1 | coverage90 at k=1 |",
-             "|---|---|---|---|---|---|---|"]
+             "| target | NLL (nats) | CRPS | coverage of 50% | coverage of 90% | first scored k | NLL at it | "
+             "coverage90 at it |", "|---|---|---|---|---|---|---|---|"]
     for target, s in r["summary"].items():
         ph = r["per_horizon"][target]
+        k = next(i for i, x in enumerate(ph["nll"]) if x is not None)
         lines.append(f"| {target} | {s['nll']:.3f} | {s['crps']:.4f} | {s['coverage50']:.3f} | {s['coverage90']:.3f} | "
-                     f"{ph['nll'][0]:.3f} | {ph['coverage90'][0]:.3f} |")
+                     f"{k + 1} | {ph['nll'][k]:.3f} | {ph['coverage90'][k]:.3f} |")
     lines += ["", "A calibrated model covers 0.5 and 0.9. NLL is summed over a target's dimensions, CRPS averaged over "
               "them. The state is read out linearly from [h, z] (ridge fit on training windows).", ""]
     return "\n".join(lines)
+
+
+def _nan_for_none(per_horizon: dict) -> dict:
+    return {k: [float("nan") if x is None else x for x in v] for k, v in per_horizon.items()}
 
 
 def plot(r: dict, out: Path) -> None:
     targets = list(r["summary"])
     fig, axes = plt.subplots(1, len(targets), figsize=(3.6 * len(targets), 3.4), squeeze=False)
     for ax, target in zip(axes[0], targets):
-        ph, H = r["per_horizon"][target], r["horizon"]
+        ph, H = _nan_for_none(r["per_horizon"][target]), r["horizon"]
         for k in sorted({1, min(10, H), H}):
             ax.plot(LEVELS, [ph[f"coverage{round(100 * lv)}"][k - 1] for lv in LEVELS], marker=".", label=f"k={k}")
         ax.plot(LEVELS, r["calibration"][target]["observed"], "k-", lw=2, label="all k")
@@ -232,7 +239,7 @@ def plot(r: dict, out: Path) -> None:
     save(fig, out / "calibration.png")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for target in targets:
-        ph = r["per_horizon"][target]
+        ph = _nan_for_none(r["per_horizon"][target])
         ks = range(1, len(ph["nll"]) + 1)
         axes[0].plot(ks, ph["nll"], label=target)
         axes[1].plot(ks, ph["crps"], label=target)

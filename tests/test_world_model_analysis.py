@@ -86,6 +86,20 @@ def test_uncertainty_command_on_a_tiny_run(tiny_run):
     assert (tiny_run / "analysis" / "calibration.png").stat().st_size > 0
 
 
+def test_uncertainty_leaves_horizons_without_observations_unscored(tmp_path):
+    """With every 2nd observation missing, open-loop horizons that land on missing steps have no observation
+    score (None), not a score of 0; rewards are scored at every horizon."""
+    run_dir = tmp_path / "run"
+    assert agent_main(TINY + ["--inference", "amortized", "--missing-every", "2", "--run-dir", str(run_dir)]) == 0
+    assert uncertainty.main([str(run_dir), "--heldout-episodes", "2", "--horizon", "4", "--samples", "4",
+                             "--readout-windows", "10", "--starts", "2"]) == 0
+    r = json.loads((run_dir / "analysis" / "uncertainty.json").read_text())
+    obs, reward = r["per_horizon"]["obs"]["nll"], r["per_horizon"]["reward"]["nll"]
+    assert obs[0] is None and obs[2] is None and None not in (obs[1], obs[3])     # steps 3, 5 missing; 4, 6 seen
+    assert None not in reward
+    assert "first scored k" in (run_dir / "analysis" / "uncertainty.md").read_text()
+
+
 def test_analysis_commands_reject_a_missing_run(tmp_path, capsys):
     assert world_model_gaps.main([str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err

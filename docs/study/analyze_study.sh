@@ -11,14 +11,21 @@ runs=()
 for inf in amortized amortized_smoothing semi_amortized per_sequence; do
   for var in none 2; do runs+=("$OUT/cartpole-$inf-missing_every$var-s0"); done
 done
-for run in "${runs[@]}"; do
-  until [ -f "$run/metrics.jsonl" ] && [ "$(wc -l < "$run/metrics.jsonl")" -ge "$EPISODES" ]; do sleep 30; done
-  sleep 5   # the run's final checkpoint is written before its last metrics line is read here
-  mkdir -p "$run/analysis"
-  [ -f "$run/analysis/gaps.json" ] || python -m analysis.world_model_gaps "$run" --heldout-episodes 2 --sequences 4 \
-      --eval-samples 300 --q-star-max-steps 400 --encoder-steps 150 --threads 1 > "$run/analysis/gaps.log" 2>&1
-  [ -f "$run/analysis/uncertainty.json" ] || python -m analysis.uncertainty "$run" --heldout-episodes 2 --samples 64 \
-      --threads 1 > "$run/analysis/uncertainty.log" 2>&1
-  echo "analysed $run"
+finished() { [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$EPISODES" ]; }
+todo=("${runs[@]}")
+while [ ${#todo[@]} -gt 0 ]; do      # whichever run is finished first is analysed first
+  left=()
+  for run in "${todo[@]}"; do
+    if ! finished "$run"; then left+=("$run"); continue; fi
+    sleep 5   # the run's checkpoint is written before its last metrics line
+    mkdir -p "$run/analysis"
+    [ -f "$run/analysis/gaps.json" ] || python -m analysis.world_model_gaps "$run" --heldout-episodes 2 --sequences 4 \
+        --eval-samples 300 --q-star-max-steps 400 --encoder-steps 150 --threads 1 > "$run/analysis/gaps.log" 2>&1
+    [ -f "$run/analysis/uncertainty.json" ] || python -m analysis.uncertainty "$run" --heldout-episodes 2 --samples 64 \
+        --threads 1 > "$run/analysis/uncertainty.log" 2>&1
+    echo "analysed $run"
+  done
+  todo=("${left[@]}")
+  [ ${#todo[@]} -eq 0 ] || sleep 30
 done
 python -m analysis.compare "$OUT"/cartpole-* --out docs/study
