@@ -1,6 +1,7 @@
 """Everything the gap decomposition of one frozen model needs, for any SequenceModel:
-fresh filter and smoother encoders fitted to the frozen model (the conditioning gap compares them
-at equal training), q* per sequence, log p(x), and the amortization gap after K refinement steps.
+fresh filter and smoother encoders fitted to the frozen model (the smoother starts from the fitted
+filter, with zero weight on the future, and is fitted for as many steps: the conditioning gap is what
+the future adds), q* per sequence, log p(x), and the amortization gap after K refinement steps.
 
 Used by the toy experiment (analysis.toy_experiment) and by the command for trained world models
 (analysis.world_model_gaps); the gap definitions themselves are in analysis.gaps.
@@ -51,9 +52,26 @@ def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size
     return hist, time.perf_counter() - t0
 
 
-def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings):
-    """An amortized encoder (`amortized` or `amortized_smoothing`) fitted to a frozen model."""
-    q = make_posterior(name, model).to(next(model.parameters()).dtype)
+def smoother_from_filter(model: SequenceModel, filt) -> torch.nn.Module:
+    """An `amortized_smoothing` encoder that computes exactly what the filter `filt` does: the filter's
+    weights, and zero weights on the summary of the future x_{>t} (the last columns of the head's first
+    layer, whose input is [h_t, x_t features, ..., future summary]). Fitting it from there can only add
+    what the future tells, so the conditioning gap is not swamped by the smoother's slower start."""
+    sm = make_posterior("amortized_smoothing", model).to(next(filt.parameters()).dtype)
+    state = sm.state_dict()
+    for key, value in filt.state_dict().items():
+        if key == "head.0.weight":
+            state[key] = torch.cat([value, torch.zeros_like(state[key][:, value.shape[1]:])], 1)
+        else:
+            state[key] = value
+    sm.load_state_dict(state)
+    return sm
+
+
+def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings, init=None):
+    """An amortized encoder (`amortized` or `amortized_smoothing`) fitted to a frozen model, from a new
+    initialization or from `init` (an encoder of that type)."""
+    q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     with frozen(model):
         fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()), q.parameters(),
             data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size), s.encoder_lr, s.seed + 7)
@@ -76,8 +94,9 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     encoder_data. log p(x): the best of bootstrap SMC, and SMC and IWAE with the smoother as proposal, and
     IWAE with q* as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
     (or the fresh filter where the run has none)."""
-    posteriors = {"filter": fresh_encoder("amortized", model, encoder_data, s),
-                  "smoother": fresh_encoder("amortized_smoothing", model, encoder_data, s)}
+    filt = fresh_encoder("amortized", model, encoder_data, s)
+    posteriors = {"filter": filt, "smoother": fresh_encoder("amortized_smoothing", model, encoder_data, s,
+                                                            init=smoother_from_filter(model, filt))}
     if own is not None:
         posteriors["own"] = own
     q_star = make_posterior("per_sequence", model, lr=s.q_star_lr, n_samples=s.q_star_samples,

@@ -1,14 +1,19 @@
 """Gap decomposition on a linear-Gaussian model, where the approximation gap is known exactly."""
 import json
 
+import pytest
 import torch
 
+from analysis.decompose import smoother_from_filter
 from analysis.gaps import gap_decomposition, refinement_curve, summarize
 from analysis.toy_experiment import main as toy_main
 from tests.conftest import lgssm_data, random_lgssm
 from world_models import bounds
+from world_models.base import SequenceBatch
 from world_models.kalman import mean_field_elbo, posterior_precision_diagonal
 from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.rollout import rollout
+from world_models.rssm import RSSM
 from world_models.training import train
 
 
@@ -80,3 +85,27 @@ def test_a_log_px_estimate_below_an_elbo_is_flagged():
     assert gap_decomposition(model, batch, {}, q_star, exact, n_samples=200)["warnings"] == []
     flagged = gap_decomposition(model, batch, {}, q_star, exact - 5.0, n_samples=200)["warnings"]
     assert len(flagged) == 1 and "L[q_star]" in flagged[0]
+
+
+@pytest.mark.parametrize("kind", ["rssm", "lgssm"])
+def test_smoother_from_filter_starts_as_the_filter(kind):
+    """The smoother the decomposition fits starts from the fitted filter with zero weight on the future: it
+    computes the same posterior (so fitting it can only add what x_{>t} tells)."""
+    torch.manual_seed(0)
+    if kind == "rssm":
+        model = RSSM((3,), 1, deter_dim=8, z_dim=2, hidden=8).double()
+        batch = SequenceBatch(torch.randn(4, 6, 3, dtype=torch.float64), torch.randn(4, 6, 1, dtype=torch.float64))
+    else:
+        model = random_lgssm(3, z_dim=2, obs_dim=2)
+        batch = lgssm_data(model, 4, 6, seed=4)
+    filt = make_posterior("amortized", model).double()
+    for p in filt.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    smoother = smoother_from_filter(model, filt)
+    assert smoother.smoothing and any(p.abs().sum() > 0 for p in smoother.bwd.parameters())
+    torch.manual_seed(1)
+    a = rollout(model, filt, batch, filt.context(model, batch))
+    torch.manual_seed(1)
+    b = rollout(model, smoother, batch, smoother.context(model, batch))
+    torch.testing.assert_close(a.q_mean, b.q_mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a.q_std, b.q_std, rtol=0, atol=1e-12)
