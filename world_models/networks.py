@@ -19,8 +19,10 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, act=nn.ELU) -> 
 
 
 def softplus_std(raw: torch.Tensor, min_std: float) -> torch.Tensor:
-    """std = softplus(raw) + min_std (PlaNet's parameterization)."""
-    return F.softplus(raw) + min_std
+    """std = softplus(raw) + min_std (PlaNet's parameterization). raw is usually a narrow chunk of a
+    wider output (the std half of (mean, raw)); PyTorch's CPU softplus on such a strided view runs
+    about 12x slower than on a contiguous copy (1000 x 30: 1.6 ms vs 0.13 ms), hence .contiguous()."""
+    return F.softplus(raw.contiguous()) + min_std
 
 
 class ConvEncoder(nn.Module):
