@@ -47,9 +47,10 @@ class Run:
     rows: list[dict]
     analysis: dict  # "gaps", "uncertainty": the parsed RUN_DIR/analysis/*.json, or None where absent
 
-    @property
-    def group(self) -> tuple[str, str]:
-        return task_variant(self.config), self.config.inference
+    def group(self, split_by: tuple[str, ...] = ()) -> tuple[str, str]:
+        """(task variant, inference type plus each of `split_by`'s settings, e.g. 'amortized planner_preset=cpu')."""
+        return task_variant(self.config), " ".join([self.config.inference,
+                                                   *(f"{k}={getattr(self.config, k)}" for k in split_by)])
 
 
 def task_variant(cfg: AgentConfig) -> str:
@@ -97,13 +98,24 @@ def load_runs(patterns: list[str], metric: str) -> tuple[list[Run], list[dict]]:
     return runs, skipped
 
 
+def grouped(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    """Runs by (task variant, inference type); where the runs of one such group differ in other settings than
+    REPLICATE_SETTINGS (e.g. the planner preset), it is split by them and they are named in its label."""
+    by_base: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        by_base.setdefault(run.group(), []).append(run)
+    out: dict[tuple[str, str], list[Run]] = {}
+    for members in by_base.values():
+        split_by = tuple(k for k in DEFAULTS if k not in REPLICATE_SETTINGS
+                         and len({repr(getattr(r.config, k)) for r in members}) > 1)
+        for run in members:
+            out.setdefault(run.group(split_by), []).append(run)
+    return out
+
+
 def group_warnings(variant: str, inference: str, runs: list[Run], metric: str) -> list[str]:
     """Ways in which the runs of one group are not plain replicates of each other."""
     name, out = f"{variant} / {inference}", []
-    differing = [k for k in DEFAULTS if k not in REPLICATE_SETTINGS
-                 and len({repr(getattr(r.config, k)) for r in runs}) > 1]
-    if differing:
-        out.append(f"{name}: runs differ in {', '.join(differing)} besides the seed")
     seeds = [r.config.seed for r in runs]
     if len(set(seeds)) < len(seeds):
         out.append(f"{name}: repeated seeds {sorted(seeds)}")
@@ -156,9 +168,12 @@ def curve(runs: list[Run], key: str, rng: np.random.Generator, n_boot: int, smoo
     """Mean over seeds of `key` at the episodes all seeds have, with a pointwise percentile-bootstrap CI."""
     series = [dict(zip(*_series(r, key))) for r in runs]
     steps = [{r["episode"]: r["env_steps"] for r in run.rows} for run in runs]
+    minutes = [dict(zip([r["episode"] for r in run.rows],
+                        np.cumsum([sum(r.get(k, 0.0) for k in SECONDS) for r in run.rows]) / 60)) for run in runs]
     episodes = sorted(set.intersection(*(set(s) for s in series)))
     values = trailing_mean(np.array([[s[e] for e in episodes] for s in series]).reshape(len(runs), -1), smooth)
     return {"episode": episodes, "env_steps": [float(np.mean([s[e] for s in steps])) for e in episodes],
+            "minutes": [float(np.mean([m[e] for m in minutes])) for e in episodes],
             "mean": values.mean(axis=0).tolist(), "ci": [_ci(col, np.mean, rng, n_boot) for col in values.T]}
 
 
@@ -230,21 +245,25 @@ def _save_png(fig, path: Path) -> None:
 
 
 def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, path: Path) -> None:
-    fig, axes = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    titles = {metric: f"{metric}: mean over seeds, {LEVEL:.0%} bootstrap CI",
-              "train_return": f"train_return (with exploration noise), trailing mean over {SMOOTH} episodes"}
-    for ax, key in zip(axes, (metric, "train_return")):
+    """The metric and the train return against env steps, and the metric against wall-clock minutes."""
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8.5))
+    panels = [(metric, "env_steps", f"{metric}: mean over seeds, {LEVEL:.0%} bootstrap CI"),
+              ("train_return", "env_steps", f"train_return (with exploration noise), trailing mean over {SMOOTH} "
+                                            f"episodes"),
+              (metric, "minutes", f"{metric} against wall-clock (training, collection and evaluation; mean over "
+                                  f"seeds)")]
+    for ax, (key, x, title) in zip(axes, panels):
         for g in groups:
             c = g["curves"][key]
             color = colors[g["inference"]]
-            ax.plot(c["env_steps"], c["mean"], "o-" if key == metric else "-", ms=3, color=color,
+            ax.plot(c[x], c["mean"], "o-" if key == metric else "-", ms=3, color=color,
                     label=f"{g['inference']} (n={g['n_seeds']})")
             if g["n_seeds"] > 1 and c["episode"]:
-                ax.fill_between(c["env_steps"], *np.transpose(c["ci"]), color=color, alpha=0.2, lw=0)
-        ax.set_title(titles[key], fontsize=9)
+                ax.fill_between(c[x], *np.transpose(c["ci"]), color=color, alpha=0.2, lw=0)
+        ax.set_title(title, fontsize=9)
         ax.set_ylabel("episode return")
+        ax.set_xlabel("minutes" if x == "minutes" else "environment steps")
     axes[0].legend(fontsize=8)
-    axes[1].set_xlabel("environment steps")
     fig.suptitle(variant)
     fig.tight_layout()
     _save_png(fig, path)
@@ -328,8 +347,9 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                          for a in report["across_variants"]])
     lines += ["## Learning curves", "",
               f"Top: {metric}, mean over seeds at the episodes all seeds share, against environment steps, with a "
-              f"pointwise {LEVEL:.0%} bootstrap CI. Bottom: the training episodes' return (exploration noise on), "
-              f"trailing mean over {SMOOTH} episodes.", ""]
+              f"pointwise {LEVEL:.0%} bootstrap CI. Middle: the training episodes' return (exploration noise on), "
+              f"trailing mean over {SMOOTH} episodes. Bottom: {metric} against the wall-clock minutes spent up to "
+              f"that episode (training, collection with planning, evaluation).", ""]
     for variant, png in curve_pngs.items():
         lines += [f"### {variant}", "", f"![learning curves, {variant}]({png})", ""]
     gap_cols = [c for c in GAP_COLUMNS if any(g["gaps"][c]["n"] for g in groups)]
@@ -388,9 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no valid run directory among {len(skipped)} given: each needs config.json and a "
               f"metrics.jsonl with {args.metric} values", file=sys.stderr)
         return 2
-    by_group: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        by_group.setdefault(run.group, []).append(run)
+    by_group = grouped(runs)
     warnings = [w for key in sorted(by_group) for w in group_warnings(*key, by_group[key], args.metric)]
     for run in runs:
         n = len(_series(run, args.metric)[1])

@@ -159,3 +159,22 @@ def test_no_valid_run_dirs_exits_2(tmp_path):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "empty"), "--out", str(out), "--final-episodes", "0"])
     assert e.value.code == 2
+
+
+def test_runs_differing_in_a_setting_are_split_and_curves_have_wall_clock(tmp_path):
+    """Amortized runs with two planner presets form two groups named by the preset, not one group of four seeds;
+    curves carry the cumulative wall-clock minutes of each episode (here 9 s per episode + 3 s per evaluation)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    evals = {3: [10, 20], 6: [100, 200]}
+    for preset in ("cpu", "planet"):
+        for seed in range(2):
+            write_run(root, "amortized", seed, evals, planner_preset=preset)
+    out = tmp_path / "report"
+    assert main([str(p) for p in sorted(root.iterdir())] + ["--out", str(out), "--n-boot", "50"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    groups = by_inference(report)
+    assert set(groups) == {"amortized planner_preset=cpu", "amortized planner_preset=planet"}
+    assert all(g["n_seeds"] == 2 for g in groups.values())
+    assert groups["amortized planner_preset=cpu"]["curves"]["eval_return"]["minutes"] == pytest.approx([0.5, 1.0])
+    assert not report["warnings"]
