@@ -96,6 +96,12 @@ class Agent:
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
         return x / 255.0 - 0.5 if self.pixels else x
 
+    def decide(self, obs, prev_action: torch.Tensor, valid: bool, gen: torch.Generator) -> np.ndarray:
+        """One decision: the belief takes in x_t (and a_{t-1}), then CEM plans from it; returns a_t."""
+        state = self.belief.update(self._obs_tensor(obs), prev_action, valid)
+        objective = imagined_return(self.model, state, t=len(self.belief.obs), generator=gen)
+        return self.planner.plan(objective, self.action_dim, gen).cpu().numpy()
+
     def run_episode(self, mode: str, seed: int) -> tuple[dict, float, float]:
         """mode: random | explore | eval. Returns (episode arrays, return, seconds spent planning)."""
         rng = np.random.default_rng(seed)
@@ -111,9 +117,7 @@ class Agent:
                 action = rng.uniform(-1, 1, self.action_dim).astype(np.float32)
             else:
                 t0 = time.perf_counter()
-                state = self.belief.update(self._obs_tensor(obs), prev, info.get("obs_valid", True))
-                objective = imagined_return(self.model, state, t=len(self.belief.obs), generator=gen)
-                action = self.planner.plan(objective, self.action_dim, gen).cpu().numpy()
+                action = self.decide(obs, prev, info.get("obs_valid", True), gen)
                 plan_seconds += time.perf_counter() - t0
                 if mode == "explore":
                     action = np.clip(action + self.cfg.explore_noise * rng.standard_normal(self.action_dim), -1, 1)

@@ -180,9 +180,11 @@ class EnvStepper:
 
 
 # --- 3. training ---------------------------------------------------------------------------------------
-def fill_replay(replay: Replay, name: str, action_repeat: Optional[int], episodes: int, seed: int) -> list[int]:
-    """Random-action episodes with state observations into the replay; returns their lengths in agent steps."""
-    env = make_env(name, "state", action_repeat, seed=seed)
+def fill_replay(replay: Replay, name: str, action_repeat: Optional[int], episodes: int, seed: int,
+                obs_type: str = "state", max_steps: Optional[int] = None) -> list[int]:
+    """Random-action episodes (cut at max_steps agent steps, if given) into the replay; returns their lengths
+    in agent steps."""
+    env = make_env(name, obs_type, action_repeat, seed=seed)
     rng = np.random.default_rng(seed)
     lengths = []
     for k in range(episodes):
@@ -194,7 +196,7 @@ def fill_replay(replay: Replay, name: str, action_repeat: Optional[int], episode
             action = rng.uniform(-1.0, 1.0, env.action_space.shape[0]).astype(np.float32)
             obs, reward, terminated, truncated, info = env.step(action)
             builder.add(action, reward, obs, info)
-            done = terminated or truncated
+            done = terminated or truncated or len(builder) == max_steps
         lengths.append(len(builder))
         replay.add_episode(builder.finish())
     env.close()

@@ -38,11 +38,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import AgentConfig
 from agent.loop import Agent
-from agent.replay import EpisodeBuilder, Replay
-from benchmarks.bench_agent import cem_entry, machine_info, rssm_step_flops, run_rounds
-from envs.registry import make_env
-from planners.objectives import imagined_return
+from agent.replay import Replay
+from benchmarks.bench_agent import cem_entry, fill_replay, machine_info, rssm_step_flops, run_rounds
 from benchmarks.bench_inference import make_batch, matmul_entry, refinement_entries, training_step_entry
+from benchmarks.bench_inference import parse_args as inference_args
 from world_models.base import ModelState
 from world_models.posteriors import make_posterior
 from world_models.rssm import RSSM
@@ -119,8 +118,8 @@ def per_sequence_convergence(model: RSSM, batch, window: int, patience: int, max
 
 # --- 4. decisions of the agent ---------------------------------------------------------------------------
 def decision_entry(cfg: AgentConfig, run_dir: str, warm_steps: int, seed: int) -> Callable[[], None]:
-    """One agent decision (belief update + CEM) after `warm_steps` steps of an episode; each call
-    takes the next step of the episode (a new one every 100 steps)."""
+    """One agent decision (Agent.decide: belief update + CEM) after `warm_steps` random-action steps of an
+    episode; each call takes the next step of the episode (a new one every 100 steps)."""
     agent = Agent(cfg, run_dir)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -132,11 +131,11 @@ def decision_entry(cfg: AgentConfig, run_dir: str, warm_steps: int, seed: int) -
         state.update(obs=obs, info=info, steps=0, prev=torch.zeros(agent.action_dim))
 
     def step(timed_decision: bool):
-        s = agent.belief.update(agent._obs_tensor(state["obs"]), state["prev"], state["info"].get("obs_valid", True))
+        valid = state["info"].get("obs_valid", True)
         if timed_decision:
-            objective = imagined_return(agent.model, s, t=len(agent.belief.obs), generator=gen)
-            action = agent.planner.plan(objective, agent.action_dim, gen).numpy()
+            action = agent.decide(state["obs"], state["prev"], valid, gen)
         else:
+            agent.belief.update(agent._obs_tensor(state["obs"]), state["prev"], valid)
             action = rng.uniform(-1, 1, agent.action_dim).astype(np.float32)
         state["obs"], _, term, trunc, state["info"] = agent.env.step(action)
         state["prev"] = torch.as_tensor(action, dtype=torch.float32)
@@ -152,25 +151,12 @@ def decision_entry(cfg: AgentConfig, run_dir: str, warm_steps: int, seed: int) -
 
 # --- 6. replay bytes -------------------------------------------------------------------------------------
 def pixel_replay_bytes(agent_steps: int, seed: int) -> dict:
-    """Random-action cartpole episodes with pixel observations (at most agent_steps steps each, 2 of
-    them) through the agent's EpisodeBuilder into a Replay on disk; bytes per stored step in memory,
-    on disk, and in memory again after reloading the directory (what --resume does)."""
+    """Two random-action cartpole episodes with pixel observations (at most agent_steps steps each) into a
+    Replay on disk; bytes per stored step in memory, on disk, and in memory again after reloading the
+    directory (what --resume does)."""
     with tempfile.TemporaryDirectory(prefix="bench_targets_pixels_") as d:
         replay = Replay(d)
-        env = make_env("cartpole_swingup", "pixels", None, seed=seed)
-        rng = np.random.default_rng(seed)
-        for k in range(2):
-            obs, info = env.reset(seed=seed + k)
-            builder = EpisodeBuilder()
-            builder.start(obs, info)
-            for _ in range(agent_steps):
-                action = rng.uniform(-1, 1, env.action_space.shape[0]).astype(np.float32)
-                obs, reward, terminated, truncated, info = env.step(action)
-                builder.add(action, reward, obs, info)
-                if terminated or truncated:
-                    break
-            replay.add_episode(builder.finish())
-        env.close()
+        fill_replay(replay, "cartpole_swingup", None, 2, seed, obs_type="pixels", max_steps=agent_steps)
         steps = sum(len(e["obs"]) for e in replay.episodes)
         nbytes = lambda r: sum(a.nbytes for e in r.episodes for a in e.values())
         disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
@@ -185,8 +171,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     z = sizes(args.quick)
     info = machine_info()
-    from benchmarks import bench_inference
-    nets = bench_inference.parse_args([])            # bench_inference's defaults (Adam, free nats, clip, ...)
+    nets = inference_args([])                        # bench_inference's defaults (Adam, free nats, clip, ...)
     for key in ("deter_dim", "z_dim", "hidden", "batch", "length", "obs_dim", "action_dim"):
         setattr(nets, key, z[key])
     nets.seed, cpu = args.seed, torch.device("cpu")

@@ -18,7 +18,7 @@ while [ ${#todo[@]} -gt 0 ]; do      # whichever run is finished first is analys
   left=()
   for run in "${todo[@]}"; do
     if ! finished "$run"; then left+=("$run"); continue; fi
-    sleep 5   # the run's checkpoint is written before its last metrics line
+    sleep 5   # the run's last checkpoint is written just after its last metrics line
     mkdir -p "$run/analysis"
     [ -f "$run/analysis/gaps.json" ] || python -m analysis.world_model_gaps "$run" --heldout-episodes 2 --sequences 4 \
         --eval-samples 300 --q-star-max-steps 400 --encoder-steps 150 --threads 1 > "$run/analysis/gaps.log" 2>&1
