@@ -23,7 +23,7 @@ from planners.factory import make_planner
 from planners.objectives import imagined_return
 from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.rssm import RSSM
-from world_models.training import gradient_step
+from world_models.training import gradient_step, make_adam
 
 from .belief import Belief
 from .checkpoint import load, save_atomic, trim_to_checkpoint
@@ -63,7 +63,7 @@ class Agent:
                           obs_std=cfg.obs_std or None).to(self.device)
         self.posterior = make_posterior(cfg.inference, self.model, **posterior_settings(cfg)).to(self.device)
         self.params = list(self.model.parameters()) + list(self.posterior.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr, eps=cfg.adam_eps)
+        self.optimizer = make_adam(self.params, cfg.lr, cfg.adam_eps)
         self.planner = make_planner(cfg.planner, preset=cfg.planner_preset,
                                     **({"horizon": cfg.horizon} if cfg.horizon else {}))
         decision = RefineSettings(steps=cfg.decision_refine_steps, lr=cfg.refine_lr) if cfg.decision_refine_steps else None
@@ -107,7 +107,7 @@ class Agent:
         rng = np.random.default_rng(seed)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         obs, info = self.env.reset(seed=seed)
-        builder = EpisodeBuilder()
+        builder = EpisodeBuilder(self.cfg.physics_state)
         builder.start(obs, info)
         self.belief.reset()
         prev = torch.zeros(self.action_dim, device=self.device)

@@ -47,6 +47,7 @@ from world_models.base import ModelState
 from world_models.posteriors import Objective as TrainObjective
 from world_models.posteriors import make_posterior
 from world_models.rssm import RSSM
+from world_models.training import make_adam
 
 PRESETS = ("planet", "cpu")
 # --quick: CEM settings per preset (tiny, but still 2 iterations so that the refit runs)
@@ -181,7 +182,7 @@ class EnvStepper:
 
 # --- 3. training ---------------------------------------------------------------------------------------
 def fill_replay(replay: Replay, name: str, action_repeat: Optional[int], episodes: int, seed: int,
-                obs_type: str = "state", max_steps: Optional[int] = None) -> list[int]:
+                obs_type: str = "state", max_steps: Optional[int] = None, physics_state: bool = True) -> list[int]:
     """Random-action episodes (cut at max_steps agent steps, if given) into the replay; returns their lengths
     in agent steps."""
     env = make_env(name, obs_type, action_repeat, seed=seed)
@@ -189,7 +190,7 @@ def fill_replay(replay: Replay, name: str, action_repeat: Optional[int], episode
     lengths = []
     for k in range(episodes):
         obs, info = env.reset(seed=seed + k)
-        builder = EpisodeBuilder()
+        builder = EpisodeBuilder(physics_state)
         builder.start(obs, info)
         done = False
         while not done:
@@ -210,7 +211,7 @@ def training_entry(cfg: AgentConfig, replay: Replay, obs_shape: tuple, action_di
     model = RSSM(obs_shape, action_dim, cfg.deter, cfg.stoch, cfg.hidden)
     post = make_posterior("amortized", model)
     params = list(model.parameters()) + list(post.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+    opt = make_adam(params, cfg.lr, cfg.adam_eps)
     objective = TrainObjective(free_nats=cfg.free_nats)
     rng = np.random.default_rng(seed)
     length = min(cfg.seq_len, min(len(e["reward"]) for e in replay.episodes))

@@ -30,6 +30,7 @@ from world_models.base import SequenceBatch
 from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.posteriors.refine import refine, sequence_elbo
 from world_models.rssm import RSSM
+from world_models.training import make_adam
 
 
 def parse_args(argv=None):
@@ -105,7 +106,7 @@ def training_step_entry(args, device, batch, name, **settings) -> Callable[[], N
     model = make_model(args, device)
     post = make_posterior(name, model, **settings).to(device)
     params = [p for p in list(model.parameters()) + list(post.parameters()) if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=args.lr, eps=args.eps)
+    opt = make_adam(params, args.lr, args.eps)
     objective = Objective(free_nats=args.free_nats)
 
     def step():

@@ -7,7 +7,8 @@ observations up to step t-1), each candidate a_{0:H-1} is scored by the model's 
     z_{t+k} ~ p(z_{t+k} | .)  (latent="sample", PlaNet)  or  its mean (latent="mean", deterministic)
     J(a) = sum_{k=0}^{H-1} E[r | h_{t+k}, z_{t+k}]
 
-batched over the N candidates at every step, without gradients.
+batched over the N candidates at every step, without gradients. For the RSSM the loop runs in
+world_models/fused_imagine.py (all latent noise drawn at once, intermediates written in place).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Optional
 import torch
 
 from world_models.base import ModelState, SequenceModel
+from world_models.fused_imagine import imagined_reward_sum, supported
 
 from .base import Objective
 
@@ -42,6 +44,7 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
     if not model.has_reward:
         raise ValueError(f"{type(model).__name__} has no reward head to plan with")
     h0, z0 = _single(state.h, "h"), _single(state.z, "z")
+    fused = supported(model)     # the RSSM: world_models/fused_imagine.py, the same values in fewer operations
 
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
@@ -55,6 +58,9 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
+            if fused:
+                noise = None if latent == "mean" else torch.randn(actions.shape[1], n, model.z_dim).to(z0)
+                return imagined_reward_sum(model, h0, z0, actions, noise)
             for k in range(actions.shape[1]):
                 h, prior = model.prior_step(s, actions[:, k], t + k)
                 z = prior.mean if latent == "mean" else prior.sample()

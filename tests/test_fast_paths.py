@@ -10,3 +10,158 @@ def test_softplus_std_of_a_strided_chunk():
     raw = out.chunk(2, -1)[1]
     assert not raw.is_contiguous()
     torch.testing.assert_close(softplus_std(raw, 0.1), F.softplus(raw) + 0.1, rtol=1e-15, atol=1e-15)
+
+
+# --- the fused filtering loop (world_models/fused_filter.py) against the step-by-step rollout ----------
+import pytest
+
+from world_models.base import ModelState, SequenceBatch
+from world_models.fused_filter import _FilterLoop, supported
+from world_models.linear_gaussian import LinearGaussianSSM
+from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.rollout import rollout
+from world_models.rssm import RSSM
+
+F64 = torch.float64
+
+
+def small_rssm(seed=0, obs_std=1.0):
+    torch.manual_seed(seed)
+    return RSSM((5,), 2, deter_dim=8, z_dim=3, hidden=6, obs_std=obs_std).to(F64)
+
+
+def batch_with_gaps(B=4, T=7, start=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(B, T, generator=g) > 0.3
+    return SequenceBatch(torch.randn(B, T, 5, generator=g, dtype=F64), torch.randn(B, T, 2, generator=g, dtype=F64),
+                         mask, torch.randn(B, T, generator=g, dtype=F64), start=start)
+
+
+def values_and_grads(model, post, batch, ctx, noise, fused, n_samples):
+    """Every term of the rollout and the gradient of a loss that uses all four loop outputs."""
+    ro = rollout(model, post, batch, ctx, n_samples, fused=fused, noise=noise)
+    loss = -ro.elbo.sum() - ro.reward_log_lik.sum() + ro.log_q.sum() + 0.1 * ro.h.pow(2).sum()
+    leaves = [ctx] + [p for p in list(model.parameters()) + list(post.parameters()) if p.requires_grad]
+    if batch.start is not None:
+        leaves += [batch.start.h, batch.start.z]
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    terms = [ro.h, ro.z, ro.q_mean, ro.q_std, ro.log_lik, ro.log_prior, ro.log_q, ro.kl, ro.reward_log_lik]
+    return [t.detach() for t in terms], grads
+
+
+@pytest.mark.parametrize("name,n_samples,with_start,learned_std",
+                         [("amortized", 1, False, False), ("amortized", 2, True, True),
+                          ("amortized_smoothing", 1, True, False), ("semi_amortized", 2, False, True)])
+def test_fused_loop_computes_the_rollout_and_its_gradients(name, n_samples, with_start, learned_std):
+    model = small_rssm(obs_std=None if learned_std else 1.0)
+    post = make_posterior(name, model, hidden=6).to(F64)
+    start = None
+    if with_start:
+        start = ModelState(torch.randn(4, 8, dtype=F64, requires_grad=True), torch.randn(4, 3, dtype=F64, requires_grad=True))
+    batch = batch_with_gaps(start=start)
+    if name == "semi_amortized":   # encoder context with nonzero offsets, as after refinement
+        lam0, _ = post.initial_params(model, batch)
+        ctx = lam0 + 0.3 * torch.randn_like(lam0)
+    else:
+        ctx = post.context(model, batch)
+    ctx = ctx.detach().requires_grad_(True)
+    assert supported(model, post.fused_head(ctx))
+    noise = torch.randn(7, 4 * n_samples, 3, dtype=F64)
+    plain_terms, plain_grads = values_and_grads(model, post, batch, ctx, noise, False, n_samples)
+    fused_terms, fused_grads = values_and_grads(model, post, batch, ctx, noise, True, n_samples)
+    for a, b in zip(plain_terms, fused_terms):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert sum(g is not None for g in plain_grads) > 10
+    for a, b in zip(plain_grads, fused_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_loop_passes_gradcheck():
+    """Finite differences on every input of the loop (float64, tiny sizes): the hand-written backward."""
+    model = small_rssm()
+    post = make_posterior("semi_amortized", model, hidden=6).to(F64)
+    head = post.encoder.head
+    N, T, Dz, Dh, He = 3, 4, 3, 8, 6
+    g = torch.Generator().manual_seed(0)
+    rnd = lambda *s: (0.5 * torch.randn(*s, generator=g, dtype=F64)).requires_grad_(True)
+    emb, gru = model.embed_za[0], model.gru
+    inputs = (rnd(N, T, He), rnd(N, T, 6), rnd(N, T, 2 * Dz), torch.randn(T, N, Dz, generator=g, dtype=F64),
+              rnd(N, Dh), rnd(N, Dz), emb.weight[:, :Dz].detach().clone().requires_grad_(True),
+              *(w.detach().clone().requires_grad_(True) for w in (gru.weight_ih, gru.bias_ih, gru.weight_hh,
+                                                                    gru.bias_hh)),
+              head[0].weight[:, :Dh].detach().clone().requires_grad_(True),
+              head[2].weight.detach().clone().requires_grad_(True), head[2].bias.detach().clone().requires_grad_(True),
+              0.1)
+    assert torch.autograd.gradcheck(lambda *xs: _FilterLoop.apply(*xs), inputs)
+
+
+def test_unrolled_refinement_and_other_models_take_the_plain_loop():
+    model = small_rssm()
+    unrolled = make_posterior("semi_amortized", model, hidden=6, variant="unrolled",
+                              refine_settings=RefineSettings(steps=1)).to(F64)
+    assert unrolled.fused_head(torch.zeros(1, 1, 13, dtype=F64)) is None   # its refinement differentiates twice
+    loss, _ = unrolled.training_loss(model, batch_with_gaps(), Objective())
+    loss.backward()
+    per_seq = make_posterior("per_sequence", model)
+    assert per_seq.fused_head(torch.zeros(1, 1, 6, dtype=F64)) is None
+    with pytest.raises(ValueError, match="fused"):
+        rollout(model, per_seq, batch_with_gaps(), torch.zeros(4, 7, 6, dtype=F64), fused=True)
+    lgssm = LinearGaussianSSM(2, 5, action_dim=2).to(F64)          # an amortized head, but no RSSM
+    encoder = make_posterior("amortized", lgssm).to(F64)
+    batch = batch_with_gaps()
+    assert not supported(lgssm, encoder.fused_head(encoder.context(lgssm, batch)))
+    with pytest.raises(ValueError, match="fused"):
+        rollout(lgssm, encoder, batch, encoder.context(lgssm, batch), fused=True)
+
+
+def test_fused_loop_on_one_sequence_from_a_state_filtered_without_gradients():
+    """The agent's belief update: a window of one sequence starting from a state computed under no_grad,
+    refined with gradients. (With N = 1 a transposed copy is no copy; the loop must not write into its input.)"""
+    model = small_rssm()
+    post = make_posterior("semi_amortized", model, hidden=6).to(F64)
+    with torch.no_grad():
+        first = batch_with_gaps(B=1)
+        ro = rollout(model, post.encoder, first, post.encoder.context(model, first))
+        window = batch_with_gaps(B=1, seed=2, start=ModelState(ro.h[:, -1], ro.z[:, -1]))
+        lam = post.params_from(None, post.encoder.context(model, window)).requires_grad_(True)
+        noise = torch.randn(7, 1, 3, dtype=F64)
+        with torch.enable_grad():
+            grads = [torch.autograd.grad(rollout(model, post, window, lam, fused=f, noise=noise).elbo.sum(), lam)[0]
+                     for f in (False, True)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-12)
+
+
+# --- the fused imagination loop (world_models/fused_imagine.py) against model.prior_step / model.reward ----
+from world_models.fused_imagine import imagined_reward_sum, supported as imagine_supported
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_fused_imagination_sums_the_step_by_step_rewards(sampled):
+    torch.manual_seed(0)
+    model = RSSM((5,), 2, deter_dim=160, z_dim=12, hidden=120).to(F64)   # wide enough for elu_'s exp path
+    assert imagine_supported(model)
+    N, H = 200, 5
+    g = torch.Generator().manual_seed(3)
+    actions = torch.rand(N, H, 2, generator=g, dtype=F64) * 2 - 1
+    state = ModelState(torch.randn(1, 160, generator=g, dtype=F64), torch.randn(1, 12, generator=g, dtype=F64))
+    noise = torch.randn(H, N, 12, generator=g, dtype=F64) if sampled else None
+    with torch.no_grad():
+        s, expected = ModelState(state.h.expand(N, -1), state.z.expand(N, -1)), torch.zeros(N, dtype=F64)
+        for k in range(H):
+            h, prior = model.prior_step(s, actions[:, k], k + 1)
+            z = prior.mean + prior.stddev * noise[k] if sampled else prior.mean
+            expected += model.reward(h, z).mean
+            s = ModelState(h, z)
+    torch.testing.assert_close(imagined_reward_sum(model, state.h, state.z, actions, noise), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fast_elu_is_elu():
+    from world_models.networks import elu_
+    for shape in [(10, 20), (1000, 200)]:      # both branches
+        x = 3 * torch.randn(*shape, dtype=F64)
+        torch.testing.assert_close(elu_(x.clone()), F.elu(x), rtol=0, atol=1e-15)
+    x = 3 * torch.randn(1000, 200)
+    torch.testing.assert_close(elu_(x.clone()), F.elu(x), rtol=0, atol=2e-7)

@@ -48,6 +48,16 @@ def test_builder_aligns_actions_and_rewards_with_the_observation_they_lead_to():
     assert ep["obs"].dtype == np.uint8 and "physics_state" not in ep
 
 
+def test_builder_can_leave_the_physical_state_out():
+    """--physics-state 0: a pixel step is its image, action, reward and flag (12,297 B for one action)."""
+    builder = EpisodeBuilder(keep_physics_state=False)
+    builder.start(np.zeros((3, 64, 64), np.uint8), {"physics_state": np.zeros(4)})
+    builder.add(np.zeros(1), 0.0, np.ones((3, 64, 64), np.uint8), {"physics_state": np.ones(4)})
+    ep = builder.finish()
+    assert set(ep) == {"obs", "action", "reward", "obs_valid"}
+    assert sum(a.nbytes for a in ep.values()) / 2 == 12288 + 4 + 4 + 1
+
+
 def test_builder_errors():
     builder = EpisodeBuilder()
     with pytest.raises(RuntimeError, match="start"):

@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Independent, Normal
 
 from .base import ModelState, SequenceBatch, SequenceModel, diag_normal, gaussian_kl, masked_log_prob
+from .fused_filter import fused_filter, supported
 
 
 @dataclass
@@ -41,12 +42,17 @@ class Rollout:
 
 
 def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional[torch.Tensor] = None,
-            n_samples: int = 1, batched_prior: Optional[bool] = None) -> Rollout:
+            n_samples: int = 1, batched_prior: Optional[bool] = None, fused: Optional[bool] = None,
+            noise: Optional[torch.Tensor] = None) -> Rollout:
     """Sample n_samples latent trajectories per sequence from the posterior given its context ctx (B, T, C).
     posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0).
     batched_prior (default: when the model has prior_from_h and there is a posterior) evaluates the priors
     and all log-densities after the time loop in one call each; the values are the same as step by step
-    (tests/test_posteriors.py), and the training step is faster (benchmarks/bench_inference.py)."""
+    (tests/test_posteriors.py), and the training step is faster (benchmarks/bench_inference.py).
+    fused (default: where supported, i.e. the RSSM with an amortized head, with or without semi-amortized
+    offsets) runs the time loop as one operation with a hand-written backward (fused_filter.py); it draws
+    all noise at once. noise (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior
+    and fused rollouts), makes the two paths comparable sample by sample."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
@@ -54,6 +60,19 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
+    head = posterior.fused_head(ctx) if batched_prior and posterior is not None else None
+    if fused is None:
+        fused = supported(model, head)
+    elif fused and not supported(model, head):
+        raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
+                         f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head")
+    if fused:
+        if noise is None:
+            noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
+        H, Z, QM, QS = fused_filter(model, head, rep.actions.to(ctx.dtype), state, noise)
+        return _batched_terms(model, rep, H, Z, QM, QS)
+    if noise is not None and not batched_prior:
+        raise ValueError("noise can be given to batched_prior or fused rollouts only")
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
     for t in range(rep.length):
         if batched_prior:     # only what the next step needs: h_t, then z_t ~ q(z_t | ., h_t)
@@ -64,18 +83,25 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
         else:
             h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
             q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
-        z = q.rsample()
+        z = q.rsample() if noise is None else q.mean + q.stddev * noise[t]
         hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
         if not batched_prior:
             lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))
         state = ModelState(h, z)
     stack = lambda xs: torch.stack(xs, 1)
     H, Z, QM, QS = stack(hs), stack(zs), stack(qm), stack(qs)
-    if batched_prior:         # every step at once: p(z_t | h_t), q(z_t | .) = N(QM_t, QS_t^2) (diagonal)
-        prior, q = model.prior(H), diag_normal(QM, QS)
-        log_prior, log_q, kl = prior.log_prob(Z), q.log_prob(Z), gaussian_kl(q, prior)
-    else:
-        log_prior, log_q, kl = stack(lp), stack(lq), stack(kls)
+    if batched_prior:
+        return _batched_terms(model, rep, H, Z, QM, QS)
+    return _terms(model, rep, H, Z, QM, QS, stack(lp), stack(lq), stack(kls))
+
+
+def _batched_terms(model: SequenceModel, rep: SequenceBatch, H, Z, QM, QS) -> Rollout:
+    """Every step at once: p(z_t | h_t), q(z_t | .) = N(QM_t, QS_t^2) (diagonal)."""
+    prior, q = model.prior(H), diag_normal(QM, QS)
+    return _terms(model, rep, H, Z, QM, QS, prior.log_prob(Z), q.log_prob(Z), gaussian_kl(q, prior))
+
+
+def _terms(model: SequenceModel, rep: SequenceBatch, H, Z, QM, QS, log_prior, log_q, kl) -> Rollout:
     log_lik = masked_log_prob(model.emission(H, Z), rep.obs, rep.mask)
     reward_ll = None
     if model.has_reward and rep.rewards is not None:

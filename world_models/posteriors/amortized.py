@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..base import SequenceBatch, SequenceModel, diag_normal
+from ..fused_filter import FusedHead
 from ..networks import encoder_out_dim, mlp, obs_encoder, softplus_std
 from .base import Posterior
 
@@ -58,3 +59,6 @@ class AmortizedPosterior(Posterior):
     def step(self, ctx_t, h_t, z_prev, t):
         mean, raw = self.head(torch.cat([h_t, ctx_t], -1)).chunk(2, -1)
         return diag_normal(mean, softplus_std(raw, self.min_std))
+
+    def fused_head(self, ctx):
+        return FusedHead(self.head, self.min_std, ctx)

@@ -8,12 +8,14 @@ model and the encoder at different variational parameters override it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from ..base import SequenceBatch, SequenceModel, diag_normal
+from ..fused_filter import FusedHead
 from ..rollout import Rollout, rollout
 
 
@@ -56,6 +58,11 @@ class Posterior(nn.Module):
 
     def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor, t: int) -> Distribution:
         raise NotImplementedError
+
+    def fused_head(self, ctx: torch.Tensor) -> Optional[FusedHead]:
+        """The parts that the fused filtering loop (fused_filter.py) needs, for posteriors that it can run;
+        None (the default): rollouts take the step-by-step loop."""
+        return None
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         """(loss, metrics) for one gradient step on the model and this posterior's parameters."""

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 import torch
 
 from ..base import SequenceBatch, SequenceModel, diag_normal
+from ..fused_filter import FusedHead
 from ..rollout import Rollout, rollout
 from .amortized import AmortizedPosterior
 from .base import LocalGaussian, Objective, metrics, negative_elbo
@@ -67,6 +68,14 @@ class SemiAmortizedPosterior(LocalGaussian):
         q = self.encoder.step(fixed, h_t, z_prev, t)
         d_mu, d_log_std = delta.chunk(2, -1)
         return diag_normal(q.mean + d_mu, q.stddev * d_log_std.exp())
+
+    def fused_head(self, ctx):
+        """The encoder's head with the offsets; none for `unrolled`, whose refinement differentiates twice."""
+        if self.variant == "unrolled":
+            return None
+        fixed, delta = self.split(ctx)
+        head = self.encoder.fused_head(fixed)
+        return None if head is None else FusedHead(head.head, head.min_std, head.ctx, delta)
 
     def split(self, ctx):
         """(encoder context, offsets delta): the encoder's part is fixed during refinement."""
