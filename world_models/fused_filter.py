@@ -132,6 +132,15 @@ class _FilterLoop(torch.autograd.Function):
         d_gh = new(3 * Dh)            # d loss / d GRU hidden gates W_hh h + b_hh
         d_x = new(X.shape[-1])        # d loss / d pre-activation of x  (= d pre_a)
         d_log_scale = new(Dz) if ctx.has_off else None
+        # local derivatives of every step at once (one pass over all steps each, not one per step):
+        # h' = n + u (h - n), n = tanh(n_pre), n_pre = gi_n + r gh_n, r = sigma(r_pre), u = sigma(u_pre), so
+        # d h'/d n_pre = (1 - u)(1 - n^2),  d h'/d u_pre = (h - n) u (1 - u),  d h'/d r_pre = d h'/d n_pre gh_n r (1 - r)
+        R, U = RU[..., :Dh], RU[..., Dh:]
+        d_n_pre = (1 - U) * (1 - NN * NN)
+        d_gates = torch.stack([d_n_pre * GH[..., 2 * Dh:] * R * (1 - R), (HS[:-1] - NN) * U * (1 - U), d_n_pre], 2)
+        d_gates_h = d_gates.clone()                                      # gh_n enters n_pre times r
+        d_gates_h[:, :, 2] *= R
+        elu_x, elu_y = _elu_grad(X), _elu_grad(Y)
         dh, dz = torch.zeros_like(HS[0]), torch.zeros_like(ZS[0])
         for t in reversed(range(T)):
             dz = gZ[t] + dz                                              # z' feeds the loss and step t + 1
@@ -141,18 +150,12 @@ class _FilterLoop(torch.autograd.Function):
                 torch.mul(d_std, S[t], out=d_log_scale[t])
                 d_std.mul_(scale[t])
             torch.mul(d_std, SIG[t], out=d_out[t, :, Dz:])               # softplus' = sigmoid
-            torch.mul(d_out[t] @ W_2, _elu_grad(Y[t]), out=d_y[t])
+            torch.mul(d_out[t] @ W_2, elu_y[t], out=d_y[t])
             dh = torch.addmm(gH[t] + dh, d_y[t], W_h)                    # d loss / d h_t
-            u, n_t = RU[t, :, Dh:], NN[t]
-            h_p = HS[t]                                                  # h_{t-1}
-            d_n = torch.mul(dh * (1 - u), 1 - n_t * n_t, out=d_gi[t, :, 2 * Dh:])  # h' = n + u (h - n); tanh'
-            d_ru = d_gi[t, :, :2 * Dh]                                   # (d r_pre, d u_pre); sigmoid' = s (1 - s)
-            torch.cat([d_n * GH[t, :, 2 * Dh:], dh * (h_p - n_t)], 1, out=d_ru)
-            d_ru.mul_(RU[t] * (1 - RU[t]))
-            d_gh[t, :, :2 * Dh] = d_ru
-            torch.mul(d_n, RU[t, :, :Dh], out=d_gh[t, :, 2 * Dh:])
-            torch.mul(d_gi[t] @ W_i, _elu_grad(X[t]), out=d_x[t])
-            dh = torch.addmm(dh * u, d_gh[t], W_hh)                      # d loss / d h_{t-1}
+            torch.mul(dh[:, None], d_gates[t], out=d_gi[t].view(N, 3, Dh))      # (r, u, n) gates at once
+            torch.mul(dh[:, None], d_gates_h[t], out=d_gh[t].view(N, 3, Dh))
+            torch.mul(d_gi[t] @ W_i, elu_x[t], out=d_x[t])
+            dh = torch.addmm(dh * U[t], d_gh[t], W_hh)                   # d loss / d h_{t-1}
             dz = d_x[t] @ W_z                                            # d loss / d z_{t-1}
         flat = lambda v: v.reshape(T * N, -1)
         # weight gradients: sum over steps and rows of (output gradient)^T (input), one matmul each
