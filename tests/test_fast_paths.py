@@ -79,22 +79,17 @@ def test_fused_loop_computes_the_rollout_and_its_gradients(name, n_samples, with
 
 
 def test_fused_loop_passes_gradcheck():
-    """Finite differences on every input of the loop (float64, tiny sizes): the hand-written backward."""
-    model = small_rssm()
-    post = make_posterior("semi_amortized", model, hidden=6).to(F64)
-    head = post.encoder.head
-    N, T, Dz, Dh, He = 3, 4, 3, 8, 6
+    """Finite differences on every input of the loop (float64, tiny sizes): the hand-written backward.
+    The embedding's and the head's precomputed parts end in the constant ones column the loop expects."""
+    N, T, Dz, Dh, He, Hd = 3, 4, 3, 8, 6, 5
     g = torch.Generator().manual_seed(0)
     rnd = lambda *s: (0.5 * torch.randn(*s, generator=g, dtype=F64)).requires_grad_(True)
-    emb, gru = model.embed_za[0], model.gru
-    inputs = (rnd(N, T, He), rnd(N, T, 6), rnd(N, T, 2 * Dz), torch.randn(T, N, Dz, generator=g, dtype=F64),
-              rnd(N, Dh), rnd(N, Dz), emb.weight[:, :Dz].detach().clone().requires_grad_(True),
-              *(w.detach().clone().requires_grad_(True) for w in (gru.weight_ih, gru.bias_ih, gru.weight_hh,
-                                                                    gru.bias_hh)),
-              head[0].weight[:, :Dh].detach().clone().requires_grad_(True),
-              head[2].weight.detach().clone().requires_grad_(True), head[2].bias.detach().clone().requires_grad_(True),
-              0.1)
-    assert torch.autograd.gradcheck(lambda *xs: _FilterLoop.apply(*xs), inputs)
+    eps = torch.randn(T, N, Dz, generator=g, dtype=F64)
+    ones = lambda v: torch.cat([v, torch.ones(*v.shape[:-1], 1, dtype=F64)], -1)
+    inputs = (rnd(N, T, He), rnd(N, T, Hd), rnd(N, T, 2 * Dz), rnd(N, Dh), rnd(N, Dz), rnd(He, Dz),
+              rnd(3 * Dh, He + 1), rnd(3 * Dh, Dh + 1), rnd(Hd, Dh), rnd(2 * Dz, Hd + 1))
+    loop = lambda pa, pc, off, h0, z0, *weights: _FilterLoop.apply(ones(pa), ones(pc), off, eps, h0, z0, *weights, 0.1)
+    assert torch.autograd.gradcheck(loop, inputs)
 
 
 def test_unrolled_refinement_and_other_models_take_the_plain_loop():
