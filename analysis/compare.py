@@ -60,8 +60,9 @@ def task_variant(cfg: AgentConfig) -> str:
 
 
 # --- loading ---------------------------------------------------------------------------------------
-def read_run(run_dir: Path, metric: str) -> Run:
-    """One run directory; raises ValueError saying what is missing or unreadable."""
+def read_run(run_dir: Path, metric: str, until_episode: int | None = None) -> Run:
+    """One run directory, its metrics up to `until_episode` (all by default); raises ValueError saying what
+    is missing or unreadable."""
     if not (run_dir / "metrics.jsonl").is_file():
         raise ValueError("no metrics.jsonl")
     config = AgentConfig.load(run_dir / "config.json")
@@ -69,6 +70,8 @@ def read_run(run_dir: Path, metric: str) -> Run:
         rows = read_metrics(run_dir)
     except json.JSONDecodeError as e:
         raise ValueError(f"corrupt metrics.jsonl: {e}") from None
+    if until_episode is not None:
+        rows = [r for r in rows if r["episode"] <= until_episode]
     if not any(r.get(metric) is not None for r in rows):
         raise ValueError(f"no {metric} values in metrics.jsonl yet")
     return Run(run_dir, config, rows, {name: _read_analysis(run_dir / "analysis" / f"{name}.json")
@@ -85,13 +88,13 @@ def _read_analysis(path: Path):
         return None
 
 
-def load_runs(patterns: list[str], metric: str) -> tuple[list[Run], list[dict]]:
+def load_runs(patterns: list[str], metric: str, until_episode: int | None = None) -> tuple[list[Run], list[dict]]:
     """The valid runs among the directories (glob patterns are expanded too), and the skipped ones with reasons."""
     dirs = dict.fromkeys(Path(p) for pattern in patterns for p in sorted(glob.glob(pattern)) or [pattern])
     runs, skipped = [], []
     for run_dir in dirs:
         try:
-            runs.append(read_run(run_dir, metric))
+            runs.append(read_run(run_dir, metric, until_episode))
         except ValueError as e:
             print(f"warning: skipping {run_dir}: {e}", file=sys.stderr)
             skipped.append({"dir": str(run_dir), "reason": str(e)})
@@ -320,7 +323,9 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
     metric, k, groups = report["metric"], report["final_episodes"], report["groups"]
     lines = ["# Run comparison", "", "Produced by:", "", "```bash", report["command"], "```", "",
              f"{sum(g['n_seeds'] for g in groups)} runs in {len(groups)} groups (task variant x inference type); "
-             "the seeds of a group are its replicates.", ""]
+             "the seeds of a group are its replicates."
+             + ("" if report.get("until_episode") is None else f" Every run is cut at episode {report['until_episode']}."),
+             ""]
     if report["skipped"]:
         lines += ["Skipped run directories:", "", *(f"- `{s['dir']}`: {s['reason']}" for s in report["skipped"]), ""]
     if report["warnings"]:
@@ -397,13 +402,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="final return = mean of the metric over each run's last K episodes that have it (default 1)")
     p.add_argument("--n-boot", type=_positive_int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's random generator (default 0)")
+    p.add_argument("--until-episode", type=_positive_int, default=None, metavar="N",
+                   help="compare the runs up to episode N only (e.g. runs of different lengths at equal data)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    runs, skipped = load_runs(args.run_dirs, args.metric)
+    runs, skipped = load_runs(args.run_dirs, args.metric, args.until_episode)
     if not runs:
         print(f"error: no valid run directory among {len(skipped)} given: each needs config.json and a "
               f"metrics.jsonl with {args.metric} values", file=sys.stderr)
@@ -420,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     groups = [group_entry(*key, by_group[key], args, rng) for key in sorted(by_group)]
     report = {"command": "python -m analysis.compare " + shlex.join(argv), "metric": args.metric,
-              "final_episodes": args.final_episodes, "level": LEVEL, "n_boot": args.n_boot,
+              "final_episodes": args.final_episodes, "until_episode": args.until_episode, "level": LEVEL, "n_boot": args.n_boot,
               "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
               "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot)}
 

@@ -178,3 +178,14 @@ def test_runs_differing_in_a_setting_are_split_and_curves_have_wall_clock(tmp_pa
     assert all(g["n_seeds"] == 2 for g in groups.values())
     assert groups["amortized planner_preset=cpu"]["curves"]["eval_return"]["minutes"] == pytest.approx([0.5, 1.0])
     assert not report["warnings"]
+
+
+def test_until_episode_compares_runs_at_equal_data(runs, tmp_path):
+    """Cut at episode 4, each run's final evaluation is its episode-3 one (EVALS[...][3])."""
+    out = tmp_path / "report"
+    assert main([str(runs / "*"), "--out", str(out), "--n-boot", "50", "--until-episode", "4"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["until_episode"] == 4
+    for inference, g in by_inference(report).items():
+        assert g["final_return"]["mean"] == pytest.approx(np.mean(EVALS[inference][3]))
+    assert "cut at episode 4" in (out / "report.md").read_text()
