@@ -92,6 +92,25 @@ def test_fused_loop_passes_gradcheck():
     assert torch.autograd.gradcheck(loop, inputs)
 
 
+def test_mean_field_path_computes_the_rollout_and_its_gradients():
+    """Per-sequence lambda: all z drawn at once, then h from RSSM.deter_path (one torch.gru call)."""
+    model = small_rssm(obs_std=None)
+    post = make_posterior("per_sequence", model).to(F64)
+    assert post.fused_head(torch.zeros(1, 1, 6, dtype=F64)) is None
+    start = ModelState(torch.randn(4, 8, dtype=F64, requires_grad=True), torch.randn(4, 3, dtype=F64, requires_grad=True))
+    batch = batch_with_gaps(start=start)
+    ctx = (0.5 * torch.randn(4, 7, 6, dtype=F64)).requires_grad_(True)
+    noise = torch.randn(7, 8, 3, dtype=F64)
+    plain_terms, plain_grads = values_and_grads(model, post, batch, ctx, noise, False, 2)
+    fast_terms, fast_grads = values_and_grads(model, post, batch, ctx, noise, True, 2)
+    for a, b in zip(plain_terms, fast_terms):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(plain_grads, fast_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
 def test_unrolled_refinement_and_other_models_take_the_plain_loop():
     model = small_rssm()
     unrolled = make_posterior("semi_amortized", model, hidden=6, variant="unrolled",
@@ -99,10 +118,6 @@ def test_unrolled_refinement_and_other_models_take_the_plain_loop():
     assert unrolled.fused_head(torch.zeros(1, 1, 13, dtype=F64)) is None   # its refinement differentiates twice
     loss, _ = unrolled.training_loss(model, batch_with_gaps(), Objective())
     loss.backward()
-    per_seq = make_posterior("per_sequence", model)
-    assert per_seq.fused_head(torch.zeros(1, 1, 6, dtype=F64)) is None
-    with pytest.raises(ValueError, match="fused"):
-        rollout(model, per_seq, batch_with_gaps(), torch.zeros(4, 7, 6, dtype=F64), fused=True)
     lgssm = LinearGaussianSSM(2, 5, action_dim=2).to(F64)          # an amortized head, but no RSSM
     encoder = make_posterior("amortized", lgssm).to(F64)
     batch = batch_with_gaps()

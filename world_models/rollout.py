@@ -49,9 +49,10 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     batched_prior (default: when the model has prior_from_h and there is a posterior) evaluates the priors
     and all log-densities after the time loop in one call each; the values are the same as step by step
     (tests/test_posteriors.py), and the training step is faster (benchmarks/bench_inference.py).
-    fused (default: where supported, i.e. the RSSM with an amortized head, with or without semi-amortized
-    offsets) runs the time loop as one operation with a hand-written backward (fused_filter.py); it draws
-    all noise at once. noise (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior
+    fused (default: where supported) takes a fast path that draws all noise at once: for the RSSM with an
+    amortized head (with or without semi-amortized offsets), the time loop as one operation with a
+    hand-written backward (fused_filter.py); for mean-field posteriors (per-sequence lambda), all z at
+    once and then the model's deterministic path in one call (RSSM.deter_path). noise (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior
     and fused rollouts), makes the two paths comparable sample by sample."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
@@ -60,16 +61,25 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
-    head = posterior.fused_head(ctx) if batched_prior and posterior is not None else None
+    fast = posterior is not None and batched_prior
+    head = posterior.fused_head(ctx) if fast else None
+    mean_field = posterior.mean_field(ctx) if fast and hasattr(model, "deter_path") else None
     if fused is None:
-        fused = supported(model, head)
-    elif fused and not supported(model, head):
+        fused = supported(model, head) or mean_field is not None
+    elif fused and not (supported(model, head) or mean_field is not None):
         raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
-                         f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head")
+                         f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
+                         f"a mean-field posterior")
     if fused:
         if noise is None:
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
-        H, Z, QM, QS = fused_filter(model, head, rep.actions.to(ctx.dtype), state, noise)
+        actions = rep.actions.to(ctx.dtype)
+        if mean_field is not None:   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
+            QM, QS = mean_field
+            Z = torch.addcmul(QM, QS, noise.transpose(0, 1))
+            H = model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions)
+        else:
+            H, Z, QM, QS = fused_filter(model, head, actions, state, noise)
         return _batched_terms(model, rep, H, Z, QM, QS)
     if noise is not None and not batched_prior:
         raise ValueError("noise can be given to batched_prior or fused rollouts only")

@@ -46,6 +46,15 @@ class RSSM(SequenceModel):
     def next_h(self, state: ModelState, action, t):
         return self.gru(self.embed_za(torch.cat([state.z, action], -1)), state.h)
 
+    def deter_path(self, h0: torch.Tensor, z_prev: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """h_1..h_T (N, T, H) from h_0 and given z_0..z_{T-1}, a_0..a_{T-1} (N, T, .): what next_h computes
+        step by step, with the embedding of all steps in one call and the recurrence in one torch.gru call
+        (its loop runs in C++). Used where the latents do not depend on h (mean-field posteriors)."""
+        x = self.embed_za(torch.cat([z_prev, actions], -1))
+        g = self.gru
+        return torch.gru(x, h0[None], [g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh], True, 1, 0.0, self.training,
+                         False, True)[0]
+
     def prior(self, h):
         mean, raw = self.prior_net(h).chunk(2, -1)
         return diag_normal(mean, softplus_std(raw, self.min_std))

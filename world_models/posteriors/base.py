@@ -64,6 +64,12 @@ class Posterior(nn.Module):
         None (the default): rollouts take the step-by-step loop."""
         return None
 
+    def mean_field(self, ctx: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(mean, std) (N, T, Dz) of every step, for posteriors whose q(z_t) depends on neither h_t nor z_{t-1}:
+        a rollout then draws all z at once and runs the model's deterministic path in one call. None (the
+        default): q follows the sampled past."""
+        return None
+
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         """(loss, metrics) for one gradient step on the model and this posterior's parameters."""
         ro = rollout(model, self, batch, self.context(model, batch), objective.n_samples)
@@ -81,6 +87,10 @@ class LocalGaussian(Posterior):
     def step(self, ctx_t, h_t, z_prev, t):
         mu, log_std = ctx_t.chunk(2, -1)
         return diag_normal(mu, log_std.exp())
+
+    def mean_field(self, ctx):
+        mu, log_std = ctx.chunk(2, -1)
+        return mu, log_std.exp()
 
     def split(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fixed, free) parts of a context; here all of it is free."""

@@ -69,6 +69,9 @@ class SemiAmortizedPosterior(LocalGaussian):
         d_mu, d_log_std = delta.chunk(2, -1)
         return diag_normal(q.mean + d_mu, q.stddev * d_log_std.exp())
 
+    def mean_field(self, ctx):
+        return None     # its q(z_t | h_t, x) follows the sampled past through the encoder
+
     def fused_head(self, ctx):
         """The encoder's head with the offsets; none for `unrolled`, whose refinement differentiates twice."""
         if self.variant == "unrolled":
