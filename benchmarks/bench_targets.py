@@ -18,7 +18,8 @@ machine hit them alike) and every target is a ratio taken within the run:
      last 8 steps, then the `cpu` CEM) over the amortized agent's decision.    target <= 1.5
   5. Equal wall-clock planner comparison: agent runs, not a microbenchmark (see README, Performance).
   6. Replay bytes per pixel step in memory and on disk (a real cartpole pixel episode), and after
-     reloading it as a resumed run does.                                       target <= 12.3 kB
+     reloading it as a resumed run does, stored as the agent stores them (compressed files).
+                                                                               target <= 12.3 kB
 
     PYTHONPATH=. python benchmarks/bench_targets.py [--threads 1] [--repeats 10] [--json out.json]
     PYTHONPATH=. python benchmarks/bench_targets.py --quick     # tiny sizes: a smoke test, not a measurement
@@ -42,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import AgentConfig
 from agent.loop import Agent
-from agent.replay import Replay
+from agent.replay import Replay, compress_on_disk
 from benchmarks.bench_agent import cem_entry, fill_replay, machine_info, rssm_step_flops, run_rounds
 from benchmarks.bench_inference import make_batch, matmul_entry, refinement_entries, training_step_entry
 from benchmarks.bench_inference import parse_args as inference_args
@@ -176,7 +177,7 @@ def pixel_replay_bytes(agent_steps: int, seed: int, physics_state: bool) -> dict
     Replay on disk; bytes per stored step in memory, on disk, and in memory again after reloading the
     directory (what --resume does). physics_state: as the agent's --physics-state."""
     with tempfile.TemporaryDirectory(prefix="bench_targets_pixels_") as d:
-        replay = Replay(d)
+        replay = Replay(d, compress=compress_on_disk("pixels"))     # as the agent stores pixel episodes
         fill_replay(replay, "cartpole_swingup", None, 2, seed, obs_type="pixels", max_steps=agent_steps,
                     physics_state=physics_state)
         steps = sum(len(e["obs"]) for e in replay.episodes)

@@ -40,6 +40,8 @@ def test_pixels_run(tmp_path):
     assert main(TINY + ["--obs", "pixels", "--episodes", "2", "--action-repeat", "50", "--run-dir", str(tmp_path)]) == 0
     ep = Replay(tmp_path / "episodes").episodes[0]
     assert ep["obs"].dtype == np.uint8 and ep["obs"].shape[1:] == (3, 64, 64)
+    stored = sorted((tmp_path / "episodes").glob("*.npz"))[0].stat().st_size   # compressed pixel episodes
+    assert stored < 0.5 * sum(a.nbytes for a in ep.values())
     rows = metrics(tmp_path)
     assert len(rows) == 2 and np.isfinite(rows[-1]["open_loop_mse"])
     assert (tmp_path / "eval_video.gif").stat().st_size > 1000
