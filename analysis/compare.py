@@ -27,7 +27,9 @@ from analysis.stats import bootstrap_ci, iqm, stratified_bootstrap_ci  # noqa: E
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
-REPLICATE_SETTINGS = ("seed", "device", "wandb")  # may differ between the runs of one group
+# may differ between the runs of one group: runs of different lengths (episodes) are the same treatment, compared
+# where they end (a warning says so) or cut with --until-episode; physics_state only changes what is stored
+REPLICATE_SETTINGS = ("seed", "device", "wandb", "episodes", "physics_state")
 # gap -> its path in RUN_DIR/analysis/gaps.json (nats per time step on held-out sequences), and its column title
 GAP_COLUMNS = {**{name: ("heldout", "gaps", name, "mean_per_step")
                   for name in ("inference", "approximation", "amortization", "conditioning")},

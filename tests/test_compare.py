@@ -26,7 +26,7 @@ def write_run(root: Path, inference: str, seed: int, evals: dict, analysis: dict
     collecting per episode, 3 s per evaluation, 1000 env steps per episode."""
     run_dir = root / f"{inference}-{'-'.join(f'{k}{v}' for k, v in settings.items())}-s{seed}"
     run_dir.mkdir()
-    AgentConfig(inference=inference, seed=seed, episodes=6, **settings).save(run_dir / "config.json")
+    AgentConfig(inference=inference, seed=seed, **{"episodes": 6, **settings}).save(run_dir / "config.json")
     rows = []
     for episode in range(1, 7):
         row = {"episode": episode, "train_seconds": 6.0, "train_return": (seed + 1) * episode, "collect_seconds": 3.0,
@@ -181,11 +181,15 @@ def test_runs_differing_in_a_setting_are_split_and_curves_have_wall_clock(tmp_pa
 
 
 def test_until_episode_compares_runs_at_equal_data(runs, tmp_path):
-    """Cut at episode 4, each run's final evaluation is its episode-3 one (EVALS[...][3])."""
+    """Cut at episode 4, each run's final evaluation is its episode-3 one (EVALS[...][3]); a longer run of the same
+    settings stays in its group."""
+    write_run(runs, "amortized", 3, {3: [0, 0, 0, 50], 6: [0, 0, 0, 900]}, episodes=10)
     out = tmp_path / "report"
     assert main([str(runs / "*"), "--out", str(out), "--n-boot", "50", "--until-episode", "4"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["until_episode"] == 4
-    for inference, g in by_inference(report).items():
-        assert g["final_return"]["mean"] == pytest.approx(np.mean(EVALS[inference][3]))
+    groups = by_inference(report)
+    assert set(groups) == {"amortized", "semi_amortized"} and groups["amortized"]["n_seeds"] == 4
+    assert groups["amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["amortized"][3] + [50]))
+    assert groups["semi_amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["semi_amortized"][3]))
     assert "cut at episode 4" in (out / "report.md").read_text()
