@@ -1,12 +1,13 @@
 """The RSSM's filtering time loop as one autograd operation with a hand-written backward pass.
 
-Why: the training step at PlaNet sizes (batch 50 x 50) spends about 100 ms of its 260 ms on the
-per-operation overhead of the 50-step loop (about 35 ATen calls per step forward and twice that
-backward, each recorded by autograd); docs/performance.md. Here the loop runs without autograd, its
-backward is the chain rule written out below (about 25 tensor calls per step), and the weight
-gradients are one (T N)-row matmul per weight after the loop instead of one small product and one
-accumulation per step. tests/test_fused_filter.py checks values and gradients against the plain
-rollout in float64 (and gradcheck).
+Why: with the plain loop, the training step at PlaNet sizes (batch 50 x 50) spent about 100 ms of its
+260 ms on the per-operation overhead of the 50-step loop (about 35 ATen calls per step forward and
+twice that backward, each recorded by autograd). Here the loop runs without autograd, its backward is
+the chain rule written out below (about 15 tensor calls per step), and the weight gradients are one
+(T N)-row matmul per weight after the loop instead of one small product and one accumulation per step.
+The plain loop's training step takes 1.17-1.32x this one's (benchmarks/bench_targets.py,
+docs/performance.md). tests/test_fast_paths.py checks values and gradients against the plain rollout
+in float64 (and gradcheck).
 
 The loop, for each step t with s_{t-1} = (h, z) (PlaNet's RSSM with the amortized head of
 posteriors/amortized.py; the first layers of the embedding and of the head are split into the part
@@ -78,7 +79,7 @@ class _FilterLoop(torch.autograd.Function):
     """Buffers are time-major (T, N, .), so that each step reads and writes contiguous blocks in place;
     (N, T, .) views of them are returned. Writing in place instead of stacking per-step results saves
     about a fifth of the loop's time at PlaNet sizes. The inputs of the GRU and of the head's last layer
-    end in a column of ones ([x | 1], [h | 1], [y | 1]; ELU(1) = 1 keeps it) and their weights in the
+    end in a column of ones ([x | 1], [h | 1], [y | 1]; ELU(1) = 1 keeps it) and their weights end in the
     bias, [W | b]: no bias is copied into each step's output, and the weight gradient of each, one matmul
     over all steps, includes the bias gradient."""
 
