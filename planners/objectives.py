@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from world_models.base import ModelState, SequenceModel
-from world_models.fused_imagine import imagined_reward_sum, supported
+from world_models.fused_imagine import imagination_weights, imagined_reward_sum, supported
 
 from .base import Objective
 
@@ -44,7 +44,8 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
     if not model.has_reward:
         raise ValueError(f"{type(model).__name__} has no reward head to plan with")
     h0, z0 = _single(state.h, "h"), _single(state.z, "z")
-    fused = supported(model)     # the RSSM: world_models/fused_imagine.py, the same values in fewer operations
+    # the RSSM: world_models/fused_imagine.py, the same values in fewer operations; its weights laid out once here
+    weights = imagination_weights(model) if supported(model) else None
 
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
@@ -52,15 +53,15 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
             raise ValueError(f"actions must be (N, H, {model.action_dim}), got {tuple(actions.shape)}")
         actions = actions.to(z0)
         n = actions.shape[0]
-        s = ModelState(h0.expand(n, *h0.shape[1:]), z0.expand(n, *z0.shape[1:]))
-        total = actions.new_zeros(n)
         seed = None if generator is None or latent == "mean" else int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            if fused:
+            if weights is not None:
                 noise = None if latent == "mean" else torch.randn(actions.shape[1], n, model.z_dim).to(z0)
-                return imagined_reward_sum(model, h0, z0, actions, noise)
+                return imagined_reward_sum(model, h0, z0, actions, noise, weights)
+            s = ModelState(h0.expand(n, *h0.shape[1:]), z0.expand(n, *z0.shape[1:]))
+            total = actions.new_zeros(n)
             for k in range(actions.shape[1]):
                 h, prior = model.prior_step(s, actions[:, k], t + k)
                 z = prior.mean if latent == "mean" else prior.sample()

@@ -52,8 +52,9 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     fused (default: where supported) takes a fast path that draws all noise at once: for the RSSM with an
     amortized head (with or without semi-amortized offsets), the time loop as one operation with a
     hand-written backward (fused_filter.py); for mean-field posteriors (per-sequence lambda), all z at
-    once and then the model's deterministic path in one call (RSSM.deter_path). noise (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior
-    and fused rollouts), makes the two paths comparable sample by sample."""
+    once and then the model's deterministic path in one call (RSSM.deter_path); see fast_loop. noise
+    (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior and fused rollouts), makes
+    the two paths comparable sample by sample."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
@@ -61,26 +62,15 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
-    fast = posterior is not None and batched_prior
-    head = posterior.fused_head(ctx) if fast else None
-    mean_field = posterior.mean_field(ctx) if fast and hasattr(model, "deter_path") else None
-    if fused is None:
-        fused = supported(model, head) or mean_field is not None
-    elif fused and not (supported(model, head) or mean_field is not None):
+    loop = fast_loop(model, posterior, ctx) if posterior is not None and batched_prior and fused is not False else None
+    if fused and loop is None:
         raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
                          f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
                          f"a mean-field posterior")
-    if fused:
+    if loop is not None:
         if noise is None:
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
-        actions = rep.actions.to(ctx.dtype)
-        if mean_field is not None:   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
-            QM, QS = mean_field
-            Z = torch.addcmul(QM, QS, noise.transpose(0, 1))
-            H = model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions)
-        else:
-            H, Z, QM, QS = fused_filter(model, head, actions, state, noise)
-        return _batched_terms(model, rep, H, Z, QM, QS)
+        return _batched_terms(model, rep, *loop(rep.actions.to(ctx.dtype), state, noise))
     if noise is not None and not batched_prior:
         raise ValueError("noise can be given to batched_prior or fused rollouts only")
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
@@ -103,6 +93,24 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior:
         return _batched_terms(model, rep, H, Z, QM, QS)
     return _terms(model, rep, H, Z, QM, QS, stack(lp), stack(lq), stack(kls))
+
+
+def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor):
+    """The fast time loop for this model and posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
+    or None where there is none: the fused filtering loop for the RSSM with an amortized head
+    (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path."""
+    head = posterior.fused_head(ctx)
+    if supported(model, head):
+        return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
+    mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None
+    if mean_field is None:
+        return None
+    QM, QS = mean_field
+
+    def loop(actions, state, noise):   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
+        Z = torch.addcmul(QM, QS, noise.transpose(0, 1))
+        return model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions), Z, QM, QS
+    return loop
 
 
 def _batched_terms(model: SequenceModel, rep: SequenceBatch, H, Z, QM, QS) -> Rollout:
