@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 
 from world_models.base import ModelState, SequenceModel
-from world_models.fused_imagine import imagination_weights, imagined_reward_sum, supported
+from world_models.fused_imagine import imagination_weights, imagined_reward_sum, supported, workspace
 
 from .base import Objective
 
@@ -44,22 +44,32 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
     if not model.has_reward:
         raise ValueError(f"{type(model).__name__} has no reward head to plan with")
     h0, z0 = _single(state.h, "h"), _single(state.z, "z")
-    # the RSSM: world_models/fused_imagine.py, the same values in fewer operations; its weights laid out once here
+    # the RSSM: world_models/fused_imagine.py, the same values in fewer operations; its weights laid out once
+    # here, its buffers kept between calls
     weights = imagination_weights(model) if supported(model) else None
+    buffers, noise = None, torch.empty(0)
 
     @torch.no_grad()
     def objective(actions: torch.Tensor) -> torch.Tensor:
+        nonlocal buffers, noise
         if actions.dim() != 3 or actions.shape[-1] != model.action_dim:
             raise ValueError(f"actions must be (N, H, {model.action_dim}), got {tuple(actions.shape)}")
         actions = actions.to(z0)
         n = actions.shape[0]
         seed = None if generator is None or latent == "mean" else int(torch.randint(0, 2**62, (1,), generator=generator))
+        if weights is not None:
+            # all latent noise at once, from a generator seeded as the plain path seeds the global RNG below
+            # (same draws; torch.manual_seed also reseeds every accelerator, about 1 ms per call)
+            local = None if seed is None else torch.Generator().manual_seed(seed)
+            if latent == "sample":      # drawn on the CPU, into a buffer kept between calls
+                shape = (actions.shape[1], n, model.z_dim)
+                noise = torch.randn(shape, generator=local, out=noise if noise.shape == shape else None)
+            buffers = workspace(model, n, actions.shape[2], z0, reuse=buffers)
+            return imagined_reward_sum(model, h0, z0, actions, noise.to(z0) if latent == "sample" else None, weights,
+                                       ws=buffers)
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)
-            if weights is not None:
-                noise = None if latent == "mean" else torch.randn(actions.shape[1], n, model.z_dim).to(z0)
-                return imagined_reward_sum(model, h0, z0, actions, noise, weights)
             s = ModelState(h0.expand(n, *h0.shape[1:]), z0.expand(n, *z0.shape[1:]))
             total = actions.new_zeros(n)
             for k in range(actions.shape[1]):

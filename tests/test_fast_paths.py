@@ -175,3 +175,27 @@ def test_fast_elu_is_elu():
         torch.testing.assert_close(elu_(x.clone()), F.elu(x), rtol=0, atol=1e-15)
     x = 3 * torch.randn(1000, 200)
     torch.testing.assert_close(elu_(x.clone()), F.elu(x), rtol=0, atol=2e-7)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_planning_objective_with_kept_buffers(dtype, monkeypatch):
+    """imagined_return on the fused loop keeps its buffers (and its noise buffer) between calls, also across
+    calls of other sizes: with prior means it returns what its step-by-step path returns (float64: to
+    rounding; float32, with the native kernels where they load: to float32 accuracy), and with sampled
+    latents what a fresh objective returns from the same generator state."""
+    import planners.objectives as objectives
+    torch.manual_seed(0)
+    model = RSSM((5,), 2, deter_dim=40, z_dim=6, hidden=30).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    state = ModelState(torch.randn(1, 40, generator=g, dtype=dtype), torch.randn(1, 6, generator=g, dtype=dtype))
+    calls = [torch.rand(n, 4, 2, generator=g, dtype=dtype) * 2 - 1 for n in (300, 300, 7, 300)]
+    fused_mean = objectives.imagined_return(model, state, t=2, latent="mean")
+    kept, fresh_gen = objectives.imagined_return(model, state, generator=torch.Generator().manual_seed(9)), \
+        torch.Generator().manual_seed(9)
+    sampled = [(kept(a), objectives.imagined_return(model, state, generator=fresh_gen)(a)) for a in calls]
+    monkeypatch.setattr(objectives, "supported", lambda model: False)
+    plain_mean = objectives.imagined_return(model, state, t=2, latent="mean")
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == F64 else dict(rtol=1e-5, atol=1e-5)
+    for actions, (with_kept, with_fresh) in zip(calls, sampled):
+        torch.testing.assert_close(fused_mean(actions), plain_mean(actions), **tol)
+        assert torch.equal(with_kept, with_fresh)

@@ -9,9 +9,11 @@ It computes what the step-by-step loop over model.prior_step and model.reward co
 - biases ride inside the matmuls: each layer's input buffer carries a column of ones and its weight is
   [W | b], so no bias is first copied into each output (a GRU gate matmul at 1000 rows: 1.51 vs 1.69 ms),
   and the GRU's r and u gates take their input and hidden parts in one matmul (no separate sum);
-- every intermediate is written in place into buffers allocated once per call, and the weights are laid
-  out once per decision (imagination_weights);
-- the reward head's last linear layer is applied once, to the summed hidden layer.
+- every intermediate is written in place into buffers (Workspace) that the planning objective keeps
+  across the calls of one decision, as it keeps the weights laid out once (imagination_weights);
+- the reward head's last linear layer is applied once, to the summed hidden layer;
+- the elementwise steps (ELUs, the GRU's gate update, the latent sample) run as one pass each in C
+  kernels compiled on first use (world_models/native), or in eager PyTorch where those are unavailable.
 At PlaNet sizes the objective takes 0.83 of the plain loop's time (1000 candidates, horizon 12;
 docs/performance.md).
 """
@@ -21,9 +23,9 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from .networks import elu_
+from .native import kernels, rows, status as native_status
+from .networks import elu_, softplus_std
 from .rssm import RSSM
 
 
@@ -62,43 +64,150 @@ def imagination_weights(model: RSSM) -> ImaginationWeights:
             bias_last(model.reward_net[2]))
 
 
+class StepViews(NamedTuple):
+    """Views of the state buffer's rows [x | 1 | h | z | a | 1] that one imagined step reads (s_{k-1}) and
+    writes (s_k)."""
+
+    a: torch.Tensor              # a_k                      (written from the actions)
+    x: torch.Tensor              # x_k                      (the embedding's output)
+    z_a_1: torch.Tensor          # [z_{k-1} | a_k | 1]      (the embedding's input)
+    x_1_h: torch.Tensor          # [x_k | 1 | h_{k-1}]      (the r, u gates' input)
+    one_h: torch.Tensor          # [1 | h_{k-1}]            (the hidden n gate's input)
+    x_1: torch.Tensor            # [x_k | 1]                (the input n gate's input)
+    h_prev: torch.Tensor         # h_{k-1}
+    h: torch.Tensor              # h_k                      (in s_k)
+    one_h_new: torch.Tensor      # [1 | h_k]                (the prior MLP's input)
+    z: torch.Tensor              # z_k                      (in s_k)
+    one_h_z_new: torch.Tensor    # [1 | h_k | z_k]          (the reward MLP's input)
+
+
+class EagerSteps:
+    """The loop's elementwise steps in eager PyTorch (2-4 passes over memory each)."""
+
+    def __init__(self, rows: int, width: int, like: torch.Tensor):
+        self.scratch = like.new_empty(rows, width)       # for elu_
+
+    def elu_(self, x: torch.Tensor) -> torch.Tensor:
+        return elu_(x, self.scratch)
+
+    def add_elu_(self, acc: torch.Tensor, y: torch.Tensor) -> None:
+        acc.add_(elu_(y, self.scratch))
+
+    def gru_(self, h: torch.Tensor, ru: torch.Tensor, gi_n: torch.Tensor, gh_n: torch.Tensor, h_prev: torch.Tensor) -> None:
+        """h = n + u (h_prev - n), r, u = sigmoid(ru), n = tanh(gi_n + r gh_n); overwrites ru and gi_n."""
+        r, u = ru.sigmoid_().split(h.shape[1], 1)
+        torch.lerp(gi_n.addcmul_(r, gh_n).tanh_(), h_prev, u, out=h)
+
+    def sample_(self, z: torch.Tensor, mu_raw: torch.Tensor, eps: torch.Tensor, min_std: float) -> None:
+        """z = mu + (softplus(raw) + min_std) eps, mu_raw = [mu | raw]."""
+        D = z.shape[1]
+        torch.addcmul(mu_raw[:, :D], softplus_std(mu_raw[:, D:], min_std), eps, out=z)
+
+
+class NativeSteps:
+    """The same steps, each one pass of a C kernel (world_models/native/elementwise.c); float32 only.
+    At PlaNet sizes they take the objective from 0.72 to 0.8x of its matmuls' rate (docs/performance.md)."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def elu_(self, x: torch.Tensor) -> torch.Tensor:
+        ptr, ld = rows(x)
+        self.lib.elu_rows(ptr, x.shape[0], x.shape[1], ld)
+        return x
+
+    def add_elu_(self, acc: torch.Tensor, y: torch.Tensor) -> None:
+        self.lib.add_elu_rows(*rows(acc), *rows(y), *y.shape)
+
+    def gru_(self, h: torch.Tensor, ru: torch.Tensor, gi_n: torch.Tensor, gh_n: torch.Tensor, h_prev: torch.Tensor) -> None:
+        self.lib.gru_update_rows(*rows(h), *rows(ru), *rows(gi_n), *rows(gh_n), *rows(h_prev), *h.shape)
+
+    def sample_(self, z: torch.Tensor, mu_raw: torch.Tensor, eps: torch.Tensor, min_std: float) -> None:
+        self.lib.sample_gaussian_rows(*rows(z), *rows(mu_raw), *rows(eps), min_std, *z.shape)
+
+
+def elementwise_steps(like: torch.Tensor, rows_: int, width: int, native: Optional[bool] = None):
+    """NativeSteps where the kernels load and `like` is a float32 CPU tensor (native=None or True), else
+    EagerSteps. native=True where the kernels are unavailable raises, naming why (native.status())."""
+    lib = kernels() if native is not False and like.dtype == torch.float32 and like.device.type == "cpu" else None
+    if native and lib is None:
+        raise RuntimeError(f"native elementwise kernels requested but unavailable: {native_status()} "
+                           f"(they take float32 CPU tensors; got {like.dtype} on {like.device})")
+    return NativeSteps(lib) if lib is not None else EagerSteps(rows_, width, like)
+
+
+class Workspace(NamedTuple):
+    """The loop's buffers for N rows of one model: the state buffer (two rows [x | 1 | h | z | a | 1] per
+    candidate: step k reads s_{k-1} from one and writes s_k to the other), the views a step takes of it for
+    each parity of k, the layers' outputs and the elementwise steps. Kept by the planning objective across
+    the calls of one decision, so that its megabytes are not allocated and faulted in on every call."""
+
+    key: tuple
+    state: torch.Tensor
+    views: tuple[StepViews, StepViews]
+    prior_in: torch.Tensor       # [prior hidden | 1]
+    reward_in: torch.Tensor      # [reward hidden 1 | 1]
+    ru: torch.Tensor             # the r, u gates' pre-activations
+    gi_n: torch.Tensor
+    gh_n: torch.Tensor
+    prior_out: torch.Tensor      # [mu | raw std]
+    reward_hidden: torch.Tensor  # the reward MLP's last hidden layer y_k
+    hidden_sum: torch.Tensor     # sum_k y_k
+    ops: EagerSteps | NativeSteps
+
+
+def workspace(model: RSSM, rows: int, action_dim: int, like: torch.Tensor, native: Optional[bool] = None,
+              reuse: Optional[Workspace] = None) -> Workspace:
+    """Buffers for `rows` candidates (reuse: a previous workspace, returned as is where it fits)."""
+    key = (id(model), rows, action_dim, like.dtype, like.device, native)
+    if reuse is not None and reuse.key == key:
+        return reuse
+    Dz, Dh, He = model.z_dim, model.deter_dim, model.embed_za[0].out_features
+    p1, r1, r2 = model.prior_net[0], model.reward_net[0], model.reward_net[2]
+    cx, ch, cz, ca = slice(0, He), slice(He + 1, He + 1 + Dh), slice(He + 1 + Dh, He + 1 + Dh + Dz), \
+        slice(He + 1 + Dh + Dz, He + 1 + Dh + Dz + action_dim)
+    S = like.new_empty(2, rows, He + 1 + Dh + Dz + action_dim + 1)
+    S[:, :, He], S[:, :, -1] = 1, 1
+    views = tuple(StepViews(prev[:, ca], prev[:, cx], prev[:, cz.start:], prev[:, :ch.stop], prev[:, He:ch.stop],
+                            prev[:, :He + 1], prev[:, ch], cur[:, ch], cur[:, He:ch.stop], cur[:, cz], cur[:, He:cz.stop])
+                  for prev, cur in ((S[1], S[0]), (S[0], S[1])))
+    return Workspace(key, S, views, like.new_ones(rows, p1.out_features + 1), like.new_ones(rows, r1.out_features + 1),
+                     *(like.new_empty(rows, d) for d in (2 * Dh, Dh, Dh, 2 * Dz, r2.out_features)),
+                     like.new_empty(rows, r2.out_features),
+                     elementwise_steps(like, rows, max(He, p1.out_features, r1.out_features, r2.out_features), native))
+
+
 @torch.no_grad()
 def imagined_reward_sum(model: RSSM, h0: torch.Tensor, z0: torch.Tensor, actions: torch.Tensor,
-                        noise: Optional[torch.Tensor], weights: Optional[ImaginationWeights] = None) -> torch.Tensor:
+                        noise: Optional[torch.Tensor], weights: Optional[ImaginationWeights] = None,
+                        native: Optional[bool] = None, ws: Optional[Workspace] = None) -> torch.Tensor:
     """J (N,) for actions (N, H, A) from s_0 = (h0, z0) (one row, or N); noise (H, N, Dz) or None for the
-    prior means; weights: imagination_weights(model), prepared here when not given."""
+    prior means; weights: imagination_weights(model), prepared here when not given; native: the elementwise
+    steps' kernels (elementwise_steps); ws: workspace(...) to compute in, allocated here when not given."""
     w = weights if weights is not None else imagination_weights(model)
-    N, H = actions.shape[:2]
-    Dz, Dh = model.z_dim, model.deter_dim
-    p1, r1, r2, r3 = model.prior_net[0], model.reward_net[0], model.reward_net[2], model.reward_net[4]
-    A, He = actions.shape[-1], model.embed_za[0].out_features
-    # One row of the state buffer: [x_k | 1 | h_{k-1} | z_{k-1} | a_k | 1]. Every layer reads a contiguous
-    # run of it that includes a ones column, and its weight carries the bias in that column (see
-    # ImaginationWeights); the GRU's r and u gates get their input and hidden parts summed by one matmul.
-    cx, ch, cz, ca = slice(0, He), slice(He + 1, He + 1 + Dh), slice(He + 1 + Dh, He + 1 + Dh + Dz), \
-        slice(He + 1 + Dh + Dz, He + 1 + Dh + Dz + A)
-    S = h0.new_empty(2, N, He + 1 + Dh + Dz + A + 1)   # two: step k reads s_{k-1} from one, writes s_k to the other
-    S[:, :, He], S[:, :, -1] = 1, 1
-    S[1, :, ch], S[1, :, cz] = h0, z0
-    P, Y = (h0.new_ones(N, d + 1) for d in (p1.out_features, r1.out_features))        # [hidden | 1]
-    RU, GN, HN, OUT, Y2 = (h0.new_empty(N, d) for d in (2 * Dh, Dh, Dh, 2 * Dz, r2.out_features))
-    hidden_sum = h0.new_zeros(N, r2.out_features)
-    scratch = h0.new_empty(N, max(He, p1.out_features, r1.out_features, r2.out_features))   # for elu_
+    N, H, A = actions.shape
+    ws = workspace(model, N, A, h0, native, reuse=ws)
+    first = ws.views[0]                              # s_0 goes where the first step reads s_{k-1}
+    first.h_prev.copy_(h0.expand(N, -1))
+    first.z_a_1[:, :model.z_dim].copy_(z0.expand(N, -1))
+    ws.hidden_sum.zero_()
+    ops, P, Y = ws.ops, ws.prior_in, ws.reward_in
+    P_hidden, Y_hidden, mu = P[:, :-1], Y[:, :-1], ws.prior_out[:, :model.z_dim]
+    # Every layer reads a contiguous run of the state row that includes a ones column, and its weight carries
+    # the bias in that column (see ImaginationWeights); the r and u gates' input and hidden parts sum in one matmul.
     for k in range(H):
-        prev, cur = S[(k + 1) % 2], S[k % 2]
-        prev[:, ca] = actions[:, k]
-        elu_(torch.mm(prev[:, cz.start:], w.embed, out=prev[:, cx]), scratch)   # x_k
-        r, u = torch.mm(prev[:, :ch.stop], w.gru_ru, out=RU).sigmoid_().split(Dh, 1)
-        gh_n = torch.mm(prev[:, He:ch.stop], w.gru_hn, out=HN)
-        n = torch.mm(prev[:, :He + 1], w.gru_in, out=GN).addcmul_(r, gh_n).tanh_()
-        torch.lerp(n, prev[:, ch], u, out=cur[:, ch])                            # h_k = n + u (h_{k-1} - n)
-        elu_(torch.mm(cur[:, He:ch.stop], w.prior1, out=P[:, :-1]), scratch)
-        out = torch.mm(P, w.prior2, out=OUT)                                     # (mu, raw std)
+        v = ws.views[k % 2]
+        v.a.copy_(actions[:, k])
+        ops.elu_(torch.mm(v.z_a_1, w.embed, out=v.x))                            # x_k
+        ops.gru_(v.h, torch.mm(v.x_1_h, w.gru_ru, out=ws.ru), torch.mm(v.x_1, w.gru_in, out=ws.gi_n),
+                 torch.mm(v.one_h, w.gru_hn, out=ws.gh_n), v.h_prev)             # h_k
+        ops.elu_(torch.mm(v.one_h_new, w.prior1, out=P_hidden))
+        torch.mm(P, w.prior2, out=ws.prior_out)                                  # (mu, raw std)
         if noise is None:
-            cur[:, cz] = out[:, :Dz]
+            v.z.copy_(mu)
         else:
-            std = F.softplus(out[:, Dz:].contiguous()).add_(model.min_std)
-            torch.addcmul(out[:, :Dz], std, noise[k], out=cur[:, cz])            # z_k = mu + sigma eps_k
-        elu_(torch.mm(cur[:, He:cz.stop], w.reward1, out=Y[:, :-1]), scratch)
-        hidden_sum.add_(elu_(torch.mm(Y, w.reward2, out=Y2), scratch))
-    return torch.addmv(r3.bias.mul(H), hidden_sum, r3.weight[0])
+            ops.sample_(v.z, ws.prior_out, noise[k], model.min_std)              # z_k = mu + sigma eps_k
+        ops.elu_(torch.mm(v.one_h_z_new, w.reward1, out=Y_hidden))
+        ops.add_elu_(ws.hidden_sum, torch.mm(Y, w.reward2, out=ws.reward_hidden))
+    r3 = model.reward_net[4]
+    return torch.addmv(r3.bias.mul(H), ws.hidden_sum, r3.weight[0])
