@@ -47,8 +47,9 @@ HELP = {
     "missing_prob": "drop each observation with this probability",
     "obs_noise": "std of Gaussian observation noise", "action_noise": "std of Gaussian noise added to actions in the env",
     "device": "compute device: " + ", ".join(DEVICES),
-    "physics_state": "1: store the environment's true physical state per step in the replay, for the calibration "
-                     "read-out of analysis.uncertainty (16 bytes per step on cartpole); 0: leave it out",
+    "physics_state": "1: store the environment's true physical state per step in the replay's files (not in "
+                     "memory), for the calibration read-out of analysis.uncertainty (16 bytes per step on cartpole "
+                     "before compression); 0: leave it out",
     "wandb": "wandb mode: " + ", ".join(WANDB_MODES) + " (offline needs no network; `wandb sync` uploads later)",
 }
 

@@ -50,7 +50,7 @@ class AgentConfig:
     action_noise: float = 0.0
     device: str = "auto"
     wandb: str = "offline"
-    physics_state: bool = True      # store the true physical state per step (calibration read-out; 16 B/step on cartpole)
+    physics_state: bool = True      # store the true physical state per step in the replay's files (calibration read-out)
 
     def __post_init__(self):
         choice = lambda name, valid: (getattr(self, name) in valid) or _fail(

@@ -28,7 +28,7 @@ from world_models.training import gradient_step, make_adam
 from .belief import Belief
 from .checkpoint import load, save_atomic, trim_to_checkpoint
 from .config import AgentConfig
-from .replay import EpisodeBuilder, Replay, compress_on_disk
+from .replay import EpisodeBuilder, training_replay
 from .report import plot_learning_curve
 from .video import open_loop_video
 
@@ -89,7 +89,7 @@ class Agent:
             self.optimizer.load_state_dict(state["optimizer"])
             self.episode, self.env_steps = state["episode"], state["env_steps"]
         trim_to_checkpoint(self.run_dir, self.episode)
-        self.replay = Replay(self.run_dir / "episodes", compress=compress_on_disk(self.cfg.obs))
+        self.replay = training_replay(self.run_dir / "episodes", self.cfg.obs)
 
     # --- acting ------------------------------------------------------------------------------------
     def _obs_tensor(self, obs) -> torch.Tensor:

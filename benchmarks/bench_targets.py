@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.config import AgentConfig
 from agent.loop import Agent
-from agent.replay import Replay, compress_on_disk
+from agent.replay import training_replay
 from benchmarks.bench_agent import cem_entry, fill_replay, machine_info, rssm_step_flops, run_rounds
 from benchmarks.bench_inference import make_batch, matmul_entry, refinement_entries, training_step_entry
 from benchmarks.bench_inference import parse_args as inference_args
@@ -191,14 +191,14 @@ def pixel_replay_bytes(agent_steps: int, seed: int, physics_state: bool) -> dict
     Replay on disk; bytes per stored step in memory, on disk, and in memory again after reloading the
     directory (what --resume does). physics_state: as the agent's --physics-state."""
     with tempfile.TemporaryDirectory(prefix="bench_targets_pixels_") as d:
-        replay = Replay(d, compress=compress_on_disk("pixels"))     # as the agent stores pixel episodes
+        replay = training_replay(d, "pixels")                       # as the agent keeps pixel episodes
         fill_replay(replay, "cartpole_swingup", None, 2, seed, obs_type="pixels", max_steps=agent_steps,
                     physics_state=physics_state)
         steps = sum(len(e["obs"]) for e in replay.episodes)
         nbytes = lambda r: sum(a.nbytes for e in r.episodes for a in e.values())
         disk = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
         return {"steps": steps, "memory": nbytes(replay) / steps, "disk": disk / steps,
-                "reloaded": nbytes(Replay(d, read_only=True)) / steps,
+                "reloaded": nbytes(training_replay(d, "pixels")) / steps,
                 "by_array": {k: v.nbytes / len(v) for k, v in replay.episodes[0].items()}}
 
 

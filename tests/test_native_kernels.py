@@ -177,3 +177,13 @@ def test_kernels_propagate_nan_and_infinity_as_pytorch_does():
     mu_raw, eps, z = torch.tensor([[0.0, nan, nan, 1.0]]), torch.ones(1, 2), torch.empty(1, 2)
     lib().sample_gaussian_rows(*native.rows(z), *native.rows(mu_raw), *native.rows(eps), 0.1, 1, 2)
     assert z[0, 0].isnan() and z[0, 1].isnan()
+
+
+@needs_compiler
+def test_native_steps_check_shapes_before_touching_memory():
+    steps = NativeSteps(lib())
+    h = torch.empty(10, 4)
+    with pytest.raises(ValueError, match=r"ru must have shape \(10, 8\) for an output of shape \(10, 4\), got \(9, 8\)"):
+        steps.gru_(h, torch.zeros(9, 8), torch.zeros(10, 4), torch.zeros(10, 4), torch.zeros(10, 4))
+    with pytest.raises(ValueError, match="eps must have shape"):
+        steps.sample_(h, torch.zeros(10, 8), torch.zeros(10, 3), 0.1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.replay import EpisodeBuilder, Replay, bytes_per_million_env_steps, bytes_per_step
+from agent.replay import REQUIRED, EpisodeBuilder, Replay, bytes_per_million_env_steps, bytes_per_step, training_replay
 
 
 def state_episode(episode: int, length: int, action_dim: int = 2) -> dict:
@@ -56,6 +56,23 @@ def test_builder_can_leave_the_physical_state_out():
     ep = builder.finish()
     assert set(ep) == {"obs", "action", "reward", "obs_valid"}
     assert sum(a.nbytes for a in ep.values()) / 2 == 12288 + 4 + 4 + 1
+
+
+def test_training_replay_keeps_the_physical_state_on_disk_only(tmp_path):
+    """The agent's replay holds in memory what training samples (12,297 B per pixel step with one action),
+    also after a resume; the files, and a read-only replay of them (the analysis), have the physical state."""
+    rng = np.random.default_rng(0)
+    episode = {**pixel_episode(5, rng), "physics_state": rng.standard_normal((5, 4), dtype=np.float32)}
+    replay = training_replay(tmp_path, "pixels")
+    replay.add_episode(episode)
+    for kept in (replay, training_replay(tmp_path, "pixels")):             # as run, and resumed
+        assert set(kept.episodes[0]) == set(REQUIRED)
+        assert kept.nbytes / 5 == 12288 + 4 + 4 + 1
+        np.testing.assert_array_equal(kept.episodes[0]["obs"], episode["obs"])
+    analysis = Replay(tmp_path, read_only=True)
+    np.testing.assert_array_equal(analysis.episodes[0]["physics_state"], episode["physics_state"])
+    with pytest.raises(ValueError, match="in_memory must include the arrays sampling needs"):
+        Replay(tmp_path, in_memory=("obs", "action"))
 
 
 def test_builder_errors():

@@ -14,8 +14,9 @@ It computes what the step-by-step loop over model.prior_step and model.reward co
 - the reward head's last linear layer is applied once, to the summed hidden layer;
 - the elementwise steps (ELUs, the GRU's gate update, the latent sample) run as one pass each in C
   kernels compiled on first use (world_models/native), or in eager PyTorch where those are unavailable.
-At PlaNet sizes the objective takes 0.83 of the plain loop's time (1000 candidates, horizon 12;
-docs/performance.md).
+At PlaNet sizes (1000 candidates, horizon 12, 10 CEM iterations) a decision takes 0.68-0.70 of the plain
+loop's time and runs at 0.83-0.84 of its matmuls' rate alone; 0.74-0.78 with the eager elementwise steps
+(three runs of benchmarks/bench_targets.py; docs/performance.md).
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ class EagerSteps:
 
 class NativeSteps:
     """The same steps, each one pass of a C kernel (world_models/native/elementwise.c); float32 only.
-    At PlaNet sizes they take the objective from 0.72 to 0.8x of its matmuls' rate (docs/performance.md)."""
+    At PlaNet sizes they make the CEM decision 1.11-1.13x faster than EagerSteps (docs/performance.md).
+    Shapes are checked before each call: the kernels index raw memory."""
 
     def __init__(self, lib):
         self.lib = lib
@@ -117,13 +119,24 @@ class NativeSteps:
         return x
 
     def add_elu_(self, acc: torch.Tensor, y: torch.Tensor) -> None:
+        _check_shapes(y.shape, acc=(acc, 1))
         self.lib.add_elu_rows(*rows(acc), *rows(y), *y.shape)
 
     def gru_(self, h: torch.Tensor, ru: torch.Tensor, gi_n: torch.Tensor, gh_n: torch.Tensor, h_prev: torch.Tensor) -> None:
+        _check_shapes(h.shape, ru=(ru, 2), gi_n=(gi_n, 1), gh_n=(gh_n, 1), h_prev=(h_prev, 1))
         self.lib.gru_update_rows(*rows(h), *rows(ru), *rows(gi_n), *rows(gh_n), *rows(h_prev), *h.shape)
 
     def sample_(self, z: torch.Tensor, mu_raw: torch.Tensor, eps: torch.Tensor, min_std: float) -> None:
+        _check_shapes(z.shape, mu_raw=(mu_raw, 2), eps=(eps, 1))
         self.lib.sample_gaussian_rows(*rows(z), *rows(mu_raw), *rows(eps), min_std, *z.shape)
+
+
+def _check_shapes(shape: torch.Size, **operands: tuple[torch.Tensor, int]) -> None:
+    """Each operand (tensor, k) must be (rows, k * cols) for an output of shape (rows, cols)."""
+    for name, (t, k) in operands.items():
+        if t.shape != (shape[0], k * shape[1]):
+            raise ValueError(f"{name} must have shape {(shape[0], k * shape[1])} for an output of shape "
+                             f"{tuple(shape)}, got {tuple(t.shape)}")
 
 
 def elementwise_steps(like: torch.Tensor, rows_: int, width: int, native: Optional[bool] = None):
@@ -159,7 +172,8 @@ class Workspace(NamedTuple):
 def workspace(model: RSSM, rows: int, action_dim: int, like: torch.Tensor, native: Optional[bool] = None,
               reuse: Optional[Workspace] = None) -> Workspace:
     """Buffers for `rows` candidates (reuse: a previous workspace, returned as is where it fits)."""
-    key = (id(model), rows, action_dim, like.dtype, like.device, native)
+    key = (rows, action_dim, like.dtype, like.device, native, model.z_dim, model.deter_dim,
+           *(m.out_features for m in (model.embed_za[0], model.prior_net[0], model.reward_net[0], model.reward_net[2])))
     if reuse is not None and reuse.key == key:
         return reuse
     Dz, Dh, He = model.z_dim, model.deter_dim, model.embed_za[0].out_features
