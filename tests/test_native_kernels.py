@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from world_models import native
-from world_models.fused_imagine import elementwise_steps, imagined_reward_sum, EagerSteps, NativeSteps
+from world_models.fused_imagine import EagerSteps, NativeSteps, elementwise_path, elementwise_steps, imagined_reward_sum
 from world_models.rssm import RSSM
 
 F64 = torch.float64
@@ -123,6 +123,14 @@ def test_steps_are_chosen_by_dtype_and_request():
         elementwise_steps(f64, 4, 8, native=True)
     if native.kernels() is not None:
         assert isinstance(elementwise_steps(f32, 4, 8), NativeSteps)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)                      # eager passes use both threads: eager by default
+            assert isinstance(elementwise_steps(f32, 4, 8), EagerSteps)
+            assert isinstance(elementwise_steps(f32, 4, 8, native=True), NativeSteps)
+            assert elementwise_path().startswith("eager PyTorch (torch runs 2 threads")
+        finally:
+            torch.set_num_threads(threads)
 
 
 def test_rows_rejects_what_the_kernels_cannot_take():

@@ -140,13 +140,25 @@ def _check_shapes(shape: torch.Size, **operands: tuple[torch.Tensor, int]) -> No
 
 
 def elementwise_steps(like: torch.Tensor, rows_: int, width: int, native: Optional[bool] = None):
-    """NativeSteps where the kernels load and `like` is a float32 CPU tensor (native=None or True), else
-    EagerSteps. native=True where the kernels are unavailable raises, naming why (native.status())."""
-    lib = kernels() if native is not False and like.dtype == torch.float32 and like.device.type == "cpu" else None
+    """NativeSteps or EagerSteps for a loop over `like`'s dtype and device. native=None: NativeSteps where the
+    kernels load, `like` is a float32 CPU tensor and torch runs one thread (the kernels run on one thread;
+    with two, eager PyTorch's passes use both and the decision was 4-6% faster with them, docs/performance.md);
+    True: NativeSteps, or an error naming why not (native.status()); False: EagerSteps."""
+    usable = native is not False and like.dtype == torch.float32 and like.device.type == "cpu"
+    lib = kernels() if usable and (native or torch.get_num_threads() == 1) else None
     if native and lib is None:
         raise RuntimeError(f"native elementwise kernels requested but unavailable: {native_status()} "
                            f"(they take float32 CPU tensors; got {like.dtype} on {like.device})")
     return NativeSteps(lib) if lib is not None else EagerSteps(rows_, width, like)
+
+
+def elementwise_path() -> str:
+    """Which elementwise steps a float32 CPU loop takes by default now, and why."""
+    if kernels() is None:
+        return native_status()
+    if torch.get_num_threads() > 1:
+        return f"eager PyTorch (torch runs {torch.get_num_threads()} threads; the native kernels run on one)"
+    return native_status()
 
 
 class Workspace(NamedTuple):
