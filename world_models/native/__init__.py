@@ -5,7 +5,7 @@ The C source is compiled on first use with the system's C compiler (`cc`, or $CC
 ~/.cache/amortization_gap_ssm), keyed by the source, the compiler and the CPU, and loaded with ctypes: no
 Python headers, no build step at install. Where no compiler works, or with AGAP_NATIVE=0, kernels()
 returns None and the callers keep their eager PyTorch path (same values to float32 rounding; status()
-says which is in use and why).
+says whether the kernels loaded, or why not).
 """
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def kernels() -> Optional[ctypes.CDLL]:
 
 
 def status() -> str:
-    """Which elementwise path the imagination loop uses, and why."""
+    """Whether the kernels are loaded (from where), or why not. Which steps a loop takes also depends on its
+    dtype and thread count: world_models.fused_imagine.elementwise_path()."""
     kernels()
     return _status
 
