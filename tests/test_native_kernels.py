@@ -151,6 +151,19 @@ def test_build_is_cached_and_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
 
 
+@needs_compiler
+def test_a_cached_library_that_does_not_load_is_built_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGAP_CACHE_DIR", str(tmp_path))
+    compiler = native._compiler()
+    path = native._build(compiler)
+    path.write_bytes(b"truncated")
+    lib, again = native._load(compiler)
+    assert again == path and path.stat().st_size > 1000
+    x = torch.tensor([[-1.0, 2.0]])
+    lib.elu_rows(x.data_ptr(), 1, 2, 2)
+    torch.testing.assert_close(x, F.elu(torch.tensor([[-1.0, 2.0]])))
+
+
 def test_disabled_by_environment_and_loading_keeps_denormals():
     """AGAP_NATIVE=0 keeps the eager path, with status() saying so; loading the library must not switch the
     process to flush-to-zero (what linking with -ffast-math does with gcc < 13). In a fresh process, since

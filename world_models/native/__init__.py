@@ -93,6 +93,22 @@ _SIGNATURES = {
 }
 
 
+def _load(compiler: str) -> tuple[ctypes.CDLL, Path]:
+    """The built library, loaded, with its functions' C signatures set (so that pointers pass as 64-bit); a
+    cached file that does not load (truncated by a full disk, say) is removed and built again, once."""
+    path = _build(compiler)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+        path = _build(compiler)
+        lib = ctypes.CDLL(str(path))
+    for name, argtypes in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, None
+    return lib, path
+
+
 @lru_cache(maxsize=None)
 def kernels() -> Optional[ctypes.CDLL]:
     """The loaded library (functions as in elementwise.c), or None where it is disabled or cannot be built
@@ -106,15 +122,11 @@ def kernels() -> Optional[ctypes.CDLL]:
         _status = "eager PyTorch (no C compiler found: set CC or install gcc for the native kernels)"
         return None
     try:
-        path = _build(compiler)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        lib, path = _load(compiler)
+    except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:   # AttributeError: a missing symbol
         _status = f"eager PyTorch (native kernels failed to build or load: {e})"
         warnings.warn(f"world_models.native: {_status}", RuntimeWarning, stacklevel=2)
         return None
-    for name, argtypes in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.argtypes, fn.restype = argtypes, None
     _status = f"native kernels ({path})"
     return lib
 
