@@ -83,13 +83,6 @@ class EpisodeBuilder:
         return episode
 
 
-def compress_on_disk(obs_type: str) -> bool:
-    """Whether the agent's replay compresses its episode files: pixel episodes, whose raw files carry about 8 B
-    per step of zip and npy headers beyond the arrays (12,305 B per cartpole step at 126 steps per file) and
-    whose frames compress well; state episodes are small either way."""
-    return obs_type == "pixels"
-
-
 class Replay:
     """Episodes stored in `directory` as episode_000000.npz, episode_000001.npz, ... and kept in memory.
 
@@ -245,11 +238,14 @@ class Replay:
 
 
 def training_replay(directory, obs_type: str) -> Replay:
-    """The replay as the agent keeps it: pixel episodes compressed on disk (compress_on_disk), and in memory
-    only the arrays that training samples (REQUIRED). The physical state, for the analysis's read-out, which
-    opens the files itself (analysis.run_loading), so costs disk only (a cartpole pixel step in memory:
-    12,297 B with it or without)."""
-    return Replay(directory, compress=compress_on_disk(obs_type), in_memory=REQUIRED)
+    """The replay as the agent keeps it.
+    - Pixel episodes are compressed on disk: their raw files carry about 8 B per step of zip and npy headers
+      beyond the arrays (12,305 B per cartpole step at 126 steps per file), and their frames compress well;
+      state episodes are small either way.
+    - In memory it keeps only the arrays that training samples (REQUIRED). The physical state, for the
+      analysis's read-out, which opens the files itself (analysis.run_loading), so costs disk only (a cartpole
+      pixel step in memory: 12,297 B with it or without)."""
+    return Replay(directory, compress=obs_type == "pixels", in_memory=REQUIRED)
 
 
 def bytes_per_step(obs_shape, obs_dtype=np.float32, action_dim: int = 1, physics_dim: int = 0) -> int:

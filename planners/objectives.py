@@ -60,13 +60,14 @@ def imagined_return(model: SequenceModel, state: ModelState, t: int = 1, latent:
         if weights is not None:
             # all latent noise at once, from a generator seeded as the plain path seeds the global RNG below
             # (same draws; torch.manual_seed also reseeds every accelerator, about 1 ms per call)
-            local = None if seed is None else torch.Generator().manual_seed(seed)
+            eps = None
             if latent == "sample":      # drawn on the CPU, into a buffer kept between calls
+                local = None if seed is None else torch.Generator().manual_seed(seed)
                 shape = (actions.shape[1], n, model.z_dim)
                 noise = torch.randn(shape, generator=local, out=noise if noise.shape == shape else None)
+                eps = noise.to(z0)
             buffers = workspace(model, n, actions.shape[2], z0, reuse=buffers)
-            return imagined_reward_sum(model, h0, z0, actions, noise.to(z0) if latent == "sample" else None, weights,
-                                       ws=buffers)
+            return imagined_reward_sum(model, h0, z0, actions, eps, weights, ws=buffers)
         with torch.random.fork_rng(enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(seed)

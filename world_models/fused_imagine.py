@@ -139,26 +139,32 @@ def _check_shapes(shape: torch.Size, **operands: tuple[torch.Tensor, int]) -> No
                              f"{tuple(shape)}, got {tuple(t.shape)}")
 
 
+def _kernels_for(like: torch.Tensor, native: Optional[bool]):
+    """(the native kernels for a loop over `like`, or None; why) under the rule of elementwise_steps."""
+    if native is False:
+        return None, "eager PyTorch (native=False)"
+    if like.dtype != torch.float32 or like.device.type != "cpu":
+        return None, f"eager PyTorch (the native kernels take float32 CPU tensors; got {like.dtype} on {like.device})"
+    lib = kernels()
+    if lib is not None and not native and torch.get_num_threads() > 1:
+        return None, f"eager PyTorch (torch runs {torch.get_num_threads()} threads; the native kernels run on one)"
+    return lib, native_status()
+
+
 def elementwise_steps(like: torch.Tensor, rows_: int, width: int, native: Optional[bool] = None):
     """NativeSteps or EagerSteps for a loop over `like`'s dtype and device. native=None: NativeSteps where the
     kernels load, `like` is a float32 CPU tensor and torch runs one thread (the kernels run on one thread;
     with two, eager PyTorch's passes use both and the decision was 4-6% faster with them, docs/performance.md);
-    True: NativeSteps, or an error naming why not (native.status()); False: EagerSteps."""
-    usable = native is not False and like.dtype == torch.float32 and like.device.type == "cpu"
-    lib = kernels() if usable and (native or torch.get_num_threads() == 1) else None
+    True: NativeSteps, or an error naming why not; False: EagerSteps."""
+    lib, why = _kernels_for(like, native)
     if native and lib is None:
-        raise RuntimeError(f"native elementwise kernels requested but unavailable: {native_status()} "
-                           f"(they take float32 CPU tensors; got {like.dtype} on {like.device})")
+        raise RuntimeError(f"native elementwise kernels requested but unavailable: {why}")
     return NativeSteps(lib) if lib is not None else EagerSteps(rows_, width, like)
 
 
 def elementwise_path() -> str:
     """Which elementwise steps a float32 CPU loop takes by default now, and why."""
-    if kernels() is None:
-        return native_status()
-    if torch.get_num_threads() > 1:
-        return f"eager PyTorch (torch runs {torch.get_num_threads()} threads; the native kernels run on one)"
-    return native_status()
+    return _kernels_for(torch.empty(0), None)[1]
 
 
 class Workspace(NamedTuple):

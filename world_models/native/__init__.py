@@ -32,7 +32,6 @@ SOURCE = Path(__file__).with_name("elementwise.c")
 FAST_MATH = ["-ffast-math", "-fno-finite-math-only"]
 FLAG_SETS = (["-O3", "-march=native", *FAST_MATH], ["-O3", *FAST_MATH])   # the second without -march=native
 LINK_FLAGS = ["-shared"]
-_status = "not loaded yet"
 
 
 def enabled_by_environment() -> bool:
@@ -110,32 +109,32 @@ def _load(compiler: str) -> tuple[ctypes.CDLL, Path]:
 
 
 @lru_cache(maxsize=None)
-def kernels() -> Optional[ctypes.CDLL]:
-    """The loaded library (functions as in elementwise.c), or None where it is disabled or cannot be built
-    (a warning says why, once)."""
-    global _status
+def _loaded() -> tuple[Optional[ctypes.CDLL], str]:
+    """(the loaded library, or None where it is disabled or cannot be built; what happened), once per process;
+    a failed build warns, once."""
     if not enabled_by_environment():
-        _status = "eager PyTorch (native kernels disabled by AGAP_NATIVE=0)"
-        return None
+        return None, "eager PyTorch (native kernels disabled by AGAP_NATIVE=0)"
     compiler = _compiler()
     if compiler is None:
-        _status = "eager PyTorch (no C compiler found: set CC or install gcc for the native kernels)"
-        return None
+        return None, "eager PyTorch (no C compiler found: set CC or install gcc for the native kernels)"
     try:
         lib, path = _load(compiler)
     except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:   # AttributeError: a missing symbol
-        _status = f"eager PyTorch (native kernels failed to build or load: {e})"
-        warnings.warn(f"world_models.native: {_status}", RuntimeWarning, stacklevel=2)
-        return None
-    _status = f"native kernels ({path})"
-    return lib
+        why = f"eager PyTorch (native kernels failed to build or load: {e})"
+        warnings.warn(f"world_models.native: {why}", RuntimeWarning, stacklevel=3)
+        return None, why
+    return lib, f"native kernels ({path})"
+
+
+def kernels() -> Optional[ctypes.CDLL]:
+    """The loaded library (functions as in elementwise.c), or None (status() says why)."""
+    return _loaded()[0]
 
 
 def status() -> str:
     """Whether the kernels are loaded (from where), or why not. Which steps a loop takes also depends on its
     dtype and thread count: world_models.fused_imagine.elementwise_path()."""
-    kernels()
-    return _status
+    return _loaded()[1]
 
 
 def rows(t: torch.Tensor) -> tuple[int, int]:
