@@ -14,7 +14,7 @@ import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig
+from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig, flag
 from envs.registry import OBS_TYPES, valid_env_names
 from world_models.posteriors import POSTERIORS
 
@@ -76,24 +76,38 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_config(args) -> tuple[AgentConfig, Path]:
+# Settings that a resumed run may change: how far it goes and where wandb logs; each change is recorded in
+# the run's resume_log.jsonl. Every other setting given with --resume must equal the stored one.
+RESUME_SAFE = ("episodes", "wandb")
+
+
+def make_config(args) -> tuple[AgentConfig, Path, dict]:
+    """The run's config and directory, and {setting: [stored, given]} for what a resume changes."""
     given = {f.name: getattr(args, f.name) for f in fields(AgentConfig) if getattr(args, f.name) is not None}
+    run_dir = args.run_dir
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
     if args.resume:
-        if args.run_dir is None:
+        if run_dir is None:
             raise UsageError("--resume needs --run-dir (the run to continue)")
-        config_path = args.run_dir / "config.json"
+        config_path = run_dir / "config.json"
         if not config_path.exists():
-            raise UsageError(f"--resume: {args.run_dir} is not a run directory (no config.json)")
-        cfg = AgentConfig.load(config_path)
-        if "episodes" in given:   # the one setting a resumed run may change: how far to go
-            cfg = AgentConfig(**{**asdict(cfg), "episodes": given["episodes"]})
-        return cfg, args.run_dir
+            raise UsageError(f"--resume: {run_dir} is not a run directory (no config.json)")
+        stored = asdict(AgentConfig.load(config_path))
+        conflicts = [f"{flag(k)} {v} was given, the run has {stored[k]}" for k, v in given.items()
+                     if k not in RESUME_SAFE and v != stored[k]]
+        if conflicts:
+            raise UsageError(f"--resume keeps the run's settings: {'; '.join(conflicts)}; only "
+                             f"{', '.join(map(flag, RESUME_SAFE))} may change (for other settings start a new run "
+                             f"with another --run-dir)")
+        changes = {k: [stored[k], given[k]] for k in RESUME_SAFE if k in given and given[k] != stored[k]}
+        return AgentConfig(**{**stored, **given}), run_dir, changes
     cfg = AgentConfig(**given)
-    run_dir = args.run_dir or Path("runs") / f"{cfg.env}-{cfg.inference}-s{cfg.seed}"
+    run_dir = run_dir or Path("runs") / f"{cfg.env}-{cfg.inference}-s{cfg.seed}"
     if run_dir.exists() and any(p.name != "log.txt" for p in run_dir.iterdir()):   # a launcher's log may be there
         raise UsageError(f"run directory {run_dir} already holds a run; use --resume to continue it or "
                          f"choose another --run-dir")
-    return cfg, run_dir
+    return cfg, run_dir, {}
 
 
 def main(argv=None) -> int:
@@ -102,31 +116,47 @@ def main(argv=None) -> int:
     try:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        cfg, run_dir = make_config(args)
+        cfg, run_dir, changes = make_config(args)
         import torch
 
         from agent.loop import Agent
         torch.set_num_threads(args.threads)
         agent = Agent(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(run_dir, os.W_OK):
+            raise UsageError(f"run directory {run_dir} is not writable")
     except (UsageError, ValueError, ImportError) as e:
         print(f"run_agent.py: error: {e}", file=sys.stderr)
         return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"run_agent.py: error: cannot create run directory {run_dir}: {e.strerror or e}", file=sys.stderr)
+        return 2
     try:
         agent.restore()
+        if cfg.episodes < agent.episode:
+            raise ValueError(f"--episodes {cfg.episodes} is fewer than the {agent.episode} the run has done")
     except (ValueError, RuntimeError) as e:
         print(f"run_agent.py: error: cannot resume {run_dir}: {e}", file=sys.stderr)
         return 2
     cfg.save(run_dir / "config.json")
+    if args.resume:
+        record_resume(run_dir, agent.episode, changes)
     return run(agent, cfg, run_dir, progress=not args.no_progress,
                wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}")
+
+
+def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
+    """One line per resume in resume_log.jsonl: when, from which episode, and what it changed."""
+    import json
+    import time
+    with open(run_dir / "resume_log.jsonl", "a") as f:
+        f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_episode": episode,
+                            "changed": changes}) + "\n")
 
 
 def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str) -> int:
     import wandb
     from tqdm import tqdm
-
-    from world_models.training import NonFiniteLoss
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
                     group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
@@ -139,8 +169,9 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str
             bar.update(1)
             bar.set_postfix(steps=record["env_steps"], ret=f"{record['train_return']:.0f}",
                             **({"eval": f"{record['eval_return']:.0f}"} if "eval_return" in record else {}))
-    except NonFiniteLoss as e:
-        print(f"run_agent.py: stopped: {e}", file=sys.stderr)
+    except FloatingPointError as e:   # a non-finite loss or gradient (training), or NaN returns (planning)
+        print(f"run_agent.py: stopped in episode {agent.episode + 1}: {e}; the run keeps its last good checkpoint, "
+              f"from episode {agent.episode} ({agent.checkpoint_path})", file=sys.stderr)
         return 1
     finally:
         bar.close()

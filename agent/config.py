@@ -6,13 +6,18 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
+from envs.checks import Range, check_ranges
 from envs.registry import OBS_TYPES, check_variant_settings, valid_env_names
 from planners.factory import PLANNERS
 from world_models.posteriors import POSTERIORS
 
+from .checkpoint import write_atomic
+
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("offline", "online", "disabled")
 PLANNER_PRESETS = ("cpu", "planet")
+MAX_EPISODES = 100_000     # also keeps the per-episode env seeds of training, evaluation and analysis disjoint
+MAX_SEED = 999             # seed * 1_000_003 + episode < 1e9 (training), + 1e9 (evaluation), 2e9 + i (held-out)
 
 
 @dataclass
@@ -53,46 +58,71 @@ class AgentConfig:
     physics_state: bool = True      # store the true physical state per step in the replay's files (calibration read-out)
 
     def __post_init__(self):
-        choice = lambda name, valid: (getattr(self, name) in valid) or _fail(
-            f"unknown {name} {getattr(self, name)!r}; valid choices: {', '.join(valid)}")
-        choice("env", valid_env_names())
-        choice("obs", OBS_TYPES)
-        choice("inference", POSTERIORS)
-        choice("planner", PLANNERS)
-        choice("planner_preset", PLANNER_PRESETS)
-        choice("device", DEVICES)
-        choice("wandb", WANDB_MODES)
-        for name in ("episodes", "train_steps", "batch_size", "seq_len", "deter", "stoch", "hidden", "eval_every",
-                     "decision_window"):
-            if getattr(self, name) < 1:
-                _fail(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("seed_episodes", "refine_steps", "decision_refine_steps", "free_nats", "explore_noise", "seed",
-                     "obs_std"):
-            if getattr(self, name) < 0:
-                _fail(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.seed_episodes < 1:
-            _fail("seed_episodes must be >= 1: the model needs data before its first update")
+        for name, valid in CHOICES.items():
+            if getattr(self, name) not in valid():
+                _fail(f"unknown {flag(name)} {getattr(self, name)!r}; valid choices: {', '.join(valid())}")
+        if self.physics_state not in (0, 1) or isinstance(self.physics_state, float):
+            _fail(f"{flag('physics_state')} must be 0 or 1; got {self.physics_state!r}")
+        self.physics_state = bool(self.physics_state)
+        check_ranges(vars(self), RANGES, flag)
         check_variant_settings(self.action_repeat, self.missing_every, self.missing_prob, self.obs_noise,
-                               self.action_noise)
+                               self.action_noise, label=flag)
         if self.inference == "per_sequence" and self.decision_refine_steps < 1:
-            _fail("per_sequence has no encoder: set decision_refine_steps >= 1 (its belief is optimized at each decision)")
+            _fail(f"--inference per_sequence has no encoder: set {flag('decision_refine_steps')} >= 1 "
+                  f"(its belief is optimized at each decision)")
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        write_atomic(path, lambda f: f.write(json.dumps(asdict(self), indent=2).encode()))
 
     @classmethod
     def load(cls, path: Path) -> "AgentConfig":
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read run config {path}: {e}") from None
+            data = json.loads(Path(path).read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read run config {path}: {type(e).__name__}: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"run config {path} is not a JSON object of settings (it holds a "
+                             f"{type(data).__name__})")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"run config {path} has unknown settings: {', '.join(unknown)}")
         return cls(**data)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting `name` (what the user typed, so what error messages name)."""
+    return "--" + name.replace("_", "-")
+
+
+CHOICES = {"env": valid_env_names, "obs": lambda: OBS_TYPES, "inference": lambda: POSTERIORS,
+           "planner": lambda: PLANNERS, "planner_preset": lambda: PLANNER_PRESETS, "device": lambda: DEVICES,
+           "wandb": lambda: WANDB_MODES}
+
+# The valid values of every numeric setting (the task-variant ones are envs.registry.VARIANT_RANGES).
+# Upper bounds where there is no natural one are far beyond any sensible run, so that a typo is refused
+# before it allocates or runs for ever.
+RANGES = {
+    "seed": Range(int, 0, MAX_SEED),
+    "episodes": Range(int, 1, MAX_EPISODES),
+    "seed_episodes": Range(int, 1, MAX_EPISODES),     # the model needs data before its first update
+    "train_steps": Range(int, 1, 100_000),
+    "batch_size": Range(int, 1, 4096),
+    "seq_len": Range(int, 1, 10_000),
+    "deter": Range(int, 1, 4096), "stoch": Range(int, 1, 4096), "hidden": Range(int, 1, 4096),
+    "free_nats": Range(float, 0, 1000),
+    "obs_std": Range(float, 0, 1000),                 # 0: learned
+    "lr": Range(float, 0, 1, low_open=True),
+    "adam_eps": Range(float, 0, 1, low_open=True),
+    "grad_clip": Range(float, 0, low_open=True),
+    "explore_noise": Range(float, 0, 100),
+    "eval_every": Range(int, 1, MAX_EPISODES),
+    "horizon": Range(int, 1, 1000, optional=True),    # None: the planner preset's
+    "refine_steps": Range(int, 0, 10_000),
+    "refine_lr": Range(float, 0, 100, low_open=True),
+    "decision_refine_steps": Range(int, 0, 10_000),
+    "decision_window": Range(int, 1, 10_000),
+}
 
 
 def _fail(message: str):

@@ -26,7 +26,7 @@ from world_models.rssm import RSSM
 from world_models.training import gradient_step, make_adam
 
 from .belief import Belief
-from .checkpoint import load, save_atomic, trim_to_checkpoint
+from .checkpoint import KEEP_THE_RUN, check_resumable, load, remove_temp_files, save_atomic, trim_to_checkpoint
 from .config import AgentConfig
 from .replay import EpisodeBuilder, training_replay
 from .report import plot_learning_curve
@@ -80,16 +80,34 @@ class Agent:
                      "optimizer": self.optimizer.state_dict(), "episode": self.episode,
                      "env_steps": self.env_steps}, self.checkpoint_path)
 
-    def restore(self) -> None:
-        """Load the last checkpoint (if any) and trim the run to it; then load the replay."""
-        if self.checkpoint_path.exists():
-            state = load(self.checkpoint_path)
-            self.model.load_state_dict(state["model"])
-            self.posterior.load_state_dict(state["posterior"])
+    def load_state(self, state: dict, path: Path) -> None:
+        """Take the model, posterior, optimizer and counters of a checkpoint `state` read from `path`;
+        ValueError (one line) if it was written with other model settings than this run's config."""
+        for name, module in (("model", self.model), ("posterior", self.posterior)):
+            _check_shapes(module.state_dict(), state[name], f"{path} does not match the run's config.json: {name}")
+            module.load_state_dict(state[name])
+        try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.episode, self.env_steps = state["episode"], state["env_steps"]
+        except ValueError as e:
+            raise ValueError(f"{path} does not match the run's config.json: optimizer state: {e}") from None
+        self.episode, self.env_steps = state["episode"], state["env_steps"]
+
+    def restore(self) -> None:
+        """Continue from the last checkpoint: refuse (ValueError, nothing changed) where that would drop finished
+        episodes (checkpoint.check_resumable); trim what a crash left past it, remove temp files of killed writes,
+        load the replay. A new run checkpoints here, before its first episode."""
+        try:
+            state = load(self.checkpoint_path) if self.checkpoint_path.exists() else None
+            if state is not None:
+                self.load_state(state, self.checkpoint_path)
+        except ValueError as e:
+            raise ValueError(f"{e}; {KEEP_THE_RUN}") from None
+        check_resumable(self.run_dir, None if state is None else self.episode)
         trim_to_checkpoint(self.run_dir, self.episode)
+        remove_temp_files(self.run_dir)
         self.replay = training_replay(self.run_dir / "episodes", self.cfg.obs)
+        if state is None:
+            self.save()
 
     # --- acting ------------------------------------------------------------------------------------
     def _obs_tensor(self, obs) -> torch.Tensor:
@@ -135,13 +153,13 @@ class Agent:
         objective = Objective(free_nats=cfg.free_nats)
         sums: dict[str, float] = {}
         length = min(cfg.seq_len, min(len(e["reward"]) for e in self.replay.episodes))
-        for _ in range(cfg.train_steps):
+        for i in range(cfg.train_steps):
             batch, start = self.replay.sample(cfg.batch_size, length, rng)
             batch.offset = torch.as_tensor(start)
             batch = batch.to(self.device)
             loss, info = self.posterior.training_loss(self.model, batch, objective)
             value = gradient_step(loss, self.params, self.optimizer, cfg.grad_clip,
-                                  f"episode {self.episode} (the last good checkpoint is {self.checkpoint_path})")
+                                  f"model update {i + 1} of {cfg.train_steps}")
             for k, v in {"loss": value, **info}.items():
                 sums[k] = sums.get(k, 0.0) + v
         return {k: v / cfg.train_steps for k, v in sums.items()}
@@ -176,3 +194,16 @@ class Agent:
         self.save()
         plot_learning_curve(self.run_dir)
         return record
+
+
+def _check_shapes(own: dict, stored: dict, where: str) -> None:
+    """ValueError naming the first tensor whose name or shape differs between a module's and a stored state."""
+    for key in sorted(set(own) | set(stored)):
+        if key not in stored or key not in own:
+            place = "the config's model but not in the checkpoint" if key not in stored else \
+                "the checkpoint but not in the config's model"
+            raise ValueError(f"{where} {key} is in {place} (was config.json edited or taken from another run?)")
+        if tuple(own[key].shape) != tuple(stored[key].shape):
+            raise ValueError(f"{where} {key} has shape {tuple(stored[key].shape)} in the checkpoint but "
+                             f"{tuple(own[key].shape)} with config.json's settings (was config.json edited or "
+                             f"taken from another run?)")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .checkpoint import write_atomic  # noqa: E402
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -26,7 +27,5 @@ def plot_learning_curve(run_dir: Path) -> None:
     ax.set_ylabel("episode return")
     ax.legend()
     fig.tight_layout()
-    tmp = Path(run_dir) / "learning_curve.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    write_atomic(Path(run_dir) / "learning_curve.png", lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, Path(run_dir) / "learning_curve.png")

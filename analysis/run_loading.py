@@ -34,10 +34,7 @@ def load_run(run_dir: Path, threads: int | None = 1) -> Agent:
         torch.set_num_threads(threads)
     cfg = AgentConfig.load(run_dir / "config.json")
     agent = Agent(cfg, run_dir)
-    state = load(agent.checkpoint_path)
-    agent.model.load_state_dict(state["model"])
-    agent.posterior.load_state_dict(state["posterior"])
-    agent.episode, agent.env_steps = state["episode"], state["env_steps"]
+    agent.load_state(load(agent.checkpoint_path), agent.checkpoint_path)
     agent.model.requires_grad_(False)
     agent.posterior.requires_grad_(False)
     agent.replay = Replay(run_dir / "episodes", read_only=True)

@@ -1,9 +1,11 @@
 """Env names, per-task defaults and `make_env`, which checks its arguments and stacks the wrappers."""
 from __future__ import annotations
 
-import numbers
+from typing import Callable
 
 import gymnasium as gym
+
+from envs.checks import Range, check_ranges
 
 from envs.dmc import DMCEnv
 from envs.gym_tasks import GymEnv
@@ -47,22 +49,22 @@ def _check(ok: bool, message: str):
         raise ValueError(message)
 
 
+# The task-variant settings and their valid values (also checked by the agent's config, so that a sweep can
+# reject them before launching anything).
+VARIANT_RANGES = {
+    "action_repeat": Range(int, 1, 1000, optional=True),        # None: the task's default
+    "missing_every": Range(int, 1, 1000, optional=True),        # keep only every k-th observation
+    "missing_prob": Range(float, 0, 1, high_open=True, optional=True),
+    "obs_noise": Range(float, 0),
+    "action_noise": Range(float, 0),
+}
+
+
 def check_variant_settings(action_repeat=None, missing_every=None, missing_prob=None, obs_noise=0.0,
-                           action_noise=0.0) -> None:
-    """Raise ValueError naming the first bad setting of a task variant (also used by the agent's config,
-    so that a sweep can reject it before launching)."""
-    _check(action_repeat is None or (_is_int(action_repeat) and action_repeat >= 1),
-           f"action_repeat must be None (task default) or an integer >= 1; got {action_repeat!r}")
-    _check(missing_every is None or (_is_int(missing_every) and missing_every >= 1),
-           f"missing_every must be None or an integer >= 1; got {missing_every!r}")
-    _check(missing_prob is None or 0 <= missing_prob < 1,
-           f"missing_prob must be None or in [0, 1); got {missing_prob!r}")
-    _check(obs_noise >= 0, f"obs_noise must be a std >= 0; got {obs_noise!r}")
-    _check(action_noise >= 0, f"action_noise must be a std >= 0; got {action_noise!r}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                           action_noise=0.0, label: Callable[[str], str] = str) -> None:
+    """Raise ValueError naming (as label(name)) the first bad setting of a task variant."""
+    check_ranges(dict(action_repeat=action_repeat, missing_every=missing_every, missing_prob=missing_prob,
+                      obs_noise=obs_noise, action_noise=action_noise), VARIANT_RANGES, label)
 
 
 def make_env(name: str, obs: str = "state", action_repeat: int | None = None, seed: int = 0,

@@ -12,6 +12,10 @@ import torch
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
+class NonFiniteObjective(FloatingPointError):
+    """The objective returned NaN (e.g. a world model whose parameters are no longer finite)."""
+
+
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -33,7 +37,8 @@ def evaluate(objective: Objective, actions: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the objective must return a tensor of shape ({actions.shape[0]},), one return per "
                          f"candidate, got {shape}")
     if torch.isnan(returns).any():
-        raise ValueError("the objective returned NaN")
+        raise NonFiniteObjective(f"the planner's objective returned NaN for {int(torch.isnan(returns).sum())} of "
+                                 f"{returns.numel()} candidates (are the world model's parameters finite?)")
     return returns.to(actions.device, torch.float32)
 
 

@@ -36,6 +36,10 @@ def parse_value(key: str, text: str):
         if optional:
             return None
         raise SweepError(f"{key} cannot be none: expected {kind.__name__}")
+    if kind is bool:    # bool("0") would be True
+        if text.lower() not in ("0", "1", "false", "true"):
+            raise SweepError(f"bad value {text!r} for {key}: expected 0 or 1")
+        return text.lower() in ("1", "true")
     try:
         return kind(text)
     except ValueError:

@@ -77,12 +77,12 @@ def test_sigkill_then_resume_counts_every_episode_once(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--env", "pong"], "unknown env 'pong'; valid choices: cartpole"),
-    (["--inference", "magic"], "unknown inference 'magic'; valid choices: amortized"),
-    (["--episodes", "-1"], "episodes must be >= 1"),
-    (["--missing-prob", "1.5"], "missing_prob must be None or in [0, 1)"),
-    (["--obs", "rgb"], "unknown obs 'rgb'; valid choices: state, pixels"),
-    (["--inference", "per_sequence"], "decision_refine_steps >= 1"),
+    (["--env", "pong"], "unknown --env 'pong'; valid choices: cartpole"),
+    (["--inference", "magic"], "unknown --inference 'magic'; valid choices: amortized"),
+    (["--episodes", "-1"], "--episodes must be an integer in [1, 100000]; got -1"),
+    (["--missing-prob", "1.5"], "--missing-prob must be a finite number in [0, 1); got 1.5"),
+    (["--obs", "rgb"], "unknown --obs 'rgb'; valid choices: state, pixels"),
+    (["--inference", "per_sequence"], "--decision-refine-steps >= 1"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"
@@ -103,6 +103,6 @@ def test_resume_errors_touch_nothing(tmp_path, capsys):
     (run_dir / "checkpoint.pt").write_bytes(b"garbage")
     before[run_dir / "checkpoint.pt"] = b"garbage"
     assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "2"]) == 2
-    assert "corrupt checkpoint" in capsys.readouterr().err
+    assert "checkpoint.pt is corrupt (truncated?)" in capsys.readouterr().err
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
     assert after == before

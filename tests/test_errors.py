@@ -74,7 +74,7 @@ def test_experiment_cli_rejects_bad_values(capsys):
 def test_agent_config_rejects_bad_task_variant_settings_up_front():
     """Checked when the config is built (before a sweep launches anything), with the env's own messages."""
     from agent.config import AgentConfig
-    for bad, name in (({"missing_prob": 1.5}, "missing_prob"), ({"missing_every": 0}, "missing_every"),
-                      ({"obs_noise": -1.0}, "obs_noise"), ({"action_repeat": 0}, "action_repeat")):
+    for bad, name in (({"missing_prob": 1.5}, "--missing-prob"), ({"missing_every": 0}, "--missing-every"),
+                      ({"obs_noise": -1.0}, "--obs-noise"), ({"action_repeat": 0}, "--action-repeat")):
         with pytest.raises(ValueError, match=name):
             AgentConfig(**bad)

@@ -36,6 +36,7 @@ def summary(out):
 def test_values_are_parsed_with_the_fields_type():
     assert parse_value("missing_every", "2") == 2 and parse_value("missing_every", "none") is None
     assert parse_value("lr", "1e-3") == 0.001 and parse_value("planner", "random_shooting") == "random_shooting"
+    assert parse_value("physics_state", "0") is False and parse_value("physics_state", "true") is True
     assert parse_assignments(["missing_every=none,2", "lr=0.1"], "--grid", multiple=True) == {
         "missing_every": [None, 2], "lr": [0.1]}
     for key, text, message in [("episodes", "none", "episodes cannot be none"),
@@ -54,7 +55,7 @@ def test_grid_expands_to_one_validated_config_per_run_with_unique_names():
     assert specs[3].config == AgentConfig(env="cartpole", inference="amortized", seed=1, missing_every=2, lr=0.1,
                                           episodes=3)
     assert run_name("Pendulum-v1", "amortized", {"planner": "a/b c"}, 2) == "Pendulum-v1-amortized-plannera_b_c-s2"
-    with pytest.raises(SweepError, match="run cartpole-amortized-s0: episodes must be >= 1"):
+    with pytest.raises(SweepError, match=r"run cartpole-amortized-s0: --episodes must be an integer in \[1, 100000\]"):
         expand(["cartpole"], ["amortized"], [0], {}, {"episodes": 0})
     with pytest.raises(SweepError, match="share the run directory cartpole-amortized-s0"):
         expand(["cartpole"], ["amortized"], [0, 0], {}, {})
@@ -65,8 +66,9 @@ def test_grid_expands_to_one_validated_config_per_run_with_unique_names():
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "missing_evry=none,2"], "unknown setting 'missing_evry'; valid settings: obs, episodes"),
     (["--grid", "missing_every=none,two"], "bad value 'two' for missing_every: expected int or none"),
-    (["--set", "episodes=-1"], "episodes must be >= 1"),
-    (["--inference", "magic"], "unknown inference 'magic'; valid choices: amortized"),
+    (["--set", "episodes=-1"], "--episodes must be an integer in [1, 100000]; got -1"),
+    (["--inference", "magic"], "unknown --inference 'magic'; valid choices: amortized"),
+    (["--set", "physics_state=2"], "bad value '2' for physics_state: expected 0 or 1"),
     (["--set", "lr=0.1", "--set", "lr=0.2"], "--set lr is given twice"),
 ])
 def test_bad_input_exits_2_naming_the_problem_and_creates_nothing(tmp_path, capsys, argv, message):
@@ -143,7 +145,7 @@ def test_sweep_finishes_runs_and_reports_a_failed_one_with_its_log(first_sweep):
     out, code, stdout, stderr = first_sweep
     assert code == 1
     assert f"{BROKEN} failed: exit code 2; last lines of {out / BROKEN / 'log.txt'}" in stderr
-    assert "corrupt checkpoint" in stderr and f"{BROKEN}  failed" in stdout
+    assert "checkpoint.pt is corrupt (truncated?)" in stderr and f"{BROKEN}  failed" in stdout
     runs = summary(out)
     for name in NAMES:
         assert runs[name]["status"] == "finished" and runs[name]["final_eval_return"] is not None
@@ -151,7 +153,7 @@ def test_sweep_finishes_runs_and_reports_a_failed_one_with_its_log(first_sweep):
         assert any(line.startswith("$ ") and "--wandb-group study" in line for line in lines(out / name / "log.txt"))
     assert lines(out / NAMES[1] / "log.txt")[0] == "an earlier launch"
     failed = runs[BROKEN]
-    assert failed["status"] == "failed" and failed["exit_code"] == 2 and "corrupt checkpoint" in failed["log_tail"]
+    assert failed["status"] == "failed" and failed["exit_code"] == 2 and "checkpoint.pt is corrupt" in failed["log_tail"]
     assert (out / BROKEN / "checkpoint.pt").read_bytes() == b"garbage"       # its data untouched
     assert not (out / BROKEN / "metrics.jsonl").exists()
 

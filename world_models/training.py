@@ -21,18 +21,20 @@ def make_adam(params, lr: float, eps: float) -> torch.optim.Adam:
 
 
 class NonFiniteLoss(FloatingPointError):
-    pass
+    """Training met a non-finite loss or gradient; the parameters were left as they were."""
 
 
 def gradient_step(loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, grad_clip: float, where: str) -> float:
-    """Backward, clip the global gradient norm, step; refuse a non-finite loss (naming `where`) before
-    touching the parameters. Returns the loss as a float."""
+    """Backward, clip the global gradient norm, step; refuse a non-finite loss or gradient (naming `where`)
+    before touching the parameters. Returns the loss as a float."""
     value = float(loss.detach())
     if not math.isfinite(value):
         raise NonFiniteLoss(f"non-finite loss {value} at {where}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    if not math.isfinite(norm):   # a finite loss can still have a non-finite gradient (e.g. sqrt at 0)
+        raise NonFiniteLoss(f"non-finite gradient norm {norm} (loss {value}) at {where}")
     optimizer.step()
     return value
 

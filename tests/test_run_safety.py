@@ -1,0 +1,195 @@
+"""A run is never destroyed or silently changed: bad input exits 2 with one line naming the flag or file and
+touches nothing; resume refuses what would drop finished episodes or ignore a given flag; numerical failures
+stop cleanly with the last good checkpoint kept."""
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from agent.config import AgentConfig
+from analysis import uncertainty, world_model_gaps
+from envs.checks import Range
+from planners.base import NonFiniteObjective, evaluate
+from run_agent import main, make_config, parse_args
+from sweeps.execute import agent_command
+from world_models.training import NonFiniteLoss, gradient_step, make_adam
+
+TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
+        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 2-episode run (one update episode), copied by each test that changes it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    assert main(TINY + ["--episodes", "2", "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def checksum(run_dir: Path) -> dict:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def set_checkpoint(run_dir: Path, **changes) -> None:
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    torch.save({**state, **changes}, run_dir / "checkpoint.pt")
+
+
+def edit_config(run_dir: Path, **changes) -> None:
+    path = run_dir / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+NEW = "new"   # the case starts a new run in tmp/new (which must not appear); otherwise it resumes tmp/run
+CASES = {
+    # settings checked up front, naming the flag
+    "horizon 0": (NEW, None, ["--horizon", "0"], "--horizon must be an integer in [1, 1000]; got 0"),
+    "free nats nan": (NEW, None, ["--free-nats", "nan"], "--free-nats must be a finite number in [0, 1000]; got nan"),
+    "refine lr nan": (NEW, None, ["--refine-lr", "nan"], "--refine-lr must be a finite number in (0, 100]; got nan"),
+    "grad clip nan": (NEW, None, ["--grad-clip", "nan"], "--grad-clip must be a finite number > 0; got nan"),
+    "grad clip -1": (NEW, None, ["--grad-clip", "-1"], "--grad-clip must be a finite number > 0; got -1.0"),
+    "explore noise nan": (NEW, None, ["--explore-noise", "nan"], "--explore-noise must be a finite number in [0, 100]"),
+    "explore noise inf": (NEW, None, ["--explore-noise", "inf"], "--explore-noise must be a finite number in [0, 100]"),
+    "episodes 10**30": (NEW, None, ["--episodes", str(10**30)], "--episodes must be an integer in [1, 100000]"),
+    "lr nan": (NEW, None, ["--lr", "nan"], "--lr must be a finite number in (0, 1]; got nan"),
+    "lr 0": (NEW, None, ["--lr", "0"], "--lr must be a finite number in (0, 1]; got 0.0"),
+    "seed too large for the env's seeds": (NEW, None, ["--seed", "5000"], "--seed must be an integer in [0, 999]"),
+    "physics state 3": (NEW, None, ["--physics-state", "3"], "--physics-state must be 0 or 1; got 3"),
+    "unknown env names the flag": (NEW, None, ["--env", "pong"], "unknown --env 'pong'; valid choices: cartpole"),
+    "run dir is a file": (NEW, lambda tmp: (tmp / "new").write_text("x"), [], "is a file, not a directory"),
+    "run dir under a file": (NEW, lambda tmp: (tmp / "file").write_text("x"), ["--run-dir", "{tmp}/file/new"],
+                             "cannot create run directory"),
+    "run dir under an unwritable path": (NEW, None, ["--run-dir", "/proc/agap-test/new"], "cannot create run directory"),
+    # resume: flags that conflict with the stored run, and runs that cannot be continued exactly
+    "resume with another env": (None, None, ["--env", "cartpole_balance"],
+                                "--env cartpole_balance was given, the run has cartpole"),
+    "resume with another lr": (None, None, ["--lr", "0.5"], "--lr 0.5 was given, the run has 0.001"),
+    "resume with fewer episodes": (None, None, ["--episodes", "1"], "--episodes 1 is fewer than the 2"),
+    "resume without checkpoint": (None, lambda tmp: (tmp / "run/checkpoint.pt").unlink(), [],
+                                  "holds 2 episode files and 2 metrics lines but no checkpoint.pt"),
+    "resume from an older checkpoint": (None, lambda tmp: set_checkpoint(tmp / "run", episode=0), [],
+                                        "its checkpoint.pt is from episode 0: resuming would delete finished"),
+    "resume from a truncated checkpoint": (
+        None, lambda tmp: (tmp / "run/checkpoint.pt").write_bytes((tmp / "run/checkpoint.pt").read_bytes()[:999]),
+        [], "checkpoint.pt is corrupt (truncated?)"),
+    "config is a JSON list": (None, lambda tmp: (tmp / "run/config.json").write_text("[1, 2, 3]"), [],
+                              "config.json is not a JSON object of settings"),
+    "config is binary garbage": (None, lambda tmp: (tmp / "run/config.json").write_bytes(bytes(range(128, 256))), [],
+                                 "cannot read run config"),
+    "config does not match the checkpoint": (None, lambda tmp: edit_config(tmp / "run", deter=32), [],
+                                             "checkpoint.pt does not match the run's config.json: model"),
+    "config with a bad value": (None, lambda tmp: edit_config(tmp / "run", free_nats=-1), [],
+                                "--free-nats must be a finite number in [0, 1000]; got -1"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_in_one_line_and_touches_nothing(case, finished_run, tmp_path, capsys):
+    new, prepare, argv, message = CASES[case]
+    shutil.copytree(finished_run, tmp_path / "run")
+    if prepare:
+        prepare(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    before, listing = checksum(tmp_path / "run"), sorted(p.name for p in tmp_path.iterdir())
+    if new:
+        argv = TINY + ["--episodes", "2", "--run-dir", str(tmp_path / "new")] + argv
+    else:
+        argv = ["--resume", "--run-dir", str(tmp_path / "run"), "--no-progress"] + argv
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert checksum(tmp_path / "run") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing      # no new run directory
+
+
+@pytest.mark.parametrize("command", [world_model_gaps, uncertainty])
+def test_analysis_of_a_run_whose_config_does_not_match_its_checkpoint(command, finished_run, tmp_path, capsys):
+    shutil.copytree(finished_run, tmp_path / "run")
+    edit_config(tmp_path / "run", hidden=32)
+    before = checksum(tmp_path / "run")
+    assert command.main([str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint.pt does not match the run's config.json" in err and len(err.splitlines()) == 1
+    assert checksum(tmp_path / "run") == before
+
+
+def test_resume_without_checkpoint_keeps_every_file(finished_run, tmp_path, capsys):
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")
+    (run_dir / "checkpoint.pt").unlink()
+    before = checksum(run_dir)
+    assert len([name for name in before if name.startswith("episodes/")]) == 2
+    for _ in range(2):                        # asking twice changes nothing either
+        assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "4", "--no-progress"]) == 2
+        assert checksum(run_dir) == before
+    assert "Put back the run's last checkpoint.pt" in capsys.readouterr().err
+
+
+def test_resume_applies_and_records_safe_changes_and_accepts_equal_flags(finished_run, tmp_path):
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")
+    (run_dir / ".checkpoint.pt-a1b2c3.tmp").write_bytes(b"half a checkpoint")   # a kill during the write
+    assert main(["--resume", "--run-dir", str(run_dir), "--no-progress", "--episodes", "3",
+                 "--lr", "0.001", "--deter", "16", "--env", "cartpole"]) == 0
+    assert AgentConfig.load(run_dir / "config.json").episodes == 3
+    log = [json.loads(line) for line in (run_dir / "resume_log.jsonl").read_text().splitlines()]
+    assert log[-1]["from_episode"] == 2 and log[-1]["changed"] == {"episodes": [2, 3]}
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_new_run_checkpoints_before_its_first_episode(tmp_path):
+    """So that a missing checkpoint beside episodes always means a lost one, never a kill in episode 1."""
+    from agent.loop import Agent
+    cfg, run_dir, _ = make_config(parse_args(TINY + ["--run-dir", str(tmp_path / "run")]))
+    run_dir.mkdir()
+    agent = Agent(cfg, run_dir)
+    agent.restore()
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["episode"] == 0
+
+
+def test_non_finite_parameters_stop_cleanly_keeping_the_checkpoint(finished_run, tmp_path, capsys):
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    state["model"] = {k: v.clone().fill_(math.nan) if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, run_dir / "checkpoint.pt")
+    before = checksum(run_dir)
+    assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "3", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped in episode 3: non-finite loss nan at model update 1 of 2" in err
+    assert "last good checkpoint, from episode 2" in err and len(err.strip().splitlines()) == 1
+    after = checksum(run_dir)
+    assert after["checkpoint.pt"] == before["checkpoint.pt"] and after["metrics.jsonl"] == before["metrics.jsonl"]
+
+
+def test_a_finite_loss_with_a_non_finite_gradient_leaves_the_parameters():
+    w = torch.nn.Parameter(torch.zeros(3))
+    optimizer = make_adam([w], 1e-3, 1e-8)
+    with pytest.raises(NonFiniteLoss, match="non-finite gradient norm inf .*at step 7"):
+        gradient_step(torch.sqrt(w).sum(), [w], optimizer, 10.0, "step 7")      # d sqrt(w) / dw = inf at 0
+    assert torch.equal(w.detach(), torch.zeros(3))
+
+
+def test_nan_returns_stop_planning_as_a_floating_point_error():
+    with pytest.raises(NonFiniteObjective, match="NaN for 1 of 3 candidates") as e:
+        evaluate(lambda a: torch.tensor([0.0, math.nan, 1.0]), torch.zeros(3, 2, 1))
+    assert isinstance(e.value, FloatingPointError)
+
+
+def test_ranges_admit_only_finite_numbers_of_their_kind():
+    r = Range(int, 1, 10)
+    assert r.admits(1) and r.admits(10) and not r.admits(0) and not r.admits(11)
+    assert not r.admits(2.0) and not r.admits(True) and not r.admits("3") and not r.admits(None)
+    f = Range(float, 0, 1, low_open=True, high_open=True, optional=True)
+    assert f.admits(0.5) and f.admits(None) and not f.admits(0.0) and not f.admits(1.0)
+    assert not f.admits(math.nan) and not f.admits(math.inf)
+    assert f.describe() == "a finite number in (0, 1)" and Range(float, 0).describe() == "a finite number >= 0"
+
+
+def test_sweep_command_lines_parse_back_to_the_same_config(tmp_path):
+    cfg = AgentConfig(physics_state=False, lr=0.01, horizon=5, missing_prob=0.5, seed=3)
+    argv = agent_command(cfg, tmp_path / "run", resume=False, threads=1, wandb_group="g")[2:]
+    assert make_config(parse_args(argv))[0] == cfg
