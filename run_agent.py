@@ -15,11 +15,11 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig, flag
-from envs.registry import OBS_TYPES, valid_env_names
+from envs.registry import DMC_TASKS, GYM_TASKS, OBS_TYPES, describe_aliases
 from world_models.posteriors import POSTERIORS
 
 HELP = {
-    "env": "task: " + ", ".join(valid_env_names()) + " (cartpole = cartpole swingup)",
+    "env": "task: " + ", ".join([*DMC_TASKS, *GYM_TASKS]) + "; short names: " + describe_aliases(),
     "obs": "observation type: " + ", ".join(OBS_TYPES),
     "inference": "posterior: " + ", ".join(POSTERIORS),
     "seed": "random seed (same seed, same returns on the CPU)",
@@ -43,8 +43,8 @@ HELP = {
     "decision_refine_steps": "refinement steps at each decision (semi_amortized, per_sequence; per_sequence needs >= 1)",
     "decision_window": "recent steps re-inferred at each decision",
     "action_repeat": "env steps per action (default: PlaNet's per task)",
-    "missing_every": "keep only every k-th observation (missing-observation variant)",
-    "missing_prob": "drop each observation with this probability",
+    "missing_every": "keep only every k-th observation (missing-observation variant; default: every one kept)",
+    "missing_prob": "drop each observation with this probability (default: none dropped)",
     "obs_noise": "std of Gaussian observation noise", "action_noise": "std of Gaussian noise added to actions in the env",
     "device": "compute device: " + ", ".join(DEVICES),
     "physics_state": "1: store the environment's true physical state per step in the replay's files (not in "
@@ -65,10 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default = getattr(defaults, f.name)
         kind = {bool: int}.get(type(default), type(default)) if default is not None else (
             float if f.name == "missing_prob" else int)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help=f"{HELP[f.name]} (default: {default})")
+        shown = "" if default is None else f" (default: {int(default) if kind is int else default})"  # None: HELP says
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=HELP[f.name] + shown)
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint; only "
+                   + ", ".join(map(flag, RESUME_SAFE)) + " may differ from the run's settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a small shared CPU, one thread per run is fastest)")
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
         print(f"run_agent.py: error: cannot resume {run_dir}: {e}", file=sys.stderr)
         return 2
     cfg.save(run_dir / "config.json")
+    for warning in cfg.warnings():
+        print(f"run_agent.py: warning: {warning}", file=sys.stderr)
     if args.resume:
         record_resume(run_dir, agent.episode, changes)
     return run(agent, cfg, run_dir, progress=not args.no_progress,
@@ -156,25 +159,27 @@ def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
 
 def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str) -> int:
     import wandb
-    from tqdm import tqdm
+
+    from agent.progress import ProgressLine
+    from agent.report import read_metrics
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
                     group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
-    bar = tqdm(total=cfg.episodes, initial=agent.episode, desc=f"{cfg.env} {cfg.inference}", unit="ep",
-               disable=not progress)
+    line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress)
+    for record in read_metrics(run_dir):      # a resumed run prices what is left from what it has done
+        line.eta.add(record)
+    agent.on_progress = line.phase
     try:
         while agent.episode < cfg.episodes:
             record = agent.step()
             wb.log(record, step=record["env_steps"])
-            bar.update(1)
-            bar.set_postfix(steps=record["env_steps"], ret=f"{record['train_return']:.0f}",
-                            **({"eval": f"{record['eval_return']:.0f}"} if "eval_return" in record else {}))
+            line.episode_done(record)
     except FloatingPointError as e:   # a non-finite loss or gradient (training), or NaN returns (planning)
         print(f"run_agent.py: stopped in episode {agent.episode + 1}: {e}; the run keeps its last good checkpoint, "
               f"from episode {agent.episode} ({agent.checkpoint_path})", file=sys.stderr)
         return 1
     finally:
-        bar.close()
+        line.close()
         wb.finish()
     print(f"done: {agent.episode} episodes, {agent.env_steps} env steps; results in {run_dir}")
     return 0

@@ -71,6 +71,19 @@ class AgentConfig:
             _fail(f"--inference per_sequence has no encoder: set {flag('decision_refine_steps')} >= 1 "
                   f"(its belief is optimized at each decision)")
 
+    def evaluates_after(self, episode: int) -> bool:
+        """Whether an evaluation episode follows collected episode `episode` (1-based, as in metrics.jsonl):
+        every `eval_every` episodes once training has begun, and after the last."""
+        return episode > self.seed_episodes and episode % self.eval_every == 0 or episode == self.episodes
+
+    def warnings(self) -> list[str]:
+        """Settings that are valid but probably not what the user wants."""
+        if self.episodes <= self.seed_episodes:
+            return [f"{flag('episodes')} {self.episodes} <= {flag('seed_episodes')} {self.seed_episodes}: the model is "
+                    f"updated only after the seed episodes, so this run trains nothing and evaluates an untrained "
+                    f"model (give more {flag('episodes')} or fewer {flag('seed_episodes')})"]
+        return []
+
     def save(self, path: Path) -> None:
         write_atomic(path, lambda f: f.write(json.dumps(asdict(self), indent=2).encode()))
 

@@ -69,6 +69,7 @@ class Agent:
         decision = RefineSettings(steps=cfg.decision_refine_steps, lr=cfg.refine_lr) if cfg.decision_refine_steps else None
         self.belief = Belief(self.model, self.posterior, decision, cfg.decision_window)
         self.episode, self.env_steps = 0, 0
+        self.on_progress = None     # optional callback(phase, done, total) inside an episode (a progress display)
 
     # --- state on disk -------------------------------------------------------------------------
     @property
@@ -137,6 +138,8 @@ class Agent:
                 t0 = time.perf_counter()
                 action = self.decide(obs, prev, info.get("obs_valid", True), gen)
                 plan_seconds += time.perf_counter() - t0
+                if self.on_progress:
+                    self.on_progress(f"{mode} step", len(builder) + 1, None)
                 if mode == "explore":
                     action = np.clip(action + self.cfg.explore_noise * rng.standard_normal(self.action_dim), -1, 1)
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -160,6 +163,8 @@ class Agent:
             loss, info = self.posterior.training_loss(self.model, batch, objective)
             value = gradient_step(loss, self.params, self.optimizer, cfg.grad_clip,
                                   f"model update {i + 1} of {cfg.train_steps}")
+            if self.on_progress:
+                self.on_progress("train", i + 1, cfg.train_steps)
             for k, v in {"loss": value, **info}.items():
                 sums[k] = sums.get(k, 0.0) + v
         return {k: v / cfg.train_steps for k, v in sums.items()}
@@ -180,7 +185,7 @@ class Agent:
         record.update(train_return=ret, collect_seconds=time.perf_counter() - t0, plan_seconds=plan_seconds)
         self.replay.add_episode(episode)
         self.env_steps += (len(episode["reward"]) - 1) * self.action_repeat
-        if k >= cfg.seed_episodes and (k + 1) % cfg.eval_every == 0 or k + 1 == cfg.episodes:
+        if cfg.evaluates_after(k + 1):
             t0 = time.perf_counter()
             evaluation, record["eval_return"], _ = self.run_episode("eval", seed=10**9 + cfg.seed * 1_000_003 + k)
             record["eval_seconds"] = time.perf_counter() - t0

@@ -12,7 +12,6 @@ from envs.gym_tasks import GymEnv
 from envs.wrappers import ActionNoise, MissingObservations, ObservationNoise
 
 DMC_TASKS = {
-    "cartpole": ("cartpole", "swingup"),
     "cartpole_swingup": ("cartpole", "swingup"),
     "cartpole_balance": ("cartpole", "balance"),
     "reacher_easy": ("reacher", "easy"),
@@ -22,6 +21,11 @@ DMC_TASKS = {
     "walker_walk": ("walker", "walk"),
     "pendulum_swingup": ("pendulum", "swingup"),
 }
+
+# Short names by domain: the PlaNet task of that domain (the only one in DMC_TASKS where PlaNet has none).
+DMC_ALIASES = {"cartpole": "cartpole_swingup", "reacher": "reacher_easy", "cheetah": "cheetah_run",
+               "finger": "finger_spin", "cup": "cup_catch", "ball_in_cup": "cup_catch", "walker": "walker_walk",
+               "pendulum": "pendulum_swingup"}
 
 # Action repeat per dm_control domain, as in PlaNet (Hafner et al. 2019). PlaNet has no pendulum task:
 # its 2 is our choice. Gymnasium tasks default to 1.
@@ -37,11 +41,21 @@ OBS_TYPES = ("state", "pixels")
 
 
 def valid_env_names() -> list[str]:
-    return [*DMC_TASKS, *GYM_TASKS]
+    return [*DMC_ALIASES, *DMC_TASKS, *GYM_TASKS]
+
+
+def dmc_task(name: str) -> tuple[str, str] | None:
+    """(domain, task) of a dm_control name or alias; None for a gymnasium task."""
+    return DMC_TASKS.get(DMC_ALIASES.get(name, name))
+
+
+def describe_aliases() -> str:
+    return ", ".join(f"{alias} = {task}" for alias, task in DMC_ALIASES.items())
 
 
 def default_action_repeat(name: str) -> int:
-    return DMC_ACTION_REPEAT[DMC_TASKS[name][0]] if name in DMC_TASKS else 1
+    task = dmc_task(name)
+    return DMC_ACTION_REPEAT[task[0]] if task else 1
 
 
 def _check(ok: bool, message: str):
@@ -80,8 +94,8 @@ def make_env(name: str, obs: str = "state", action_repeat: int | None = None, se
 
     repeat = default_action_repeat(name) if action_repeat is None else int(action_repeat)
     pixels = obs == "pixels"
-    if name in DMC_TASKS:
-        env = DMCEnv(*DMC_TASKS[name], pixels=pixels, action_repeat=repeat, seed=seed)
+    if dmc_task(name):
+        env = DMCEnv(*dmc_task(name), pixels=pixels, action_repeat=repeat, seed=seed)
     else:
         env = GymEnv(name, pixels=pixels, action_repeat=repeat, seed=seed)
     # Missing observations go outermost so that a dropped observation is exactly zeros, not noise.

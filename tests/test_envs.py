@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from envs import DMC_TASKS, GYM_TASKS, injected_noise, make_env, valid_env_names
+from envs.registry import DMC_ALIASES
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_gymnasium_mujoco_task(make):
 
 @pytest.mark.parametrize("kwargs,choices", [
     (dict(name="cartpole_swingupp"), "cartpole_swingup"),
-    (dict(name="pendulum"), "Pendulum-v1"),
+    (dict(name="pendulum-v1"), "Pendulum-v1"),
     (dict(name="cartpole", obs="rgb"), "state, pixels"),
     (dict(name="cartpole", action_repeat=0), "an integer in [1, 1000]"),
     (dict(name="cartpole", action_repeat=-2), "an integer in [1, 1000]"),
@@ -221,3 +222,13 @@ def test_valid_names():
     names = valid_env_names()
     assert set(DMC_TASKS) <= set(names) and set(GYM_TASKS) <= set(names)
     assert {"cartpole", "cartpole_swingup", "cheetah_run", "Pendulum-v1", "HalfCheetah-v5"} <= set(names)
+
+
+def test_every_dm_control_domain_has_a_short_alias_for_its_planet_task():
+    assert {name: DMC_TASKS[task] for name, task in DMC_ALIASES.items()} == {
+        "cartpole": ("cartpole", "swingup"), "reacher": ("reacher", "easy"), "cheetah": ("cheetah", "run"),
+        "finger": ("finger", "spin"), "cup": ("ball_in_cup", "catch"), "ball_in_cup": ("ball_in_cup", "catch"),
+        "walker": ("walker", "walk"), "pendulum": ("pendulum", "swingup")}
+    assert {domain for domain, _ in DMC_TASKS.values()} <= set(DMC_ALIASES)     # every domain has one
+    env = make_env("cheetah")
+    assert env.observation_space.shape == (17,) and env.unwrapped.action_repeat == 4
