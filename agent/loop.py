@@ -197,7 +197,7 @@ class Agent:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         self.save()
-        plot_learning_curve(self.run_dir)
+        plot_learning_curve(self.run_dir, self.cfg)
         return record
 
 

@@ -8,9 +8,10 @@ Each video frame shows, side by side:
     [ true o_t | model x_t | |o_t - x_t| ]        (the difference panel only with show_diff=True)
 
 every panel 64x64 upscaled `scale` times (nearest neighbour), separated and surrounded by a
-`margin`-pixel gutter. The gutter is the marker: black on posterior reconstructions (the context
-steps), red on open-loop predictions. With the defaults (scale 2, margin 2, show_diff) a frame is
-132 x 392 pixels (H x W); without the difference panel 132 x 262.
+`margin`-pixel gutter, under a 12-pixel strip that names the panels: "truth", "model: posterior" or
+"model: open loop", "|truth - model|". The gutter is the marker too: black on posterior reconstructions
+(the context steps), red on open-loop predictions. With the defaults (scale 2, margin 2, show_diff) a
+frame is 144 x 392 pixels (H x W); without the difference panel 144 x 262.
 
 The model shows emission means, mapped from the model's space (x / 255 - 0.5) back to uint8 with
 clip((x + 0.5) * 255). The video is an animated GIF written with Pillow (no ffmpeg needed).
@@ -21,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from world_models.base import ModelState, SequenceBatch, SequenceModel
 from world_models.networks import PIXEL_SHAPE, is_pixels
@@ -31,6 +32,7 @@ from .checkpoint import write_atomic
 
 RECONSTRUCTION_COLOUR = (0, 0, 0)
 PREDICTION_COLOUR = (255, 0, 0)
+LABEL_HEIGHT = 12       # pixels of the strip above the panels that names them
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -39,10 +41,10 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def frame_size(scale: int = 2, margin: int = 2, show_diff: bool = True) -> tuple[int, int]:
-    """(height, width) of one video frame."""
+    """(height, width) of one video frame: the label strip, then the panels in their gutter."""
     panels = 3 if show_diff else 2
     side = PIXEL_SHAPE[1] * scale
-    return side + 2 * margin, panels * side + (panels + 1) * margin
+    return LABEL_HEIGHT + side + 2 * margin, panels * side + (panels + 1) * margin
 
 
 def compose_frame(true: np.ndarray, model: np.ndarray, predicted: bool, scale: int = 2, margin: int = 2,
@@ -55,10 +57,16 @@ def compose_frame(true: np.ndarray, model: np.ndarray, predicted: bool, scale: i
     frame = np.empty((height, width, 3), np.uint8)
     frame[:] = PREDICTION_COLOUR if predicted else RECONSTRUCTION_COLOUR
     side = PIXEL_SHAPE[1] * scale
+    labels = ["truth", "model: open loop" if predicted else "model: posterior", "|truth - model|"]
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    for i, label in enumerate(labels[:len(panels)]):
+        draw.text((margin + i * (side + margin) + 1, 0), label, fill=(255, 255, 255), font=ImageFont.load_default())
+    frame = np.array(image)
     for i, panel in enumerate(panels):
         big = panel.transpose(1, 2, 0).repeat(scale, 0).repeat(scale, 1)
         left = margin + i * (side + margin)
-        frame[margin:margin + side, left:left + side] = big
+        frame[LABEL_HEIGHT + margin:LABEL_HEIGHT + margin + side, left:left + side] = big
     return frame
 
 

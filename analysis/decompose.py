@@ -9,7 +9,7 @@ Used by the toy experiment (analysis.toy_experiment) and by the command for trai
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
@@ -22,23 +22,28 @@ from world_models.training import train
 from .gaps import gap_decomposition, log_px, optimize_q_star, refinement_curve
 
 
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class GapSettings:
-    eval_samples: int = 1000            # samples of every final ELBO, IWAE-K and SMC-N (Cremer used 5000)
-    q_star_lr: float = 0.05             # Adam step size of the q* optimizer
-    q_star_samples: int = 20            # samples per q* optimizer step
-    q_star_max_steps: int = 1500        # q* step budget (stopping windows of 50 steps, patience 5)
-    encoder_steps: int = 800            # steps to fit each fresh filter / smoother encoder
-    encoder_batch_size: int = 64
-    encoder_lr: float = 1e-2
+    """Budgets of one decomposition; each field's help is what the commands' --help shows."""
+    eval_samples: int = _setting(1000, "samples of every final ELBO, IWAE-K and SMC-N (Cremer used 5000)")
+    q_star_lr: float = _setting(0.05, "Adam step size of the q* optimizer")
+    q_star_samples: int = _setting(20, "samples per q* optimizer step")
+    q_star_max_steps: int = _setting(1500, "q* step budget (stopping windows of 50 steps, patience 5)")
+    encoder_steps: int = _setting(800, "steps to fit each fresh filter / smoother encoder to the frozen model")
+    encoder_batch_size: int = _setting(64, "sequences per fresh-encoder fitting step")
+    encoder_lr: float = _setting(1e-2, "Adam step size of the fresh filter encoder")
     # the smoother is fine-tuned from the fitted filter: at 1e-2, Adam's first steps undid the filter's fit (cartpole
     # study model: held-out ELBO -4.22 after 150 steps from -4.10 at the start), at 1e-3 it improved (-3.87)
-    smoother_lr: float = 1e-3
-    curve_steps: tuple = (0, 1, 5, 20, 100)
-    curve_lr: float = 0.05              # refinement step size (Adam) for the curve
-    curve_samples: int = 8              # samples per refinement step for the curve
-    seed: int = 0
-    exact_log_px: bool = True           # use the exact log p(x) where the model has one (else SMC / IWAE)
+    smoother_lr: float = _setting(1e-3, "Adam step size of the fresh smoother, fine-tuned from the fitted filter")
+    curve_steps: tuple = _setting((0, 1, 5, 20, 100), "refinement step counts K of the amortization-gap curve")
+    curve_lr: float = _setting(0.05, "refinement step size (Adam) for the curve")
+    curve_samples: int = _setting(8, "samples per refinement step for the curve")
+    seed: int = _setting(0, "seed of the windows, the encoders' initialization and every sample")
+    exact_log_px: bool = _setting(True, "use the exact log p(x) where the model has one (else SMC / IWAE)")
 
 
 def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size: int, lr: float, seed: int):
@@ -90,6 +95,17 @@ def as_refinable(model: SequenceModel, init, s: GapSettings) -> SemiAmortizedPos
     return sa
 
 
+def describe_own(own) -> str:
+    """Which posterior the 'own' row's inference and amortization gaps use (the same words in every table)."""
+    if own is None:
+        return "q* itself (per-sequence optimization)"
+    r = getattr(own, "refine_settings", None)
+    if r is None:
+        return "its encoder"
+    return (f"its encoder + K = {r.steps} refinement steps ({r.optimizer}, lr {r.lr:g}, {r.n_samples} "
+            f"sample{'s' if r.n_samples > 1 else ''} per step), as in training")
+
+
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
               s: GapSettings, curve_split: str, label: str = "") -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
@@ -107,21 +123,33 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     out = {}
     for split, batch in gap_sets.items():
         t0 = time.perf_counter()
-        tqdm.write(f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences: log p(x), q* optimization, "
-                   f"{s.eval_samples}-sample ELBOs ...")
+        parts = ["q*", "log p(x)", "ELBOs"] + (["refinement curve"] if split == curve_split else [])
+        bar = tqdm(parts, desc=f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences", unit="part",
+                   bar_format="{desc}: {n_fmt}/{total_fmt} parts [{elapsed}{postfix}]")
+        bar.set_postfix_str("q* optimization")
         lam_star, q_star_seconds = optimize_q_star(model, batch, q_star, posteriors["smoother"])
+        bar.update(1)
+        bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}")
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
                          exact=s.exact_log_px, extra={"q*": (q_star, lam_star)})
+        bar.update(1)
+        bar.set_postfix_str(f"{s.eval_samples}-sample ELBOs")
         res = gap_decomposition(model, batch, posteriors, q_star, lp, s.eval_samples,
                                 own="own" if own is not None else None, q_star_init="smoother",
                                 lam_star=lam_star, q_star_seconds=q_star_seconds)
         res["log_px_estimator"] = rec
+        res["own_posterior"] = describe_own(own)
+        bar.update(1)
         if split == curve_split:
+            bar.set_postfix_str(f"refinement curve K = {', '.join(map(str, s.curve_steps))}")
             init = own if own_name in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
             res["refinement_curve"] = refinement_curve(
                 model, batch, as_refinable(model, init, s), s.curve_steps, s.eval_samples,
                 reference=torch.tensor(res["values"]["q_star"]), lr=s.curve_lr, n_samples=s.curve_samples)
             res["refinement_init"] = "own encoder" if init is own else "fresh filter encoder"
+            res["refinement_settings"] = {"lr": s.curve_lr, "n_samples": s.curve_samples, "optimizer": "adam"}
+            bar.update(1)
+        bar.close()
         out[split] = res
         tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
     return out

@@ -5,7 +5,6 @@ trained agent, which are cached under RUN_DIR/analysis/ so the gap and uncertain
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,19 +65,3 @@ def write_report(out: Path, stem: str, result: dict, markdown: str) -> None:
     """OUT/<stem>.json and OUT/<stem>.md, each written atomically."""
     write_atomic(out / f"{stem}.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     write_atomic(out / f"{stem}.md", lambda f: f.write(markdown.encode()))
-
-
-def command_main(prog: str, args, run, write, markdown) -> int:
-    """What the analysis commands share: result = run(args), with a one-line error and exit code 2 on
-    bad input (ValueError); then write(result, out) into --out or RUN_DIR/analysis and print the tables."""
-    try:
-        result = run(args)
-    except ValueError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    out = args.out or args.run_dir / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
-    write(result, out)
-    print(markdown(result))
-    print(f"wrote {out}/")
-    return 0

@@ -9,7 +9,6 @@ is trained as the gold standard; on synthetic10 the model is a nonlinear SSM.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from analysis import toy_plots
+from analysis.cli import parse_with_quick, parser
 from analysis.decompose import GapSettings, decompose, fit
 from analysis.gaps import log_px, summarize
 from envs.toy_tasks import TASKS, generate, make_task
@@ -26,15 +26,13 @@ from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_
 from world_models.training import minibatch
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
 METHODS = ("kalman", *POSTERIORS)
+QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_steps": 300, "encoder_steps": 150,
+         "curve_steps": [0, 1, 5, 20]}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p = parser(__doc__)
     p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (DESIGN.md section 6)")
     p.add_argument("--out", default=None, help="results folder (default results/toy_<task>)")
     p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS,
@@ -60,11 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--curve-samples", type=int, default=8, help="samples per refinement step for the curve")
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialization")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
-    args = p.parse_args(argv)
-    for name in ("train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples",
-                 "encoder_steps", "q_star_samples", "q_star_max_steps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    args = parse_with_quick(p, argv, QUICK, positive=(
+        "train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples", "encoder_steps",
+        "q_star_samples", "q_star_max_steps"))
     if args.refine_steps < 0 or args.per_sequence_steps < 0 or min(args.curve_steps) < 0:
         p.error("refinement step counts must be >= 0")
     args.out = Path(args.out or f"results/toy_{args.task}")
@@ -94,6 +90,7 @@ def run(args) -> dict:
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
     methods = (["kalman"] if task.linear else []) + list(args.posteriors)
+    stages = tqdm(total=2 * len(methods) - ("kalman" in methods), desc="toy experiment", unit="stage", position=0)
     for method in methods:
         i = METHODS.index(method)   # the model's seed depends on the method, not on which others run
         model = new_model(task, args.seed + i)
@@ -111,7 +108,9 @@ def run(args) -> dict:
             q = make_posterior(method, model, **settings)
             loss_fn = lambda b, q=q, model=model: q.training_loss(model, b, Objective())
             params = list(model.parameters()) + list(q.parameters())
+        stages.set_postfix_str(f"train {method}")
         hist, seconds = fit(method, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, args.seed + i)
+        stages.update(1)
         entry = {"train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
                  "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
         model.requires_grad_(False)
@@ -122,16 +121,20 @@ def run(args) -> dict:
             entry["test_log_lik_estimator"] = rec
             if method != "kalman":
                 # fresh encoders are fitted on the gap set's training sequences
+                stages.set_postfix_str(f"gaps of {method}")
                 entry["gaps"] = decompose(model, method, None if method == "per_sequence" else q, gap_sets,
                                           gap_sets["train"], gap_settings(args), curve_split="test")
         except ValueError as e:   # a diverged model: non-finite distribution parameters
             entry["evaluation_error"] = str(e).splitlines()[0][:300]
             tqdm.write(f"[{method}] evaluation failed: {entry['evaluation_error']}")
+        if method != "kalman":
+            stages.update(1)
         results["methods"][method] = entry
         (args.out / "models").mkdir(parents=True, exist_ok=True)
         torch.save({"model": model.state_dict(), "posterior": None if q is None else q.state_dict()},
                    args.out / "models" / f"{method}.pt")
         write(results, args.out)
+    stages.close()
     return results
 
 

@@ -16,7 +16,6 @@ RUN_DIR/analysis/uncertainty.json, uncertainty.md, calibration.png and horizon.p
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict
@@ -32,7 +31,8 @@ from world_models.rollout import rollout
 
 from .calibration import LEVELS, covered, mixture_crps, mixture_nll, pit
 from .gap_report import save
-from .run_loading import HELDOUT_POLICIES, command_main, heldout_replay, load_run, write_report
+from .cli import command_main, parse_with_quick, parser
+from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, write_report
 
 import matplotlib.pyplot as plt  # noqa: E402  (backend set by gap_report)
 
@@ -40,10 +40,13 @@ TARGETS = ("obs", "reward", "state")
 BURN_IN = 10     # steps of each read-out window left out of the fit (h starts at 0 mid-episode)
 
 
+QUICK = {"heldout_episodes": 2, "horizon": 20, "samples": 20, "readout_windows": 50}
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("run_dir", type=Path, help="an agent run directory (run_agent.py --run-dir)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/analysis)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--heldout-episodes", type=int, default=4, help="held-out episodes to collect (or reuse)")
     p.add_argument("--heldout-policy", default="eval", choices=HELDOUT_POLICIES, help="how they are collected")
     p.add_argument("--horizon", type=int, default=50, help="open-loop prediction steps H")
@@ -51,13 +54,10 @@ def parse_args(argv=None):
                    help="steps c after which predictions start (default: every 20 steps from 10 that leave H steps)")
     p.add_argument("--samples", type=int, default=100, help="belief / latent samples S per prediction")
     p.add_argument("--readout-windows", type=int, default=200, help="training windows for the state read-out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the belief and latent samples")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = p.parse_args(argv)
-    for name in ("heldout_episodes", "horizon", "samples", "readout_windows", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    return args
+    return parse_with_quick(p, argv, QUICK, positive=("heldout_episodes", "horizon", "samples", "readout_windows",
+                                                       "threads"))
 
 
 # --- the model's predictions ------------------------------------------------------------------------
@@ -237,21 +237,26 @@ def plot(r: dict, out: Path) -> None:
     axes[0][0].legend()
     fig.suptitle(f"{r['env']} {r['inference']}: calibration of open-loop predictions")
     save(fig, out / "calibration.png")
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    colours = iter(plt.get_cmap("tab10").colors)
     for target in targets:
         ph = _nan_for_none(r["per_horizon"][target])
         ks = range(1, len(ph["nll"]) + 1)
-        axes[0].plot(ks, ph["nll"], label=target)
-        axes[1].plot(ks, ph["crps"], label=target)
-        axes[2].plot(ks, ph["coverage90"], label=f"{target} 90%")
-        axes[2].plot(ks, ph["coverage50"], "--", label=f"{target} 50%")
-    for ax, name in zip(axes, ("NLL (nats)", "CRPS", "coverage")):
+        colour = next(colours)
+        axes[0].plot(ks, ph["nll"], color=colour, label=target)
+        axes[1].plot(ks, ph["crps"], color=colour, label=target)
+    for target in targets:       # coverage: one colour per (target, interval), after those of the targets
+        ph = _nan_for_none(r["per_horizon"][target])
+        for level, style in ((90, "-"), (50, "--")):
+            axes[2].plot(range(1, len(ph["nll"]) + 1), ph[f"coverage{level}"], style, color=next(colours),
+                         label=f"{target}, central {level}%")
+    for ax, name in zip(axes, ("NLL (nats)", "CRPS", "observed coverage")):
         ax.set_xlabel("horizon k (steps)")
         ax.set_ylabel(name)
+        ax.legend(fontsize=7)
     axes[0].set_yscale("symlog")
     axes[2].axhline(0.9, color="k", lw=0.5)
     axes[2].axhline(0.5, color="k", lw=0.5)
-    axes[2].legend(fontsize=7)
     fig.suptitle(f"{r['env']} {r['inference']}: open-loop prediction vs horizon")
     save(fig, out / "horizon.png")
 

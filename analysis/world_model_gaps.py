@@ -12,7 +12,6 @@ gaps.md, gaps.png and refinement.png (or to --out). Nothing else in the run dire
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, fields
@@ -23,16 +22,21 @@ import torch
 
 from .decompose import GapSettings, decompose
 from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement
-from .run_loading import HELDOUT_POLICIES, command_main, heldout_replay, load_run, windows, write_report
+from .cli import command_main, parse_with_quick, parser
+from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
 
 SPLITS = ("heldout", "train")
 CLI_SETTINGS = [f for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models have no exact log p(x)
 
 
+QUICK = {"heldout_episodes": 2, "sequences": 4, "length": 30, "encoder_windows": 200, "eval_samples": 100,
+         "q_star_max_steps": 300, "encoder_steps": 150, "curve_steps": [0, 1, 5, 20], "curve_samples": 4}
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__)
     p.add_argument("run_dir", type=Path, help="an agent run directory (run_agent.py --run-dir)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/analysis)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/analysis)")
     p.add_argument("--heldout-episodes", type=int, default=4, help="held-out episodes to collect (or reuse)")
     p.add_argument("--heldout-policy", default="eval", choices=HELDOUT_POLICIES,
                    help="how held-out episodes are collected: eval = planner without noise")
@@ -44,15 +48,14 @@ def parse_args(argv=None):
     for f in CLI_SETTINGS:
         default = getattr(defaults, f.name)
         if f.name == "curve_steps":
-            p.add_argument("--curve-steps", type=int, nargs="+", default=list(default), help="refinement step counts K")
+            p.add_argument("--curve-steps", type=int, nargs="+", default=list(default), help=f.metadata["help"])
         else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default, help=f"(default {default})")
+            p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                           help=f.metadata["help"])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = p.parse_args(argv)
-    for name in ("heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",
-                 "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    args = parse_with_quick(p, argv, QUICK, positive=(
+        "heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",
+        "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads"))
     if min(args.curve_steps) < 0:
         p.error("--curve-steps must be >= 0")
     return args

@@ -6,6 +6,7 @@ import torch
 
 from analysis.decompose import smoother_from_filter
 from analysis.gaps import gap_decomposition, refinement_curve, summarize
+from world_models.posteriors.refine import refine
 from analysis.toy_experiment import main as toy_main
 from tests.conftest import lgssm_data, random_lgssm
 from world_models import bounds
@@ -52,7 +53,20 @@ def test_refinement_curve_closes_the_amortization_gap():
     rows = refinement_curve(model, batch, sa, (0, 5, 100), eval_samples=500, reference=ref)
     gaps = [r["gap"]["mean"] for r in rows]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.1 * gaps[0], gaps
-    assert rows[0]["seconds"] < rows[2]["seconds"]
+    assert rows[0]["seconds"] < rows[1]["seconds"] < rows[2]["seconds"]      # one run, read off at each K
+
+
+def test_refinement_reports_each_step_of_the_run_it_returns():
+    model = random_lgssm(3, z_dim=2, obs_dim=2)
+    batch = lgssm_data(model, 4, 6, seed=4)
+    sa = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=7, lr=0.05)).double()
+    lam0, _ = sa.initial_params(model, batch)
+    seen = {}
+    torch.manual_seed(0)
+    final = refine(model, sa, batch, lam0, sa.refine_settings, on_step=lambda k, lam: seen.update({k: lam}))
+    torch.manual_seed(0)
+    assert torch.equal(final, refine(model, sa, batch, lam0, sa.refine_settings))
+    assert sorted(seen) == list(range(1, 8)) and torch.equal(seen[7], final) and not torch.equal(seen[1], final)
 
 
 def test_summarize_standard_error():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from agent.video import compose_frame, frame_size, open_loop_frames, open_loop_video, to_uint8
+from agent.video import LABEL_HEIGHT, compose_frame, frame_size, open_loop_frames, open_loop_video, to_uint8
 from world_models.base import ModelState, SequenceBatch
 from world_models.posteriors import make_posterior
 from world_models.rollout import rollout
@@ -16,7 +16,7 @@ from world_models.rssm import RSSM
 
 STEPS = 12          # stored steps of the synthetic episode (T + 1)
 SIDE = 64 * 2       # a 2x upscaled panel
-H, W = frame_size()  # 128 + 2 * 2 margin, 3 panels + 4 margins
+H, W = frame_size()  # label strip + 128 + 2 * 2 margin, 3 panels + 4 margins
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,23 @@ def make_episode(length=STEPS, seed=0):
 def panel(frame, i, margin=2):
     """Panel i of a frame, downsampled back to (3, 64, 64)."""
     left = margin + i * (SIDE + margin)
-    return frame[margin:margin + SIDE:2, left:left + SIDE:2].transpose(2, 0, 1)
+    top = LABEL_HEIGHT + margin
+    return frame[top:top + SIDE:2, left:left + SIDE:2].transpose(2, 0, 1)
 
 
 def test_layout_constants():
-    assert (H, W) == (132, 392)
-    assert frame_size(show_diff=False) == (132, 262)
+    assert (H, W) == (144, 392)
+    assert frame_size(show_diff=False) == (144, 262)
+
+
+def test_panels_are_named_in_the_label_strip():
+    true, model = (np.full((3, 64, 64), v, np.uint8) for v in (10, 200))
+    recon, pred = compose_frame(true, model, predicted=False), compose_frame(true, model, predicted=True)
+    for frame, colour in ((recon, (0, 0, 0)), (pred, (255, 0, 0))):
+        strip = frame[:LABEL_HEIGHT]
+        text = (strip.min(-1) > 128).sum()              # white (antialiased) text on the gutter's colour
+        assert text > 100 and (strip == colour).all(-1).sum() > strip.shape[1]
+    assert not np.array_equal(recon[:LABEL_HEIGHT, 130:260], pred[:LABEL_HEIGHT, 130:260])   # posterior / open loop
 
 
 def test_writes_readable_gif(tmp_path, model, posterior):

@@ -9,6 +9,7 @@ backpropagate through every step (create_graph=True); the detached variant cuts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -68,10 +69,10 @@ class FunctionalOptimizer:
 
 
 def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor, s: RefineSettings,
-           unrolled: bool = False) -> torch.Tensor:
+           unrolled: bool = False, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """K steps of ELBO ascent from the context lam0, moving only its free part (local.split). unrolled:
     the result stays a differentiable function of lam0 and the model (second-order terms included);
-    otherwise it is detached from both."""
+    otherwise it is detached from both. on_step(k, context after step k, detached) is called after each step."""
     fixed, lam = local.split(lam0 if unrolled else lam0.detach())
     context = (lambda free: free) if fixed.shape[-1] == 0 else (lambda free: torch.cat([fixed, free], -1))
     opt = FunctionalOptimizer(s, lam)
@@ -82,4 +83,6 @@ def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor
             elbo = sequence_elbo(model, local, batch, context(lam), s.n_samples).sum()
             (g,) = torch.autograd.grad(elbo, lam, create_graph=unrolled)
         lam = opt.update(lam, g)
+        if on_step is not None:
+            on_step(opt.k, context(lam.detach()))
     return context(lam) if unrolled else context(lam.detach())
