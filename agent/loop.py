@@ -1,4 +1,4 @@
-"""PlaNet's training loop with a swappable posterior (DESIGN.md section 7).
+"""PlaNet's training loop with a swappable posterior (docs/definitions.md section 4).
 
 Seed episodes with random actions; then per iteration: `train_steps` model updates with the chosen
 posterior on sequences from the replay, one episode collected with CEM + Gaussian exploration noise,

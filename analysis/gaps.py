@@ -1,4 +1,4 @@
-"""Gap decomposition of a frozen model on a set of sequences (DESIGN.md section 5).
+"""Gap decomposition of a frozen model on a set of sequences (docs/definitions.md section 2).
 
     inference gap      = log p(x) - L[q_phi]
     approximation gap  = log p(x) - L[q*]         q*: best member of the family, per sequence

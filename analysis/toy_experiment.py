@@ -33,7 +33,7 @@ QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_ste
 
 def parse_args(argv=None):
     p = parser(__doc__)
-    p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (DESIGN.md section 6)")
+    p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (docs/definitions.md section 3)")
     p.add_argument("--out", default=None, help="results folder (default results/toy_<task>)")
     p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS,
                    help="posterior types to train with (kalman is added on linear tasks)")

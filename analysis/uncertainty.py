@@ -1,4 +1,4 @@
-"""Direct evaluation of a trained world model's uncertainty (DESIGN.md section 8).
+"""Direct evaluation of a trained world model's uncertainty (docs/definitions.md section 5).
 
     python -m analysis.uncertainty runs/cartpole-amortized-s0
 

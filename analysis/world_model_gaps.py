@@ -1,4 +1,4 @@
-"""Gap decomposition of a trained agent's world model (DESIGN.md section 5).
+"""Gap decomposition of a trained agent's world model (docs/definitions.md section 2).
 
     python -m analysis.world_model_gaps runs/cartpole-amortized-s0
 

@@ -1,4 +1,4 @@
-"""Toy sequence tasks with known generative models (DESIGN.md section 6).
+"""Toy sequence tasks with known generative models (docs/definitions.md section 3).
 
 - synthetic9 (DKS, linear, 1-d): z_1 ~ N(0, 1); z_t ~ N(z_{t-1} + 0.05, 10); x_t ~ N(0.5 z_t, 20)
   (the drift 0.05 enters as B a with a constant action a = 1).
