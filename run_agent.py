@@ -40,7 +40,8 @@ HELP = {
     "horizon": "planning horizon (default: the preset's, 12)",
     "refine_steps": "semi_amortized: refinement steps K in training; per_sequence: warm-started steps per update",
     "refine_lr": "refinement step size (Adam)",
-    "decision_refine_steps": "refinement steps at each decision (semi_amortized, per_sequence; per_sequence needs >= 1)",
+    "decision_refine_steps": "refinement steps at each decision, for posteriors with local parameters to refine "
+                             "(default: the posterior's own: 0 where it has an encoder, 3 where it has none)",
     "decision_window": "recent steps re-inferred at each decision",
     "action_repeat": "env steps per action (default: PlaNet's per task)",
     "missing_every": "keep only every k-th observation (missing-observation variant; default: every one kept)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from world_models.base import ModelState, SequenceBatch, SequenceModel
-from world_models.posteriors import AmortizedPosterior, LocalGaussian, Posterior, SemiAmortizedPosterior
+from world_models.posteriors import Posterior
 from world_models.posteriors.refine import RefineSettings, refine
 from world_models.rollout import rollout
 
@@ -24,12 +24,12 @@ class Belief:
             raise ValueError("the agent's belief filters one step at a time and needs a model with a deterministic "
                              "path (the RSSM)")
         self.model, self.window = model, window
-        self.encoder = posterior.encoder if isinstance(posterior, SemiAmortizedPosterior) else (
-            posterior if isinstance(posterior, AmortizedPosterior) else None)
+        self.encoder = posterior.amortized_part()
         self.refine_settings = refine_settings if refine_settings is not None and refine_settings.steps > 0 else None
-        self.local = posterior if isinstance(posterior, LocalGaussian) else None
+        self.local = posterior if posterior.refinable else None
         if self.refine_settings is not None and self.local is None:
-            raise ValueError(f"decision-time refinement needs semi_amortized or per_sequence, not {posterior.name}")
+            raise ValueError(f"decision-time refinement (--decision-refine-steps) needs a posterior with local "
+                             f"parameters to refine; {posterior.name} has none")
         if self.encoder is None and self.refine_settings is None:
             raise ValueError(f"the {posterior.name} posterior has no encoder: its belief needs decision-time "
                              f"refinement steps > 0")

@@ -24,7 +24,7 @@ MAX_SEED = 999             # seed * 1_000_003 + episode < 1e9 (training), + 1e9 
 class AgentConfig:
     env: str = "cartpole"
     obs: str = "state"
-    inference: str = "amortized"
+    inference: str = POSTERIORS[0]  # the registry's first: amortized
     seed: int = 0
     episodes: int = 100             # episodes collected in all, seed episodes included
     seed_episodes: int = 5          # random-action episodes first (PlaNet: 5)
@@ -46,7 +46,7 @@ class AgentConfig:
     horizon: Optional[int] = None   # overrides the preset's
     refine_steps: int = 3           # semi_amortized: K at training time; per_sequence: warm-started steps per update
     refine_lr: float = 0.03         # 0.1 made semi_amortized training degrade after ~300 updates (docs/agent)
-    decision_refine_steps: int = 0  # semi_amortized / per_sequence: refinement at each decision (per_sequence: >= 1)
+    decision_refine_steps: Optional[int] = None  # refinement at each decision; None: the posterior's default
     decision_window: int = 8        # steps re-inferred at each decision
     action_repeat: Optional[int] = None
     missing_every: Optional[int] = None
@@ -67,9 +67,6 @@ class AgentConfig:
         check_ranges(vars(self), RANGES, flag)
         check_variant_settings(self.action_repeat, self.missing_every, self.missing_prob, self.obs_noise,
                                self.action_noise, label=flag)
-        if self.inference == "per_sequence" and self.decision_refine_steps < 1:
-            _fail(f"--inference per_sequence has no encoder: set {flag('decision_refine_steps')} >= 1 "
-                  f"(its belief is optimized at each decision)")
 
     def evaluates_after(self, episode: int) -> bool:
         """Whether an evaluation episode follows collected episode `episode` (1-based, as in metrics.jsonl):
@@ -133,7 +130,7 @@ RANGES = {
     "horizon": Range(int, 1, 1000, optional=True),    # None: the planner preset's
     "refine_steps": Range(int, 0, 10_000),
     "refine_lr": Range(float, 0, 100, low_open=True),
-    "decision_refine_steps": Range(int, 0, 10_000),
+    "decision_refine_steps": Range(int, 0, 10_000, optional=True),   # None: the posterior's default
     "decision_window": Range(int, 1, 10_000),
 }
 

@@ -21,7 +21,7 @@ import torch
 from envs.registry import make_env
 from planners.factory import make_planner
 from planners.objectives import imagined_return
-from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.posteriors import Objective, RefineSettings, agent_posterior
 from world_models.rssm import RSSM
 from world_models.training import gradient_step, make_adam
 
@@ -41,14 +41,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def posterior_settings(cfg: AgentConfig) -> dict:
-    if cfg.inference == "semi_amortized":
-        return {"refine_settings": RefineSettings(steps=cfg.refine_steps, lr=cfg.refine_lr)}
-    if cfg.inference == "per_sequence":
-        return {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr}
-    return {}
-
-
 class Agent:
     def __init__(self, cfg: AgentConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -61,12 +53,13 @@ class Agent:
         torch.manual_seed(cfg.seed)   # parameter initialization
         self.model = RSSM(self.env.observation_space.shape, self.action_dim, cfg.deter, cfg.stoch, cfg.hidden,
                           obs_std=cfg.obs_std or None).to(self.device)
-        self.posterior = make_posterior(cfg.inference, self.model, **posterior_settings(cfg)).to(self.device)
+        self.posterior = agent_posterior(cfg, self.model).to(self.device)
         self.params = list(self.model.parameters()) + list(self.posterior.parameters())
         self.optimizer = make_adam(self.params, cfg.lr, cfg.adam_eps)
         self.planner = make_planner(cfg.planner, preset=cfg.planner_preset,
                                     **({"horizon": cfg.horizon} if cfg.horizon else {}))
-        decision = RefineSettings(steps=cfg.decision_refine_steps, lr=cfg.refine_lr) if cfg.decision_refine_steps else None
+        steps = self.posterior.default_decision_steps if cfg.decision_refine_steps is None else cfg.decision_refine_steps
+        decision = RefineSettings(steps=steps, lr=cfg.refine_lr) if steps else None
         self.belief = Belief(self.model, self.posterior, decision, cfg.decision_window)
         self.episode, self.env_steps = 0, 0
         self.on_progress = None     # optional callback(phase, done, total) inside an episode (a progress display)

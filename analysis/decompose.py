@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
 from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
 from world_models.training import train
 
@@ -65,7 +66,7 @@ def smoother_from_filter(model: SequenceModel, filt) -> torch.nn.Module:
     weights, and zero weights on the summary of the future x_{>t} (the last columns of the head's first
     layer, whose input is [h_t, x_t features, ..., future summary]). Fitting it from there can only add
     what the future tells, so the conditioning gap is not swamped by the smoother's slower start."""
-    sm = make_posterior("amortized_smoothing", model).to(next(filt.parameters()).dtype)
+    sm = make_posterior(SMOOTHER, model).to(next(filt.parameters()).dtype)
     state = sm.state_dict()
     for key, value in filt.state_dict().items():
         if key == "head.0.weight":
@@ -113,12 +114,12 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     encoder_data. log p(x): the best of bootstrap SMC, and SMC and IWAE with the smoother as proposal, and
     IWAE with q* as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
     (or the fresh filter where the run has none)."""
-    filt = fresh_encoder("amortized", model, encoder_data, s)
-    posteriors = {"filter": filt, "smoother": fresh_encoder("amortized_smoothing", model, encoder_data, s,
+    filt = fresh_encoder(FILTER, model, encoder_data, s)
+    posteriors = {"filter": filt, "smoother": fresh_encoder(SMOOTHER, model, encoder_data, s,
                                                             init=smoother_from_filter(model, filt), lr=s.smoother_lr)}
     if own is not None:
         posteriors["own"] = own
-    q_star = make_posterior("per_sequence", model, lr=s.q_star_lr, n_samples=s.q_star_samples,
+    q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples,
                             max_steps=s.q_star_max_steps, window=50, patience=5)
     out = {}
     for split, batch in gap_sets.items():
@@ -142,7 +143,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         bar.update(1)
         if split == curve_split:
             bar.set_postfix_str(f"refinement curve K = {', '.join(map(str, s.curve_steps))}")
-            init = own if own_name in ("amortized", "amortized_smoothing", "semi_amortized") else posteriors["filter"]
+            init = own if own is not None else posteriors["filter"]
             res["refinement_curve"] = refinement_curve(
                 model, batch, as_refinable(model, init, s), s.curve_steps, s.eval_samples,
                 reference=torch.tensor(res["values"]["q_star"]), lr=s.curve_lr, n_samples=s.curve_samples)

@@ -22,7 +22,7 @@ from analysis.gaps import log_px, summarize
 from envs.toy_tasks import TASKS, generate, make_task
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
-from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_posterior
+from world_models.posteriors import POSTERIORS, Objective, toy_posterior
 from world_models.training import minibatch
 
 
@@ -94,18 +94,12 @@ def run(args) -> dict:
     for method in methods:
         i = METHODS.index(method)   # the model's seed depends on the method, not on which others run
         model = new_model(task, args.seed + i)
-        settings = {}
-        if method == "semi_amortized":
-            settings["refine_settings"] = RefineSettings(steps=args.refine_steps, lr=args.refine_lr)
-        if method == "per_sequence":
-            settings.update(steps_per_update=args.per_sequence_steps, train_lr=args.refine_lr, lr=args.q_star_lr,
-                            n_samples=args.q_star_samples, max_steps=args.q_star_max_steps, window=50, patience=5)
         if method == "kalman":
             q = None
             loss_fn = lambda b: (-model.log_marginal(b).sum(1).mean() / b.length, {})
             params = list(model.parameters())
         else:
-            q = make_posterior(method, model, **settings)
+            q = toy_posterior(method, args, model)
             loss_fn = lambda b, q=q, model=model: q.training_loss(model, b, Objective())
             params = list(model.parameters()) + list(q.parameters())
         stages.set_postfix_str(f"train {method}")
@@ -114,7 +108,7 @@ def run(args) -> dict:
         entry = {"train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
                  "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
         model.requires_grad_(False)
-        proposal = q if method in ("amortized", "amortized_smoothing") else None
+        proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
         try:
             ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
             entry["test_log_lik"] = summarize(ll, test_data.length)
@@ -122,7 +116,7 @@ def run(args) -> dict:
             if method != "kalman":
                 # fresh encoders are fitted on the gap set's training sequences
                 stages.set_postfix_str(f"gaps of {method}")
-                entry["gaps"] = decompose(model, method, None if method == "per_sequence" else q, gap_sets,
+                entry["gaps"] = decompose(model, method, q if q.has_encoder else None, gap_sets,
                                           gap_sets["train"], gap_settings(args), curve_split="test")
         except ValueError as e:   # a diverged model: non-finite distribution parameters
             entry["evaluation_error"] = str(e).splitlines()[0][:300]

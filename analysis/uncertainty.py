@@ -27,6 +27,7 @@ import torch
 from agent.replay import Replay
 from world_models.base import ModelState, SequenceBatch
 from world_models.posteriors import make_posterior
+from world_models.posteriors.registry import Q_STAR
 from world_models.rollout import rollout
 
 from .calibration import LEVELS, covered, mixture_crps, mixture_nll, pit
@@ -68,7 +69,7 @@ def posterior_rollout(agent, batch: SequenceBatch, samples: int = 1):
     with torch.no_grad():
         if encoder is not None:
             return rollout(model, encoder, batch, encoder.context(model, batch), samples)
-        q = make_posterior("per_sequence", model, lr=0.05, n_samples=8, max_steps=300, window=50, patience=3,
+        q = make_posterior(Q_STAR, model, lr=0.05, n_samples=8, max_steps=300, window=50, patience=3,
                            init="prior")
         return rollout(model, q, batch, q.context(model, batch), samples)
 

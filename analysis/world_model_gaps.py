@@ -72,7 +72,7 @@ def run(args) -> dict:
                 "train": windows(agent.replay, args.sequences, length, args.seed + 1)}
     encoder_data = windows(agent.replay, args.encoder_windows, length, args.seed + 2)
     t0 = time.perf_counter()
-    own = None if cfg.inference == "per_sequence" else agent.posterior
+    own = agent.posterior if agent.posterior.has_encoder else None      # without one, its posterior is q*
     gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split="heldout",
                      label=f"{args.run_dir.name}")
     return {"run_dir": str(args.run_dir), "checkpoint_episode": agent.episode, "env_steps": agent.env_steps,

@@ -24,9 +24,8 @@ def metrics(run_dir):
 
 
 @pytest.mark.parametrize("inference", POSTERIORS)
-def test_two_episodes_for_every_inference_type(tmp_path, inference):
-    extra = ["--decision-refine-steps", "1", "--decision-window", "3"] if inference in ("semi_amortized", "per_sequence") else []
-    assert main(TINY + ["--inference", inference, "--episodes", "2", "--run-dir", str(tmp_path)] + extra) == 0
+def test_two_episodes_for_every_inference_type_with_its_defaults(tmp_path, inference):
+    assert main(TINY + ["--inference", inference, "--episodes", "2", "--run-dir", str(tmp_path)]) == 0
     rows = metrics(tmp_path)
     assert [r["episode"] for r in rows] == [1, 2]
     assert rows[1]["env_steps"] == 2000 and np.isfinite(rows[1]["elbo"]) and "eval_return" in rows[1]
@@ -34,6 +33,12 @@ def test_two_episodes_for_every_inference_type(tmp_path, inference):
     assert len(Replay(tmp_path / "episodes")) == 2
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_decision_time_refinement_runs(tmp_path):
+    assert main(TINY + ["--inference", "semi_amortized", "--decision-refine-steps", "1", "--decision-window", "3",
+                        "--episodes", "2", "--run-dir", str(tmp_path)]) == 0
+    assert metrics(tmp_path)[1]["plan_seconds"] > 0
 
 
 def test_pixels_run(tmp_path):
@@ -82,7 +87,7 @@ def test_sigkill_then_resume_counts_every_episode_once(tmp_path):
     (["--episodes", "-1"], "--episodes must be an integer in [1, 100000]; got -1"),
     (["--missing-prob", "1.5"], "--missing-prob must be a finite number in [0, 1); got 1.5"),
     (["--obs", "rgb"], "unknown --obs 'rgb'; valid choices: state, pixels"),
-    (["--inference", "per_sequence"], "--decision-refine-steps >= 1"),
+    (["--inference", "amortized", "--decision-refine-steps", "2"], "(--decision-refine-steps) needs a posterior"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"

@@ -37,7 +37,7 @@ def test_a_run_that_would_train_nothing_says_so(tmp_path, capsys):
 
 
 def test_errors_name_the_flag_the_user_typed(tmp_path, capsys):
-    assert main(TINY + ["--inference", "per_sequence", "--run-dir", str(tmp_path / "run")]) == 2
+    assert main(TINY + ["--decision-refine-steps", "2", "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "--decision-refine-steps" in err and "decision_refine_steps" not in err
 

@@ -24,7 +24,6 @@ class AmortizedPosterior(Posterior):
                  embed_dim: int | None = None, rnn_dim: int | None = None, min_std: float | None = None):
         super().__init__(model)
         hidden = hidden or (200 if model.deter_dim else 64)
-        self.name = "amortized_smoothing" if smoothing else "amortized"
         has_h = model.deter_dim > 0
         self.family = ("diagonal Gaussian per step given h_t (structured through the sampled past)" if has_h
                        else "mean-field Gaussian across time, diagonal per step")

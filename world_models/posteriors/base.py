@@ -42,12 +42,26 @@ def metrics(ro: Rollout) -> dict[str, float]:
 
 
 class Posterior(nn.Module):
-    """Subclasses set `name`, `family` (the variational family, for documentation and reports)
-    and `step_cost` (what one use costs), and implement `context` and `step`."""
+    """make_posterior sets `name` (the registry's); subclasses set `family` (the variational family, for reports)
+    and `step_cost` (what one use costs), and implement `context` and `step`.
 
-    name: str = ""
+    What the agent's belief and the gap code ask of a posterior (never its class or name):
+    - has_encoder: it gives q for a new sequence in one pass (amortized, semi-amortized); without one (per-sequence)
+      q is optimized per sequence and the agent's belief must refine at every decision;
+    - amortized_part(): the encoder that filters one step at a time for the belief (None without one);
+    - refinable: its context is local parameters lambda that gradient steps improve (LocalGaussian);
+    - default_decision_steps: refinement steps at each of the agent's decisions when the user gives none."""
+
+    name: str = "unregistered"
     family: str = ""
     step_cost: str = ""
+    has_encoder: bool = True
+    refinable: bool = False
+    default_decision_steps: int = 0
+
+    def amortized_part(self) -> Optional["Posterior"]:
+        """The amortized encoder inside this posterior (itself by default)."""
+        return self
 
     def __init__(self, model: SequenceModel):
         super().__init__()
@@ -83,6 +97,7 @@ class LocalGaussian(Posterior):
     moves only the free part."""
 
     family = "mean-field Gaussian across time, diagonal per step"
+    refinable = True
 
     def step(self, ctx_t, h_t, z_prev, t):
         mu, log_std = ctx_t.chunk(2, -1)

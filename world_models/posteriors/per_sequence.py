@@ -24,7 +24,8 @@ INITS = ("standard_normal", "prior")
 
 
 class PerSequencePosterior(LocalGaussian):
-    name = "per_sequence"
+    has_encoder = False
+    default_decision_steps = 3     # its belief is optimized at every decision (over the last decision_window steps)
     step_cost = "per optimizer step: one model rollout forward + backward with n_samples samples"
 
     def __init__(self, model: SequenceModel, lr: float = 1e-3, n_samples: int = 50, window: int = 100,
@@ -42,6 +43,9 @@ class PerSequencePosterior(LocalGaussian):
         self.window, self.patience, self.max_steps, self.init = window, patience, max_steps, init
         # lambda per stored sequence for warm starts (grown on demand; NaN marks "never seen")
         self.register_buffer("store", torch.full((num_sequences, max_length, 2 * model.z_dim), float("nan")))
+
+    def amortized_part(self):
+        return None
 
     def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
         p = next(model.parameters())

@@ -50,7 +50,6 @@ def frozen(module: torch.nn.Module):
 
 
 class SemiAmortizedPosterior(LocalGaussian):
-    name = "semi_amortized"
     step_cost = "one amortized pass + K x (model rollout forward and backward)"
 
     def __init__(self, model: SequenceModel, refine_settings: RefineSettings | None = None, variant: str = "detached",
@@ -62,6 +61,9 @@ class SemiAmortizedPosterior(LocalGaussian):
         self.variant = variant
         self.encoder = AmortizedPosterior(model, smoothing=smoothing_init, **encoder_settings)
         self.family = f"{self.encoder.family}, with free per-step offsets of its mean and log std"
+
+    def amortized_part(self):
+        return self.encoder
 
     def step(self, ctx_t, h_t, z_prev, t):
         fixed, delta = self.split(ctx_t)
