@@ -13,7 +13,7 @@ import torch
 
 from world_models.base import ModelState, SequenceBatch, SequenceModel
 from world_models.posteriors import Posterior
-from world_models.posteriors.refine import RefineSettings, refine
+from world_models.posteriors.refine import RefineSettings
 from world_models.rollout import rollout
 
 
@@ -59,7 +59,7 @@ class Belief:
         if self.refine_settings is not None:
             first = max(0, t + 1 - self.window)
             batch = self._window_batch(first)
-            lam = refine(self.model, self.local, batch, torch.stack(self.lam[first:])[None], self.refine_settings)
+            lam = self.local.improve(self.model, batch, torch.stack(self.lam[first:])[None], self.refine_settings)
             self.lam[first:] = list(lam[0])
             ro = rollout(self.model, self.local, batch, lam)
             state = ModelState(ro.h[:, -1], ro.z[:, -1])

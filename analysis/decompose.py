@@ -98,13 +98,7 @@ def as_refinable(model: SequenceModel, init, s: GapSettings) -> SemiAmortizedPos
 
 def describe_own(own) -> str:
     """Which posterior the 'own' row's inference and amortization gaps use (the same words in every table)."""
-    if own is None:
-        return "q* itself (per-sequence optimization)"
-    r = getattr(own, "refine_settings", None)
-    if r is None:
-        return "its encoder"
-    return (f"its encoder + K = {r.steps} refinement steps ({r.optimizer}, lr {r.lr:g}, {r.n_samples} "
-            f"sample{'s' if r.n_samples > 1 else ''} per step), as in training")
+    return "q* itself (per-sequence optimization)" if own is None else own.describe()
 
 
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,

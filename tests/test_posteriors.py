@@ -178,3 +178,18 @@ def test_batched_prior_rollout_equals_the_step_by_step_one(name):
     assert len(out[True][1]) == len(out[False][1]) > 0
     for a, b in zip(out[True][1], out[False][1]):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_every_posterior_declares_its_family_and_its_parts(name):
+    from world_models.posteriors.base import Family, FamilyKind
+    from world_models.rssm import RSSM
+    for model, kind in ((NonlinearSSM(2, 3, 1), FamilyKind.MEAN_FIELD), (RSSM((3,), 1, 8, 2, 8), FamilyKind.STRUCTURED)):
+        q = make_posterior(name, model)
+        assert isinstance(q.family, Family) and q.name == name
+        part = q.amortized_part()
+        assert (part is not None) == q.has_encoder
+        if q.has_encoder:       # the encoder's kind; offsets exactly where the posterior refines them
+            assert q.family.kind == kind and q.family.free_offsets == (part is not q) == q.refinable
+        else:
+            assert q.family == Family(FamilyKind.MEAN_FIELD) and q.refinable and q.default_decision_steps >= 1

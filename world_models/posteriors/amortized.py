@@ -16,7 +16,7 @@ from torch import nn
 from ..base import SequenceBatch, SequenceModel, diag_normal
 from ..fused_filter import FusedHead
 from ..networks import encoder_out_dim, mlp, obs_encoder, softplus_std
-from .base import Posterior
+from .base import Family, FamilyKind, Posterior
 
 
 class AmortizedPosterior(Posterior):
@@ -25,8 +25,7 @@ class AmortizedPosterior(Posterior):
         super().__init__(model)
         hidden = hidden or (200 if model.deter_dim else 64)
         has_h = model.deter_dim > 0
-        self.family = ("diagonal Gaussian per step given h_t (structured through the sampled past)" if has_h
-                       else "mean-field Gaussian across time, diagonal per step")
+        self.family = Family(FamilyKind.STRUCTURED if has_h else FamilyKind.MEAN_FIELD)
         self.step_cost = "one encoder pass over the sequence + one head MLP per step (no gradient steps)"
         self.smoothing, self.forward_rnn = smoothing, not has_h
         self.min_std = min_std if min_std is not None else getattr(model, "min_std", 1e-3)

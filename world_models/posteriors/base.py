@@ -7,16 +7,20 @@ model and the encoder at different variational parameters override it.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
 from ..base import SequenceBatch, SequenceModel, diag_normal
-from ..fused_filter import FusedHead
 from ..rollout import Rollout, rollout
+from .refine import refine
+
+if TYPE_CHECKING:      # the fast path is the rollout's adapter; the interface only names its type
+    from ..fused_filter import FusedHead
 
 
 @dataclass
@@ -41,23 +45,46 @@ def metrics(ro: Rollout) -> dict[str, float]:
     return out
 
 
+class FamilyKind(enum.Enum):
+    MEAN_FIELD = "mean-field Gaussian across time, diagonal per step"
+    STRUCTURED = "diagonal Gaussian per step given h_t (structured through the sampled past)"
+    MARKOV = "Markov-Gaussian q(z_1) prod_t q(z_t | z_{t-1}, x)"
+    EXACT = "the exact posterior"
+
+
+@dataclass(frozen=True)
+class Family:
+    """A posterior's variational family as data: its kind, and whether free per-step offsets of an encoder's
+    mean and log std are part of it (semi-amortized and iterative posteriors: the same kind, optimized per
+    sequence from the encoder's output)."""
+    kind: FamilyKind
+    free_offsets: bool = False
+
+    def __str__(self) -> str:
+        return self.kind.value + (", with free per-step offsets of its mean and log std" if self.free_offsets else "")
+
+
 class Posterior(nn.Module):
-    """make_posterior sets `name` (the registry's); subclasses set `family` (the variational family, for reports)
+    """make_posterior sets `name` (the registry's); subclasses set `family` (a Family: the variational family)
     and `step_cost` (what one use costs), and implement `context` and `step`.
 
     What the agent's belief and the gap code ask of a posterior (never its class or name):
     - has_encoder: it gives q for a new sequence in one pass (amortized, semi-amortized); without one (per-sequence)
       q is optimized per sequence and the agent's belief must refine at every decision;
     - amortized_part(): the encoder that filters one step at a time for the belief (None without one);
-    - refinable: its context is local parameters lambda that gradient steps improve (LocalGaussian);
+    - refinable: its context is local parameters lambda that `improve` makes better (LocalGaussian);
     - default_decision_steps: refinement steps at each of the agent's decisions when the user gives none."""
 
     name: str = "unregistered"
-    family: str = ""
+    family: Family
     step_cost: str = ""
     has_encoder: bool = True
     refinable: bool = False
     default_decision_steps: int = 0
+
+    def describe(self) -> str:
+        """What its ELBO is of, in the words of the gap tables (e.g. 'its encoder')."""
+        return "its encoder" if self.has_encoder else "its per-sequence optimum"
 
     def amortized_part(self) -> Optional["Posterior"]:
         """The amortized encoder inside this posterior (itself by default)."""
@@ -73,7 +100,7 @@ class Posterior(nn.Module):
     def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor, t: int) -> Distribution:
         raise NotImplementedError
 
-    def fused_head(self, ctx: torch.Tensor) -> Optional[FusedHead]:
+    def fused_head(self, ctx: torch.Tensor) -> Optional["FusedHead"]:
         """The parts that the fused filtering loop (fused_filter.py) needs, for posteriors that it can run;
         None (the default): rollouts take the step-by-step loop."""
         return None
@@ -96,7 +123,7 @@ class LocalGaussian(Posterior):
     Subclasses may put a fixed part before the free one in the context (see `split`); refinement
     moves only the free part."""
 
-    family = "mean-field Gaussian across time, diagonal per step"
+    family = Family(FamilyKind.MEAN_FIELD)
     refinable = True
 
     def step(self, ctx_t, h_t, z_prev, t):
@@ -110,6 +137,11 @@ class LocalGaussian(Posterior):
     def split(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(fixed, free) parts of a context; here all of it is free."""
         return ctx[..., :0], ctx
+
+    def improve(self, model: SequenceModel, batch: SequenceBatch, lam: torch.Tensor, settings) -> torch.Tensor:
+        """Better local parameters (contexts (B, T, C)) for `batch` from `lam`: settings.steps gradient steps on the
+        ELBO (refine.RefineSettings) by default; a posterior with a learned update overrides it."""
+        return refine(model, self, batch, lam, settings)
 
     def params_from(self, ro: Rollout, ctx: torch.Tensor | None) -> torch.Tensor:
         """Starting context for refinement after a rollout `ro` of the amortized (or prior) posterior

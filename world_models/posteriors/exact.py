@@ -12,12 +12,12 @@ from torch.distributions import MultivariateNormal
 from ..base import SequenceBatch
 from ..kalman import forward_conditionals
 from ..linear_gaussian import LinearGaussianSSM
-from .base import Posterior
+from .base import Family, FamilyKind, Posterior
 
 
 class KalmanPosterior(Posterior):
     name = "exact"
-    family = "full Gaussian over z_{1:T} (Markov): contains the exact posterior"
+    family = Family(FamilyKind.EXACT)
     step_cost = "one Kalman filter + RTS smoother pass, O(T Dz^3)"
 
     def context(self, model: LinearGaussianSSM, batch: SequenceBatch) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from .amortized import AmortizedPosterior
 from .base import Posterior
+from .iterative import IterativeAmortizedPosterior
 from .per_sequence import PerSequencePosterior
 from .refine import RefineSettings
 from .semi_amortized import SemiAmortizedPosterior
@@ -28,6 +29,9 @@ REGISTRY: dict[str, Registered] = {
     "amortized": Registered(lambda model, **s: AmortizedPosterior(model, smoothing=False, **s)),
     "amortized_smoothing": Registered(lambda model, **s: AmortizedPosterior(model, smoothing=True, **s)),
     "semi_amortized": Registered(SemiAmortizedPosterior, _refined, _refined),
+    "iterative_amortized": Registered(
+        IterativeAmortizedPosterior,
+        lambda cfg: {"iterations": cfg.refine_steps}, lambda args: {"iterations": args.refine_steps}),
     "per_sequence": Registered(
         PerSequencePosterior,
         lambda cfg: {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr},

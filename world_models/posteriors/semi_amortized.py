@@ -30,7 +30,7 @@ from ..base import SequenceBatch, SequenceModel, diag_normal
 from ..fused_filter import FusedHead
 from ..rollout import Rollout, rollout
 from .amortized import AmortizedPosterior
-from .base import LocalGaussian, Objective, metrics, negative_elbo
+from .base import Family, LocalGaussian, Objective, metrics, negative_elbo
 from .refine import RefineSettings, refine
 
 VARIANTS = ("detached", "unrolled")
@@ -60,10 +60,15 @@ class SemiAmortizedPosterior(LocalGaussian):
         self.refine_settings = refine_settings or RefineSettings()
         self.variant = variant
         self.encoder = AmortizedPosterior(model, smoothing=smoothing_init, **encoder_settings)
-        self.family = f"{self.encoder.family}, with free per-step offsets of its mean and log std"
+        self.family = Family(self.encoder.family.kind, free_offsets=True)
 
     def amortized_part(self):
         return self.encoder
+
+    def describe(self) -> str:
+        r = self.refine_settings
+        return (f"its encoder + K = {r.steps} refinement steps ({r.optimizer}, lr {r.lr:g}, {r.n_samples} "
+                f"sample{'s' if r.n_samples > 1 else ''} per step), as in training")
 
     def step(self, ctx_t, h_t, z_prev, t):
         fixed, delta = self.split(ctx_t)
@@ -100,7 +105,7 @@ class SemiAmortizedPosterior(LocalGaussian):
         s = self.refine_settings if steps is None else RefineSettings(**{**vars(self.refine_settings), "steps": steps})
         with torch.no_grad():
             lam0, _ = self.initial_params(model, batch)
-        return refine(model, self, batch, lam0, s)
+        return self.improve(model, batch, lam0, s)
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         s = self.refine_settings

@@ -1,0 +1,84 @@
+"""Iterative amortized posterior (Marino, Yue and Mandt 2018): a learned update of the local parameters from the
+ELBO's gradient, in place of the semi-amortized posterior's gradient steps.
+
+The local parameters are the semi-amortized posterior's per-step offsets delta_t = (dmu_t, dlog sigma_t) of its
+encoder's output (delta^0 = 0: the encoder itself), so the family is the same: the encoder's family with free
+per-step offsets (mean-field across time for SSMs without h_t; structured through h_t on the RSSM). Each of K
+iterations computes g = grad_delta ELBO(delta^k) (one model rollout forward and backward w.r.t. delta) and applies
+the gated update, shared by every step and sequence:
+
+    u_t = [delta_t, g_t / rms(g_t), log rms(g_t)]          (rms over the step's 2 Dz entries; g detached)
+    delta_t <- delta_t + f(u_t) * sigmoid(gate(u_t))        (f, gate: the two halves of one MLP's output)
+
+Training (`training_loss`): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
+sum_k -ELBO(delta^k) over the K iterations (model and encoder held fixed; the plain ELBO, no free nats, as its
+gradient input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
+rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..base import SequenceBatch, SequenceModel
+from ..networks import mlp
+from ..rollout import rollout
+from .base import Objective, metrics, negative_elbo
+from .refine import RefineSettings, sequence_elbo
+from .semi_amortized import SemiAmortizedPosterior, frozen
+
+
+class IterativeAmortizedPosterior(SemiAmortizedPosterior):
+    step_cost = ("one amortized pass + K x (model rollout forward and backward w.r.t. the offsets + one "
+                 "update-network pass)")
+
+    def __init__(self, model: SequenceModel, iterations: int = 3, update_hidden: int = 64, **encoder_settings):
+        super().__init__(model, RefineSettings(steps=iterations), variant="detached", **encoder_settings)
+        d = 2 * model.z_dim
+        self.update_net = mlp(2 * d + 1, update_hidden, 2 * d, layers=2)
+        torch.nn.init.zeros_(self.update_net[-1].weight)   # starts as the identity update: delta stays 0
+        torch.nn.init.zeros_(self.update_net[-1].bias)
+        self.iterations = iterations
+        self.default_decision_steps = iterations          # the belief runs its update at every decision
+
+    def describe(self) -> str:
+        return f"its encoder + K = {self.iterations} iterations of its learned update, as in training"
+
+    def update(self, delta: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """One gated update delta + f(u) sigmoid(gate(u)) of offsets (..., 2 Dz) from their ELBO gradient g."""
+        rms = g.pow(2).mean(-1, keepdim=True).sqrt() + 1e-8
+        f, gate = self.update_net(torch.cat([delta, g / rms, rms.log()], -1)).chunk(2, -1)
+        return delta + f * torch.sigmoid(gate)
+
+    def iterate(self, model: SequenceModel, batch: SequenceBatch, lam0: torch.Tensor, steps: int,
+                differentiable: bool = False) -> list[torch.Tensor]:
+        """Contexts after iterations 1..steps from lam0 (B, T, C). differentiable: each stays a function of the
+        update network's parameters (for its training loss); the gradient inputs are always detached."""
+        fixed, delta = self.split(lam0.detach())
+        out = []
+        for _ in range(steps):
+            d = delta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                elbo = sequence_elbo(model, self, batch, torch.cat([fixed, d], -1), 1).sum()
+                (g,) = torch.autograd.grad(elbo, d)
+            with torch.set_grad_enabled(differentiable):
+                delta = self.update(delta if differentiable else delta.detach(), g)
+            out.append(torch.cat([fixed, delta], -1))
+        return out
+
+    def improve(self, model: SequenceModel, batch: SequenceBatch, lam: torch.Tensor,
+                settings: RefineSettings) -> torch.Tensor:
+        """settings.steps iterations of the learned update (its step size and optimizer do not apply)."""
+        return self.iterate(model, batch, lam, settings.steps)[-1].detach() if settings.steps else lam
+
+    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
+        with frozen(model):                      # encoder at delta^0; update network along delta^1..K
+            lam0, ro0 = self.initial_params(model, batch)
+            enc_loss = negative_elbo(ro0, objective)
+            with frozen(self.encoder):
+                lams = self.iterate(model, batch, lam0, self.iterations, differentiable=True)
+                update_loss = sum(negative_elbo(rollout(model, self, batch, lam), Objective()) for lam in lams)
+        with frozen(self.encoder), frozen(self.update_net):   # the model at delta^K
+            ro = rollout(model, self, batch, lams[-1].detach() if lams else lam0.detach(), objective.n_samples)
+        out = metrics(ro)
+        out["elbo_init"] = float(ro0.elbo.detach().mean())
+        return negative_elbo(ro, objective) + enc_loss + update_loss, out
