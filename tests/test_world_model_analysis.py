@@ -46,10 +46,10 @@ TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--ba
         "--action-repeat", "50", "--episodes", "2"]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["semi_amortized", "iterative_amortized"])
+def tiny_run(tmp_path_factory, request):
     run_dir = tmp_path_factory.mktemp("run")
-    assert agent_main(TINY + ["--inference", "semi_amortized", "--run-dir", str(run_dir)]) == 0
+    assert agent_main(TINY + ["--inference", request.param, "--run-dir", str(run_dir)]) == 0
     return run_dir
 
 
@@ -70,6 +70,9 @@ def test_gap_command_on_a_tiny_run(tiny_run):
         assert {"inference", "approximation", "amortization", "conditioning"} <= set(g)
         assert abs(g["inference"]["mean"] - g["approximation"]["mean"] - g["amortization"]["mean"]) < 1e-6
     assert [row["K"] for row in r["heldout"]["refinement_curve"]] == [0, 2]
+    described = {"semi_amortized": "refinement steps", "iterative_amortized": "iterations of its learned update"}
+    assert described[r["inference"]] in r["heldout"]["own_posterior"] and r["heldout"]["own_posterior"] in (
+        out / "gaps.md").read_text()
     assert all((out / name).stat().st_size > 0 for name in ("gaps.md", "gaps.png", "refinement.png"))
     assert len(list((out / "heldout-eval-ep2").glob("episode_*.npz"))) == 2
     assert _snapshot(tiny_run) == before                  # the run itself is untouched
