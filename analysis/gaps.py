@@ -114,7 +114,7 @@ def refinement_curve(model: SequenceModel, batch: SequenceBatch, posterior: Semi
         posterior.initial_params(model, batch)          # warm-up: first-call allocations are not refinement
     t0 = time.perf_counter()
     with torch.no_grad():
-        lam0, _ = posterior.initial_params(model, batch)
+        lam0 = posterior.initial_params(model, batch)
     at = {0: (lam0, time.perf_counter() - t0)}
 
     def keep(k: int, lam: torch.Tensor) -> None:

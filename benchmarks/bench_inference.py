@@ -125,7 +125,7 @@ def refinement_entries(args, device, batch) -> dict[str, Callable[[], None]]:
     model = make_model(args, device)
     post = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=1, lr=args.refine_lr)).to(device)
     with torch.no_grad():
-        lam0, _ = post.initial_params(model, batch)
+        lam0 = post.initial_params(model, batch)
     s0 = RefineSettings(steps=0, lr=args.refine_lr)
     s1 = RefineSettings(steps=1, lr=args.refine_lr)
 

@@ -60,7 +60,7 @@ def test_fused_loop_computes_the_rollout_and_its_gradients(name, n_samples, with
         start = ModelState(torch.randn(4, 8, dtype=F64, requires_grad=True), torch.randn(4, 3, dtype=F64, requires_grad=True))
     batch = batch_with_gaps(start=start)
     if name == "semi_amortized":   # encoder context with nonzero offsets, as after refinement
-        lam0, _ = post.initial_params(model, batch)
+        lam0 = post.initial_params(model, batch)
         ctx = lam0 + 0.3 * torch.randn_like(lam0)
     else:
         ctx = post.context(model, batch)

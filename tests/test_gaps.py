@@ -60,7 +60,7 @@ def test_refinement_reports_each_step_of_the_run_it_returns():
     model = random_lgssm(3, z_dim=2, obs_dim=2)
     batch = lgssm_data(model, 4, 6, seed=4)
     sa = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=7, lr=0.05)).double()
-    lam0, _ = sa.initial_params(model, batch)
+    lam0 = sa.initial_params(model, batch)
     seen = {}
     torch.manual_seed(0)
     final = refine(model, sa, batch, lam0, sa.refine_settings, on_step=lambda k, lam: seen.update({k: lam}))

@@ -84,7 +84,7 @@ def smc(model: SequenceModel, posterior, batch: SequenceBatch, n_particles: int,
     cols = torch.arange(B)
     for t in range(batch.length):
         h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
-        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
+        q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z)
         z = q.sample()
         inc = masked_log_prob(model.emission(h, z), rep.obs[:, t], rep.mask[:, t]) + prior.log_prob(z) - q.log_prob(z)
         new = log_w + inc.double().view(N, B)

@@ -77,12 +77,12 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     for t in range(rep.length):
         if batched_prior:     # only what the next step needs: h_t, then z_t ~ q(z_t | ., h_t)
             h = model.next_h(state, rep.actions[:, t], rep.t0 + t)
-            q = posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
+            q = posterior.step(ctx[:, t], h, state.z)
             if t == 0 and not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
                 raise ValueError(f"batched_prior needs a diagonal Gaussian posterior, got {type(q).__name__}")
         else:
             h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
-            q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z, rep.t0 + t)
+            q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z)
         z = q.rsample() if noise is None else q.mean + q.stddev * noise[t]
         hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
         if not batched_prior:

@@ -54,7 +54,7 @@ class AmortizedPosterior(Posterior):
             parts.append(torch.cat([b[:, 1:], torch.zeros_like(b[:, :1])], 1))
         return torch.cat(parts, -1)
 
-    def step(self, ctx_t, h_t, z_prev, t):
+    def step(self, ctx_t, h_t, z_prev):
         mean, raw = self.head(torch.cat([h_t, ctx_t], -1)).chunk(2, -1)
         return diag_normal(mean, softplus_std(raw, self.min_std))
 

@@ -8,6 +8,7 @@ model and the encoder at different variational parameters override it.
 from __future__ import annotations
 
 import enum
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
@@ -64,9 +65,15 @@ class Family:
         return self.kind.value + (", with free per-step offsets of its mean and log std" if self.free_offsets else "")
 
 
-class Posterior(nn.Module):
-    """make_posterior sets `name` (the registry's); subclasses set `family` (a Family: the variational family)
-    and `step_cost` (what one use costs), and implement `context` and `step`.
+class Posterior(nn.Module, metaclass=ABCMeta):
+    """The contract of a posterior. make_posterior sets `name` (the registry's).
+
+    Every subclass must set `family` (a Family: its variational family, as data) and `step_cost` (what one use
+    costs, in words), and implement `context(model, batch) -> ctx (B, T, C)` and
+    `step(ctx_t, h_t, z_prev) -> q(z_t | .)`. Those with local parameters (LocalGaussian) also implement
+    `initial_params(model, batch) -> lambda (B, T, C)`, and may override `improve` (gradient steps by default).
+    It may override `training_loss` (default: -ELBO with free nats at its context), `fused_head` and `mean_field`
+    (what the rollout's fast paths need; None: the plain loop), `describe` and the attributes below.
 
     What the agent's belief and the gap code ask of a posterior (never its class or name):
     - has_encoder: it gives q for a new sequence in one pass (amortized, semi-amortized); without one (per-sequence)
@@ -94,11 +101,13 @@ class Posterior(nn.Module):
         super().__init__()
         self.z_dim = model.z_dim
 
+    @abstractmethod
     def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
-        raise NotImplementedError
+        """Everything it knows about each sequence of the batch: ctx (B, T, C)."""
 
-    def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor, t: int) -> Distribution:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor) -> Distribution:
+        """q(z_t | ctx_t (N, C), h_t (N, Dh), z_{t-1} (N, Dz)), a distribution over (N, Dz)."""
 
     def fused_head(self, ctx: torch.Tensor) -> Optional["FusedHead"]:
         """The parts that the fused filtering loop (fused_filter.py) needs, for posteriors that it can run;
@@ -126,7 +135,7 @@ class LocalGaussian(Posterior):
     family = Family(FamilyKind.MEAN_FIELD)
     refinable = True
 
-    def step(self, ctx_t, h_t, z_prev, t):
+    def step(self, ctx_t, h_t, z_prev):
         mu, log_std = ctx_t.chunk(2, -1)
         return diag_normal(mu, log_std.exp())
 
@@ -142,6 +151,10 @@ class LocalGaussian(Posterior):
         """Better local parameters (contexts (B, T, C)) for `batch` from `lam`: settings.steps gradient steps on the
         ELBO (refine.RefineSettings) by default; a posterior with a learned update overrides it."""
         return refine(model, self, batch, lam, settings)
+
+    @abstractmethod
+    def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """The local parameters (context (B, T, C)) that improvement starts from for a batch."""
 
     def params_from(self, ro: Rollout, ctx: torch.Tensor | None) -> torch.Tensor:
         """Starting context for refinement after a rollout `ro` of the amortized (or prior) posterior

@@ -31,7 +31,7 @@ class KalmanPosterior(Posterior):
         ctx = torch.cat([sm.mean, G.flatten(2), m_prev, torch.linalg.cholesky(S).flatten(2)], -1)
         return ctx.to(model.A.dtype)
 
-    def step(self, ctx_t, h_t, z_prev, t):
+    def step(self, ctx_t, h_t, z_prev):
         D = self.z_dim
         m, G, m_prev, L = torch.split(ctx_t, [D, D * D, D, D * D], -1)
         mean = m + (G.view(-1, D, D) @ (z_prev - m_prev).unsqueeze(-1)).squeeze(-1)

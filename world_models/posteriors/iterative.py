@@ -72,7 +72,8 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         with frozen(model):                      # encoder at delta^0; update network along delta^1..K
-            lam0, ro0 = self.initial_params(model, batch)
+            lam0 = self.initial_params(model, batch)
+            ro0 = rollout(model, self, batch, lam0)
             enc_loss = negative_elbo(ro0, objective)
             with frozen(self.encoder):
                 lams = self.iterate(model, batch, lam0, self.iterations, differentiable=True)

@@ -28,7 +28,7 @@ import torch
 
 from ..base import SequenceBatch, SequenceModel, diag_normal
 from ..fused_filter import FusedHead
-from ..rollout import Rollout, rollout
+from ..rollout import rollout
 from .amortized import AmortizedPosterior
 from .base import Family, LocalGaussian, Objective, metrics, negative_elbo
 from .refine import RefineSettings, refine
@@ -70,9 +70,9 @@ class SemiAmortizedPosterior(LocalGaussian):
         return (f"its encoder + K = {r.steps} refinement steps ({r.optimizer}, lr {r.lr:g}, {r.n_samples} "
                 f"sample{'s' if r.n_samples > 1 else ''} per step), as in training")
 
-    def step(self, ctx_t, h_t, z_prev, t):
+    def step(self, ctx_t, h_t, z_prev):
         fixed, delta = self.split(ctx_t)
-        q = self.encoder.step(fixed, h_t, z_prev, t)
+        q = self.encoder.step(fixed, h_t, z_prev)
         d_mu, d_log_std = delta.chunk(2, -1)
         return diag_normal(q.mean + d_mu, q.stddev * d_log_std.exp())
 
@@ -95,29 +95,30 @@ class SemiAmortizedPosterior(LocalGaussian):
         """The encoder's context with zero offsets (the amortized posterior itself)."""
         return torch.cat([ctx, ctx.new_zeros(*ctx.shape[:-1], 2 * self.z_dim)], -1)
 
-    def initial_params(self, model, batch) -> tuple[torch.Tensor, Rollout]:
-        """Context at delta = 0, and a rollout of the amortized posterior."""
-        ctx = self.encoder.context(model, batch)
-        return self.params_from(None, ctx), rollout(model, self.encoder, batch, ctx)
+    def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """The context (B, T, C) at delta = 0: the encoder's output with zero offsets (the encoder itself)."""
+        return self.params_from(None, self.encoder.context(model, batch))
 
     def context(self, model: SequenceModel, batch: SequenceBatch, steps: int | None = None) -> torch.Tensor:
         """lambda^K (detached); `steps` overrides K."""
         s = self.refine_settings if steps is None else RefineSettings(**{**vars(self.refine_settings), "steps": steps})
         with torch.no_grad():
-            lam0, _ = self.initial_params(model, batch)
+            lam0 = self.initial_params(model, batch)
         return self.improve(model, batch, lam0, s)
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         s = self.refine_settings
         if self.variant == "unrolled":
-            lam0, ro0 = self.initial_params(model, batch)
+            lam0 = self.initial_params(model, batch)
+            ro0 = rollout(model, self, batch, lam0)
             lamK = refine(model, self, batch, lam0, s, unrolled=True)
             ro = rollout(model, self, batch, lamK, objective.n_samples)
             out = metrics(ro)
             out["elbo_init"] = float(ro0.elbo.detach().mean())
             return negative_elbo(ro, objective), out
         with frozen(model):                     # encoder loss: -ELBO(lambda^0), model held fixed
-            lam0, ro0 = self.initial_params(model, batch)
+            lam0 = self.initial_params(model, batch)
+            ro0 = rollout(model, self, batch, lam0)
             enc_loss = negative_elbo(ro0, objective)
         lamK = refine(model, self, batch, lam0, s)
         with frozen(self.encoder):              # model loss at lambda^K (encoder and offsets held fixed)
