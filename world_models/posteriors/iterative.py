@@ -67,8 +67,14 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
 
     def improve(self, model: SequenceModel, batch: SequenceBatch, lam: torch.Tensor,
                 settings: RefineSettings) -> torch.Tensor:
-        """settings.steps iterations of the learned update (its step size and optimizer do not apply)."""
-        return self.iterate(model, batch, lam, settings.steps)[-1].detach() if settings.steps else lam
+        """settings.steps iterations of the learned update from the encoder's output (delta = 0), as it was
+        trained: a warm start from earlier offsets is not used (its step size and optimizer do not apply either).
+        Warm-started at every decision of the agent, the offsets of a trained update grew without bound
+        (|delta| > 100 within 10 decisions on cartpole, then NaN returns in planning)."""
+        if not settings.steps:
+            return lam
+        fixed, delta = self.split(lam)
+        return self.iterate(model, batch, torch.cat([fixed, torch.zeros_like(delta)], -1), settings.steps)[-1].detach()
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
         with frozen(model):                      # encoder at delta^0; update network along delta^1..K
