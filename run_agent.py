@@ -9,8 +9,10 @@ episode) and learning_curve.png. Stop it at any time; `--resume` continues from 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         kind = {bool: int}.get(type(default), type(default)) if default is not None else (
             float if f.name == "missing_prob" else int)
         shown = "" if default is None else f" (default: {int(default) if kind is int else default})"  # None: HELP says
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None, help=HELP[f.name] + shown)
+        p.add_argument(flag(f.name), type=kind, default=None, help=HELP[f.name] + shown)
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint; only "
                    + ", ".join(map(flag, RESUME_SAFE)) + " may differ from the run's settings")
@@ -151,8 +153,6 @@ def main(argv=None) -> int:
 
 def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
     """One line per resume in resume_log.jsonl: when, from which episode, and what it changed."""
-    import json
-    import time
     with open(run_dir / "resume_log.jsonl", "a") as f:
         f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_episode": episode,
                             "changed": changes}) + "\n")
@@ -166,9 +166,7 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
                     group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
-    line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress)
-    for record in read_metrics(run_dir):      # a resumed run prices what is left from what it has done
-        line.eta.add(record)
+    line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress, history=read_metrics(run_dir))
     agent.on_progress = line.phase
     try:
         while agent.episode < cfg.episodes:

@@ -71,12 +71,12 @@ def check_resumable(run_dir: Path, checkpoint_episode: int | None) -> None:
     checkpoint (a run checkpoints before its first episode), is a checkpoint lost or replaced by an older one."""
     files, lines = len(episode_files(run_dir)), len(metrics_lines(run_dir))
     have = f"{files} episode files and {lines} metrics lines"
-    keep = KEEP_THE_RUN
     if checkpoint_episode is None and (files or lines):
-        raise ValueError(f"{run_dir} holds {have} but no checkpoint.pt, so its model cannot be restored; {keep}")
+        raise ValueError(f"{run_dir} holds {have} but no checkpoint.pt, so its model cannot be restored; "
+                         f"{KEEP_THE_RUN}")
     if checkpoint_episode is not None and max(files, lines) > checkpoint_episode + 1:
         raise ValueError(f"{run_dir} holds {have} but its checkpoint.pt is from episode {checkpoint_episode}: "
-                         f"resuming would delete finished episodes; {keep}")
+                         f"resuming would delete finished episodes; {KEEP_THE_RUN}")
 
 
 def trim_to_checkpoint(run_dir: Path, episodes: int) -> None:
@@ -86,4 +86,5 @@ def trim_to_checkpoint(run_dir: Path, episodes: int) -> None:
         path.unlink()
     lines = metrics_lines(run_dir)
     if len(lines) > episodes:
-        write_atomic(Path(run_dir) / "metrics.jsonl", lambda f: f.write("".join(l + "\n" for l in lines[:episodes]).encode()))
+        kept = "".join(line + "\n" for line in lines[:episodes])
+        write_atomic(Path(run_dir) / "metrics.jsonl", lambda f: f.write(kept.encode()))

@@ -60,8 +60,11 @@ class ProgressLine:
     1800 updates, ret 512, eval 640, train 40/100]'. `phase(name, done, total)` shows work inside an episode
     (model updates, decisions), at most twice a second."""
 
-    def __init__(self, cfg: AgentConfig, done: int, env_steps: int, enabled: bool):
+    def __init__(self, cfg: AgentConfig, done: int, env_steps: int, enabled: bool, history: list[dict] = ()):
+        """history: the metrics lines of the episodes done (a resumed run prices what is left from them)."""
         self.cfg, self.eta = cfg, RunETA(cfg)
+        for record in history:
+            self.eta.add(record)
         self.env_steps, self.last = env_steps, {}
         self._shown_at = 0.0
         self.bar = tqdm(total=cfg.episodes, initial=done, desc=f"{cfg.env} {cfg.inference}", unit="ep",

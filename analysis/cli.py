@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Iterable
 
+from agent.config import flag
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written, and '(default: X)' after every option's help; options whose default is
@@ -24,7 +26,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 def parse_with_quick(p: argparse.ArgumentParser, argv, quick: dict, positive: Iterable[str] = ()):
     """Parse argv; with --quick the `quick` values replace the defaults (options given explicitly still win).
     Options named in `positive` must be >= 1."""
-    shown = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+    shown = " ".join(f"{flag(k)} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                      for k, v in quick.items())
     p.add_argument("--quick", action="store_true",
                    help=f"a quick, rough look (the README gives its run time): {shown}; options given still win")
@@ -34,7 +36,7 @@ def parse_with_quick(p: argparse.ArgumentParser, argv, quick: dict, positive: It
         args = p.parse_args(argv)
     for name in positive:
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            p.error(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
     return args
 
 

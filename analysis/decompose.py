@@ -96,11 +96,6 @@ def as_refinable(model: SequenceModel, init, s: GapSettings) -> SemiAmortizedPos
     return sa
 
 
-def describe_own(own) -> str:
-    """Which posterior the 'own' row's inference and amortization gaps use (the same words in every table)."""
-    return "q* itself (per-sequence optimization)" if own is None else own.describe()
-
-
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
               s: GapSettings, curve_split: str, label: str = "") -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
@@ -133,16 +128,18 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
                                 own="own" if own is not None else None, q_star_init="smoother",
                                 lam_star=lam_star, q_star_seconds=q_star_seconds)
         res["log_px_estimator"] = rec
-        res["own_posterior"] = describe_own(own)
+        res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()
         bar.update(1)
         if split == curve_split:
             bar.set_postfix_str(f"refinement curve K = {', '.join(map(str, s.curve_steps))}")
             init = own if own is not None else posteriors["filter"]
+            refinable = as_refinable(model, init, s)
             res["refinement_curve"] = refinement_curve(
-                model, batch, as_refinable(model, init, s), s.curve_steps, s.eval_samples,
+                model, batch, refinable, s.curve_steps, s.eval_samples,
                 reference=torch.tensor(res["values"]["q_star"]), lr=s.curve_lr, n_samples=s.curve_samples)
             res["refinement_init"] = "own encoder" if init is own else "fresh filter encoder"
-            res["refinement_settings"] = {"lr": s.curve_lr, "n_samples": s.curve_samples, "optimizer": "adam"}
+            res["refinement_settings"] = {"lr": s.curve_lr, "n_samples": s.curve_samples,
+                                          "optimizer": refinable.refine_settings.optimizer}
             bar.update(1)
         bar.close()
         out[split] = res

@@ -47,8 +47,8 @@ def curve_table(by_name: dict, split: str) -> list[str]:
     for name, c in curves.items():
         res = by_name[name][split]
         r = res.get("refinement_settings")
-        start = res.get("refinement_init", "–") + (f" (K = 0), then adam lr {r['lr']:g}, {r['n_samples']} samples "
-                                                     f"per step" if r else "")
+        start = res.get("refinement_init", "–") + (f" (K = 0), then {r['optimizer']} lr {r['lr']:g}, "
+                                                     f"{r['n_samples']} samples per step" if r else "")
         lines.append(f"| {name} | {start} | "
                      + " | ".join(f"{x['gap']['mean_per_step']:.3f} ({x['seconds']:.2f}s)" for x in c) + " |")
     return lines + ["", f"In parentheses: wall-clock of the amortized pass plus K refinement steps for all {split} "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from agent.config import flag
 
 from .decompose import GapSettings, decompose
 from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement
@@ -50,8 +51,7 @@ def parse_args(argv=None):
         if f.name == "curve_steps":
             p.add_argument("--curve-steps", type=int, nargs="+", default=list(default), help=f.metadata["help"])
         else:
-            p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                           help=f.metadata["help"])
+            p.add_argument(flag(f.name), type=type(default), default=default, help=f.metadata["help"])
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",

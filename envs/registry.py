@@ -6,7 +6,6 @@ from typing import Callable
 import gymnasium as gym
 
 from envs.checks import Range, check_ranges
-
 from envs.dmc import DMCEnv
 from envs.gym_tasks import GymEnv
 from envs.wrappers import ActionNoise, MissingObservations, ObservationNoise
@@ -94,8 +93,9 @@ def make_env(name: str, obs: str = "state", action_repeat: int | None = None, se
 
     repeat = default_action_repeat(name) if action_repeat is None else int(action_repeat)
     pixels = obs == "pixels"
-    if dmc_task(name):
-        env = DMCEnv(*dmc_task(name), pixels=pixels, action_repeat=repeat, seed=seed)
+    task = dmc_task(name)
+    if task:
+        env = DMCEnv(*task, pixels=pixels, action_repeat=repeat, seed=seed)
     else:
         env = GymEnv(name, pixels=pixels, action_repeat=repeat, seed=seed)
     # Missing observations go outermost so that a dropped observation is exactly zeros, not noise.

@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, flag
 
 from .grid import OWN_OPTIONS
 
@@ -23,7 +23,7 @@ def agent_command(config: AgentConfig, run_dir: Path, resume: bool, threads: int
     flags = []
     for key, value in asdict(config).items():
         if key in OWN_OPTIONS or value != defaults[key]:
-            flags += ["--" + key.replace("_", "-"), str(int(value) if isinstance(value, bool) else value)]
+            flags += [flag(key), str(int(value) if isinstance(value, bool) else value)]
     return ([sys.executable, str(ROOT / "run_agent.py")] + flags + (["--resume"] if resume else [])
             + ["--run-dir", str(run_dir), "--no-progress", "--threads", str(threads), "--wandb-group", wandb_group])
 

@@ -49,8 +49,9 @@ FILTER, SMOOTHER, Q_STAR = "amortized", "amortized_smoothing", "per_sequence"
 def make_posterior(name: str, model, **settings) -> Posterior:
     """Build the posterior called `name` for `model`. Settings go to its constructor: encoder sizes
     (hidden, embed_dim, rnn_dim, min_std) for the amortized ones; refine_settings (RefineSettings),
-    variant ('detached' | 'unrolled') and smoothing_init for semi_amortized; lr, n_samples, window,
-    patience, max_steps, init, steps_per_update, train_lr for per_sequence."""
+    variant ('detached' | 'unrolled') and smoothing_init for semi_amortized; iterations and update_hidden (and the
+    encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, init, steps_per_update,
+    train_lr for per_sequence."""
     if name not in REGISTRY:
         raise ValueError(f"unknown posterior {name!r}; valid choices: {', '.join(POSTERIORS)}")
     posterior = REGISTRY[name].build(model, **settings)
