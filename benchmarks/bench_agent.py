@@ -47,6 +47,7 @@ from world_models.base import ModelState
 from world_models.fused_imagine import elementwise_path
 from world_models.posteriors import Objective as TrainObjective
 from world_models.posteriors import make_posterior
+from world_models.posteriors.registry import FILTER
 from world_models.rssm import RSSM
 from world_models.training import make_adam
 
@@ -210,7 +211,7 @@ def training_entry(cfg: AgentConfig, replay: Replay, obs_shape: tuple, action_di
     """`updates` model updates as Agent.train takes them (amortized posterior, the config's sizes)."""
     torch.manual_seed(seed)
     model = RSSM(obs_shape, action_dim, cfg.deter, cfg.stoch, cfg.hidden)
-    post = make_posterior("amortized", model)
+    post = make_posterior(FILTER, model)
     params = list(model.parameters()) + list(post.parameters())
     opt = make_adam(params, cfg.lr, cfg.adam_eps)
     objective = TrainObjective(free_nats=cfg.free_nats)
@@ -386,7 +387,7 @@ def main(argv=None):
 
     # --- 3. training table
     t_upd = [t / args.updates for t in times["train"]]
-    row = {"posterior": "amortized", "batch_size": cfg.batch_size, "seq_len": min(cfg.seq_len, min(episode_lengths) + 1),
+    row = {"posterior": FILTER, "batch_size": cfg.batch_size, "seq_len": min(cfg.seq_len, min(episode_lengths) + 1),
            "deter": cfg.deter, "stoch": cfg.stoch, "hidden": cfg.hidden, "free_nats": cfg.free_nats,
            "updates_per_sample": args.updates, "updates_per_s_median": 1 / med(t_upd),
            "ms_per_update_median": 1e3 * med(t_upd), "ms_per_update_min": 1e3 * min(t_upd)}

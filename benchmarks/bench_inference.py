@@ -3,10 +3,11 @@
 Measures, in one run and interleaved round-robin (so that load changes on a shared machine hit
 every entry alike):
   1. one full training step (posterior.training_loss forward, backward, grad-norm clip, Adam step)
-     for amortized, amortized_smoothing, semi_amortized detached (K per --refine-steps),
-     semi_amortized unrolled (K per --unrolled-steps) and per_sequence (steps_per_update=1);
+     for every registered posterior at its defaults, and for those refined by gradient steps
+     (semi_amortized) the detached variant at each K of --refine-steps and the unrolled one at each K of
+     --unrolled-steps; per_sequence also with steps_per_update=1;
   2. one refinement step: directly (one ELBO forward + backward wrt lambda) and as
-     refine(steps=1) - refine(steps=0), each relative to one amortized training step;
+     refine(steps=1) - refine(steps=0), each relative to one amortized (filter) training step;
   3. fp32 matmul throughput (N x N @ N x N), so that each time can also be given as
      "matmul-equivalent GFLOP" = time x measured GFLOP/s, comparable across machines.
 
@@ -17,6 +18,7 @@ Times are medians over --repeats after --warmup. Run as a script:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import platform
@@ -27,7 +29,8 @@ from typing import Callable
 import torch
 
 from world_models.base import SequenceBatch
-from world_models.posteriors import Objective, RefineSettings, make_posterior
+from world_models.posteriors import POSTERIORS, REGISTRY, Objective, RefineSettings, make_posterior
+from world_models.posteriors.registry import FILTER, Q_STAR, REFINED
 from world_models.posteriors.refine import refine, sequence_elbo
 from world_models.rssm import RSSM
 from world_models.training import make_adam
@@ -46,11 +49,11 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=15, help="timed repetitions per entry (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions per entry first")
     p.add_argument("--refine-steps", type=int, nargs="+", default=[1, 5],
-                   help="K for the semi_amortized detached entries")
+                   help="K for the detached entries of posteriors refined by gradient steps")
     p.add_argument("--unrolled-steps", type=int, nargs="*", default=[1],
-                   help="K for the semi_amortized unrolled entries (none: skip)")
+                   help="K for their unrolled entries (none: skip)")
     p.add_argument("--refine-lr", type=float, default=0.01)
-    p.add_argument("--per-sequence-lr", type=float, default=0.05, help="per_sequence train_lr")
+    p.add_argument("--per-sequence-lr", type=float, default=0.05, help="per_sequence train_lr in its 1 step/update entry")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eps", type=float, default=1e-4)
     p.add_argument("--grad-clip", type=float, default=1000.0)
@@ -123,7 +126,7 @@ def training_step_entry(args, device, batch, name, **settings) -> Callable[[], N
 def refinement_entries(args, device, batch) -> dict[str, Callable[[], None]]:
     """One ELBO forward + backward wrt lambda, and refine() with 0 and 1 steps, from the amortized init."""
     model = make_model(args, device)
-    post = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=1, lr=args.refine_lr)).to(device)
+    post = make_posterior(REFINED, model, refine_settings=RefineSettings(steps=1, lr=args.refine_lr)).to(device)
     with torch.no_grad():
         lam0 = post.initial_params(model, batch)
     s0 = RefineSettings(steps=0, lr=args.refine_lr)
@@ -165,18 +168,15 @@ def main(argv=None):
     batch = make_batch(args, device)
 
     entries: dict[str, Callable[[], None]] = {}
-    entries["amortized"] = training_step_entry(args, device, batch, "amortized")
-    entries["amortized_smoothing"] = training_step_entry(args, device, batch, "amortized_smoothing")
-    for k in args.refine_steps:
-        entries[f"semi_amortized detached K={k}"] = training_step_entry(
-            args, device, batch, "semi_amortized", variant="detached",
-            refine_settings=RefineSettings(steps=k, lr=args.refine_lr))
-    for k in args.unrolled_steps:
-        entries[f"semi_amortized unrolled K={k}"] = training_step_entry(
-            args, device, batch, "semi_amortized", variant="unrolled",
-            refine_settings=RefineSettings(steps=k, lr=args.refine_lr))
-    entries["per_sequence (1 step/update)"] = training_step_entry(
-        args, device, batch, "per_sequence", steps_per_update=1, train_lr=args.per_sequence_lr)
+    for name in POSTERIORS:                  # each registered posterior at its defaults
+        entries[name] = training_step_entry(args, device, batch, name)
+    for name in (n for n in POSTERIORS if "refine_settings" in inspect.signature(REGISTRY[n].build).parameters):
+        for variant, steps in (("detached", args.refine_steps), ("unrolled", args.unrolled_steps)):
+            for k in steps:
+                entries[f"{name} {variant} K={k}"] = training_step_entry(
+                    args, device, batch, name, variant=variant, refine_settings=RefineSettings(steps=k, lr=args.refine_lr))
+    entries[f"{Q_STAR} (1 step/update)"] = training_step_entry(
+        args, device, batch, Q_STAR, steps_per_update=1, train_lr=args.per_sequence_lr)
     entries.update(refinement_entries(args, device, batch))
     entries["matmul"] = matmul_entry(args.matmul_size, device)
     entries["small matmul"] = small_matmul_entry(*args.small_matmul, device)
@@ -207,10 +207,10 @@ def main(argv=None):
     sm, sk, sn = args.small_matmul
     small_samples = [100 * 2.0 * sm * sk * sn / t / 1e9 for t in times["small matmul"]]
     small_gflops = statistics.median(small_samples)
-    base = med["amortized"]
+    base = med[FILTER]
 
     def paired_ratio(name):   # median over rounds of time / amortized time in the same round
-        return statistics.median(a / b for a, b in zip(times[name], times["amortized"]))
+        return statistics.median(a / b for a, b in zip(times[name], times[FILTER]))
 
     rows = []
     train_names = [n for n in names if not n.startswith("refine") and "matmul" not in n]
@@ -228,7 +228,7 @@ def main(argv=None):
         m = statistics.median(ts)
         rows.append({"name": n, "kind": "refinement_step", "ms_median": 1e3 * m, "ms_min": 1e3 * min(ts),
                      "ratio_to_amortized": m / base,
-                     "paired_ratio_to_amortized": statistics.median(a / b for a, b in zip(ts, times["amortized"])),
+                     "paired_ratio_to_amortized": statistics.median(a / b for a, b in zip(ts, times[FILTER])),
                      "matmul_equiv_gflop": m * gflops})
 
     w = max(len(r["name"]) for r in rows)

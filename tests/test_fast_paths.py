@@ -65,7 +65,7 @@ def test_fused_loop_computes_the_rollout_and_its_gradients(name, n_samples, with
     else:
         ctx = post.context(model, batch)
     ctx = ctx.detach().requires_grad_(True)
-    assert supported(model, post.fused_head(ctx))
+    assert supported(model, post.mlp_head(ctx))
     noise = torch.randn(7, 4 * n_samples, 3, dtype=F64)
     plain_terms, plain_grads = values_and_grads(model, post, batch, ctx, noise, False, n_samples)
     fused_terms, fused_grads = values_and_grads(model, post, batch, ctx, noise, True, n_samples)
@@ -96,7 +96,7 @@ def test_mean_field_path_computes_the_rollout_and_its_gradients():
     """Per-sequence lambda: all z drawn at once, then h from RSSM.deter_path (one torch.gru call)."""
     model = small_rssm(obs_std=None)
     post = make_posterior("per_sequence", model).to(F64)
-    assert post.fused_head(torch.zeros(1, 1, 6, dtype=F64)) is None
+    assert post.mlp_head(torch.zeros(1, 1, 6, dtype=F64)) is None
     start = ModelState(torch.randn(4, 8, dtype=F64, requires_grad=True), torch.randn(4, 3, dtype=F64, requires_grad=True))
     batch = batch_with_gaps(start=start)
     ctx = (0.5 * torch.randn(4, 7, 6, dtype=F64)).requires_grad_(True)
@@ -115,13 +115,13 @@ def test_unrolled_refinement_and_other_models_take_the_plain_loop():
     model = small_rssm()
     unrolled = make_posterior("semi_amortized", model, hidden=6, variant="unrolled",
                               refine_settings=RefineSettings(steps=1)).to(F64)
-    assert unrolled.fused_head(torch.zeros(1, 1, 13, dtype=F64)) is None   # its refinement differentiates twice
+    assert unrolled.mlp_head(torch.zeros(1, 1, 13, dtype=F64)) is None   # its refinement differentiates twice
     loss, _ = unrolled.training_loss(model, batch_with_gaps(), Objective())
     loss.backward()
     lgssm = LinearGaussianSSM(2, 5, action_dim=2).to(F64)          # an amortized head, but no RSSM
     encoder = make_posterior("amortized", lgssm).to(F64)
     batch = batch_with_gaps()
-    assert not supported(lgssm, encoder.fused_head(encoder.context(lgssm, batch)))
+    assert not supported(lgssm, encoder.mlp_head(encoder.context(lgssm, batch)))
     with pytest.raises(ValueError, match="fused"):
         rollout(lgssm, encoder, batch, encoder.context(lgssm, batch), fused=True)
 

@@ -161,6 +161,19 @@ def as_mvn(d: Distribution) -> MultivariateNormal:
     raise TypeError(f"not a Gaussian: {type(d).__name__}")
 
 
+@dataclass
+class MLPHead:
+    """A posterior step written as data, for fast loops that run it themselves (fused_filter.py):
+    (m, raw) = head([h_t, ctx_t]) with head = (Linear, ELU, Linear), then
+    q(z_t | h_t, ctx_t) = N(m + dmu_t, diag((softplus(raw) + min_std) exp(dlog sigma_t))^2), with the offsets
+    (dmu, dlog sigma) (N, T, 2 Dz) optional (semi-amortized). ctx is the head's context (N, T, C)."""
+
+    head: nn.Sequential
+    min_std: float
+    ctx: torch.Tensor
+    offsets: Optional[torch.Tensor] = None
+
+
 def diag_normal(mean: torch.Tensor, std, event_dims: int = 1) -> Independent:
     """Gaussian with diagonal covariance over the last `event_dims` dimensions (std may be a float).
     No argument validation: it runs at every step of every rollout (about a third of a small

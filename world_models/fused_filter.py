@@ -27,7 +27,6 @@ It returns H, Z, the posterior means and stds (N, T, .), the same as rollout()'s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -35,27 +34,16 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
-from .base import ModelState
+from .base import MLPHead, ModelState
 from .rssm import RSSM
 
 
-@dataclass
-class FusedHead:
-    """What a posterior hands to the fused loop: its head (Linear, ELU, Linear) on [h_t, ctx_t], its
-    min std, the head's context (N, T, C) and optional offsets (N, T, 2 Dz) of (mean, log std)."""
-
-    head: nn.Sequential
-    min_std: float
-    ctx: torch.Tensor
-    offsets: Optional[torch.Tensor] = None
-
-
-def supported(model, head: Optional[FusedHead]) -> bool:
+def supported(model, head: Optional[MLPHead]) -> bool:
     return (head is not None and type(model) is RSSM and isinstance(model.embed_za[1], nn.ELU)
             and len(head.head) == 3 and isinstance(head.head[1], nn.ELU))
 
 
-def fused_filter(model: RSSM, head: FusedHead, actions: torch.Tensor, start: ModelState,
+def fused_filter(model: RSSM, head: MLPHead, actions: torch.Tensor, start: ModelState,
                  noise: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(H, Z, mean, std) of the filtering loop above; noise is eps (T, N, Dz)."""
     embed, gru, first, last = model.embed_za[0], model.gru, head.head[0], head.head[2]

@@ -99,7 +99,7 @@ def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor):
     """The fast time loop for this model and posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
     or None where there is none: the fused filtering loop for the RSSM with an amortized head
     (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path."""
-    head = posterior.fused_head(ctx)
+    head = posterior.mlp_head(ctx)
     if supported(model, head):
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
     mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..base import SequenceBatch, SequenceModel, diag_normal
-from ..fused_filter import FusedHead
+from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
 from ..networks import encoder_out_dim, mlp, obs_encoder, softplus_std
 from .base import Family, FamilyKind, Posterior
 
@@ -58,5 +57,5 @@ class AmortizedPosterior(Posterior):
         mean, raw = self.head(torch.cat([h_t, ctx_t], -1)).chunk(2, -1)
         return diag_normal(mean, softplus_std(raw, self.min_std))
 
-    def fused_head(self, ctx):
-        return FusedHead(self.head, self.min_std, ctx)
+    def mlp_head(self, ctx):
+        return MLPHead(self.head, self.min_std, ctx)

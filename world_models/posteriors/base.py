@@ -10,18 +10,15 @@ from __future__ import annotations
 import enum
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..base import SequenceBatch, SequenceModel, diag_normal
+from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
 from ..rollout import Rollout, rollout
 from .refine import refine
-
-if TYPE_CHECKING:      # the fast path is the rollout's adapter; the interface only names its type
-    from ..fused_filter import FusedHead
 
 
 @dataclass
@@ -72,7 +69,7 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     costs, in words), and implement `context(model, batch) -> ctx (B, T, C)` and
     `step(ctx_t, h_t, z_prev) -> q(z_t | .)`. Those with local parameters (LocalGaussian) also implement
     `initial_params(model, batch) -> lambda (B, T, C)`, and may override `improve` (gradient steps by default).
-    It may override `training_loss` (default: -ELBO with free nats at its context), `fused_head` and `mean_field`
+    It may override `training_loss` (default: -ELBO with free nats at its context), `mlp_head` and `mean_field`
     (what the rollout's fast paths need; None: the plain loop), `describe` and the attributes below.
 
     What the agent's belief and the gap code ask of a posterior (never its class or name):
@@ -109,9 +106,9 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     def step(self, ctx_t: torch.Tensor, h_t: torch.Tensor, z_prev: torch.Tensor) -> Distribution:
         """q(z_t | ctx_t (N, C), h_t (N, Dh), z_{t-1} (N, Dz)), a distribution over (N, Dz)."""
 
-    def fused_head(self, ctx: torch.Tensor) -> Optional["FusedHead"]:
-        """The parts that the fused filtering loop (fused_filter.py) needs, for posteriors that it can run;
-        None (the default): rollouts take the step-by-step loop."""
+    def mlp_head(self, ctx: torch.Tensor) -> Optional[MLPHead]:
+        """Its step as data (an MLP head on [h_t, ctx_t], world_models.base.MLPHead), for posteriors whose step is
+        one; the rollout picks a fast loop for it where the model has one. None (the default): the plain loop."""
         return None
 
     def mean_field(self, ctx: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:

@@ -11,8 +11,8 @@ the gated update, shared by every step and sequence:
     delta_t <- delta_t + f(u_t) * sigmoid(gate(u_t))        (f, gate: the two halves of one MLP's output)
 
 Training (`training_loss`): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
-sum_k -ELBO(delta^k) over the K iterations (model and encoder held fixed; the plain ELBO, no free nats, as its
-gradient input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
+sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder does (model
+and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
 rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
 """
 from __future__ import annotations
@@ -83,7 +83,7 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
             enc_loss = negative_elbo(ro0, objective)
             with frozen(self.encoder):
                 lams = self.iterate(model, batch, lam0, self.iterations, differentiable=True)
-                update_loss = sum(negative_elbo(rollout(model, self, batch, lam), Objective()) for lam in lams)
+                update_loss = sum(negative_elbo(rollout(model, self, batch, lam), objective) for lam in lams)
         with frozen(self.encoder), frozen(self.update_net):   # the model at delta^K
             ro = rollout(model, self, batch, lams[-1].detach() if lams else lam0.detach(), objective.n_samples)
         out = metrics(ro)

@@ -41,9 +41,9 @@ REGISTRY: dict[str, Registered] = {
 }
 POSTERIORS = tuple(REGISTRY)
 
-# The roles the gap decomposition gives registered posteriors: fresh filter and smoother encoders fitted to a
-# frozen model, and the per-sequence optimum q*.
-FILTER, SMOOTHER, Q_STAR = "amortized", "amortized_smoothing", "per_sequence"
+# The roles the gap decomposition and the benchmarks give registered posteriors: fresh filter and smoother
+# encoders fitted to a frozen model, the per-sequence optimum q*, and the encoder refined by gradient steps.
+FILTER, SMOOTHER, Q_STAR, REFINED = "amortized", "amortized_smoothing", "per_sequence", "semi_amortized"
 
 
 def make_posterior(name: str, model, **settings) -> Posterior:

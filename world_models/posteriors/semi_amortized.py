@@ -26,8 +26,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..base import SequenceBatch, SequenceModel, diag_normal
-from ..fused_filter import FusedHead
+from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
 from ..rollout import rollout
 from .amortized import AmortizedPosterior
 from .base import Family, LocalGaussian, Objective, metrics, negative_elbo
@@ -79,13 +78,13 @@ class SemiAmortizedPosterior(LocalGaussian):
     def mean_field(self, ctx):
         return None     # its q(z_t | h_t, x) follows the sampled past through the encoder
 
-    def fused_head(self, ctx):
+    def mlp_head(self, ctx):
         """The encoder's head with the offsets; none for `unrolled`, whose refinement differentiates twice."""
         if self.variant == "unrolled":
             return None
         fixed, delta = self.split(ctx)
-        head = self.encoder.fused_head(fixed)
-        return None if head is None else FusedHead(head.head, head.min_std, head.ctx, delta)
+        head = self.encoder.mlp_head(fixed)
+        return None if head is None else MLPHead(head.head, head.min_std, head.ctx, delta)
 
     def split(self, ctx):
         """(encoder context, offsets delta): the encoder's part is fixed during refinement."""
