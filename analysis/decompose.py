@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, RefineSettings, make_posterior
-from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
-from world_models.posteriors.semi_amortized import SemiAmortizedPosterior, frozen
+from world_models.posteriors.registry import FILTER, Q_STAR, REFINED, SMOOTHER
+from world_models.posteriors.semi_amortized import frozen
 from world_models.training import train
 
 from .gaps import gap_decomposition, log_px, optimize_q_star, refinement_curve
@@ -87,11 +87,12 @@ def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSe
     return q
 
 
-def as_refinable(model: SequenceModel, init, s: GapSettings) -> SemiAmortizedPosterior:
-    """A semi-amortized posterior whose amortized initialization is `init` (itself if it already is one)."""
-    if isinstance(init, SemiAmortizedPosterior):
+def as_refinable(model: SequenceModel, init, s: GapSettings):
+    """A posterior with local parameters whose start is `init`'s output: `init` itself if it has local parameters,
+    otherwise a gradient-refined posterior (REFINED) whose encoder is `init`."""
+    if init.refinable:
         return init
-    sa = SemiAmortizedPosterior(model, RefineSettings(steps=0, lr=s.curve_lr))
+    sa = make_posterior(REFINED, model, refine_settings=RefineSettings(steps=0, lr=s.curve_lr))
     sa.encoder = init
     return sa
 

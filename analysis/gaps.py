@@ -14,7 +14,7 @@ import torch
 
 from world_models import bounds
 from world_models.base import SequenceBatch, SequenceModel
-from world_models.posteriors import PerSequencePosterior, SemiAmortizedPosterior
+from world_models.posteriors import LocalGaussian
 from world_models.posteriors.base import local_params
 from world_models.posteriors.refine import RefineSettings, refine
 from world_models.rollout import rollout
@@ -48,7 +48,7 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     return est[best], {"estimator": best, **{f"mean_{k}": float(v.mean()) for k, v in est.items()}}
 
 
-def optimize_q_star(model: SequenceModel, batch: SequenceBatch, q_star: PerSequencePosterior, init=None):
+def optimize_q_star(model: SequenceModel, batch: SequenceBatch, q_star: LocalGaussian, init=None):
     """(lambda*, seconds): q* optimized per sequence, started from the output of the posterior `init`
     (mean and log std along one of its rollouts) or from q_star's own init."""
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def optimize_q_star(model: SequenceModel, batch: SequenceBatch, q_star: PerSeque
     return q_star.context(model, batch, lam0=lam0), time.perf_counter() - t0
 
 
-def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: dict, q_star: PerSequencePosterior,
+def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: dict, q_star: LocalGaussian,
                       log_p: torch.Tensor, n_samples: int = 1000, own: str | None = None,
                       q_star_init: str | None = None, lam_star: torch.Tensor | None = None,
                       q_star_seconds: float | None = None) -> dict:
@@ -100,7 +100,7 @@ def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: di
             "values": {k: v.double().tolist() for k, v in {**elbos, "log_px": log_p}.items()}}
 
 
-def refinement_curve(model: SequenceModel, batch: SequenceBatch, posterior: SemiAmortizedPosterior,
+def refinement_curve(model: SequenceModel, batch: SequenceBatch, posterior: LocalGaussian,
                      steps=(0, 1, 5, 20, 100), eval_samples: int = 1000, reference: torch.Tensor | None = None,
                      **refine_overrides) -> list[dict]:
     """L[q_K] after K refinement steps from the amortized init, with the wall-clock of init + K steps.
