@@ -8,6 +8,7 @@ Used by the toy experiment (analysis.toy_experiment) and by the command for trai
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -15,12 +16,12 @@ import torch
 from tqdm import tqdm
 
 from world_models.base import SequenceBatch, SequenceModel
-from world_models.posteriors import Objective, RefineSettings, make_posterior
-from world_models.posteriors.registry import FILTER, Q_STAR, REFINED, SMOOTHER
+from world_models.posteriors import Objective, make_posterior
+from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
 from world_models.posteriors.semi_amortized import frozen
 from world_models.training import train
 
-from .gaps import gap_decomposition, log_px, optimize_q_star, refinement_curve
+from .gaps import as_refinable, gap_decomposition, log_px, mean_field_q_star, refinement_curve, same_family_q_star
 
 
 def _setting(default, help: str):
@@ -31,9 +32,9 @@ def _setting(default, help: str):
 class GapSettings:
     """Budgets of one decomposition; each field's help is what the commands' --help shows."""
     eval_samples: int = _setting(1000, "samples of every final ELBO, IWAE-K and SMC-N (Cremer used 5000)")
-    q_star_lr: float = _setting(0.05, "Adam step size of the q* optimizer")
-    q_star_samples: int = _setting(20, "samples per q* optimizer step")
-    q_star_max_steps: int = _setting(1500, "q* step budget (stopping windows of 50 steps, patience 5)")
+    q_star_lr: float = _setting(0.05, "Adam step size of every q* optimizer")
+    q_star_samples: int = _setting(20, "samples per q* optimizer step (every q*)")
+    q_star_max_steps: int = _setting(1500, "step budget of each q* (stopping windows of 50 steps, patience 5)")
     encoder_steps: int = _setting(800, "steps to fit each fresh filter / smoother encoder to the frozen model")
     encoder_batch_size: int = _setting(64, "sequences per fresh-encoder fitting step")
     encoder_lr: float = _setting(1e-2, "Adam step size of the fresh filter encoder")
@@ -87,23 +88,15 @@ def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSe
     return q
 
 
-def as_refinable(model: SequenceModel, init, s: GapSettings):
-    """A posterior with local parameters whose start is `init`'s output: `init` itself if it has local parameters,
-    otherwise a gradient-refined posterior (REFINED) whose encoder is `init`."""
-    if init.refinable:
-        return init
-    sa = make_posterior(REFINED, model, refine_settings=RefineSettings(steps=0, lr=s.curve_lr))
-    sa.encoder = init
-    return sa
-
-
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
               s: GapSettings, curve_split: str, label: str = "") -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
-    per_sequence, whose posterior is q* itself), q*, and fresh filter / smoother encoders fitted on
-    encoder_data. log p(x): the best of bootstrap SMC, and SMC and IWAE with the smoother as proposal, and
-    IWAE with q* as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder
-    (or the fresh filter where the run has none)."""
+    per_sequence, whose posterior is q* itself), fresh filter / smoother encoders fitted on encoder_data, and
+    q* per sequence in each of their families (free per-step offsets from each one's output) and in the mean-field
+    family. log p(x): the best of bootstrap SMC, SMC and IWAE with the smoother as proposal, and IWAE with each q*
+    as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder (or the fresh
+    filter where the run has none), against the q* of that encoder's family. Failed checks (an amortization gap
+    below -3 standard errors) are printed to stderr."""
     filt = fresh_encoder(FILTER, model, encoder_data, s)
     posteriors = {"filter": filt, "smoother": fresh_encoder(SMOOTHER, model, encoder_data, s,
                                                             init=smoother_from_filter(model, filt), lr=s.smoother_lr)}
@@ -114,35 +107,47 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     out = {}
     for split, batch in gap_sets.items():
         t0 = time.perf_counter()
-        parts = ["q*", "log p(x)", "ELBOs"] + (["refinement curve"] if split == curve_split else [])
+        parts = [f"q*[{k}]" for k in posteriors] + ["q*[mean-field]", "log p(x)", "ELBOs"] + (
+            ["refinement curve"] if split == curve_split else [])
         bar = tqdm(parts, desc=f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences", unit="part",
                    bar_format="{desc}: {n_fmt}/{total_fmt} parts [{elapsed}{postfix}]")
-        bar.set_postfix_str("q* optimization")
-        lam_star, q_star_seconds = optimize_q_star(model, batch, q_star, posteriors["smoother"])
+        q_stars = {}
+        for k, posterior in posteriors.items():     # q* of each posterior's own family, from its output
+            bar.set_postfix_str(f"q* in the family of {k}")
+            q_stars[k] = same_family_q_star(model, batch, posterior, q_star.fit)
+            bar.update(1)
+        bar.set_postfix_str("q* in the mean-field family")
+        q_stars["mean-field"] = mean_field_q_star(model, batch, q_star, posteriors["smoother"])
         bar.update(1)
         bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}")
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
-                         exact=s.exact_log_px, extra={"q*": (q_star, lam_star)})
+                         exact=s.exact_log_px, extra={f"q*[{k}]": (q.posterior, q.ctx) for k, q in q_stars.items()})
         bar.update(1)
         bar.set_postfix_str(f"{s.eval_samples}-sample ELBOs")
-        res = gap_decomposition(model, batch, posteriors, q_star, lp, s.eval_samples,
-                                own="own" if own is not None else None, q_star_init="smoother",
-                                lam_star=lam_star, q_star_seconds=q_star_seconds)
+        res = gap_decomposition(model, batch, posteriors, q_stars, lp, s.eval_samples,
+                                own="own" if own is not None else None)
         res["log_px_estimator"] = rec
         res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()
         bar.update(1)
         if split == curve_split:
             bar.set_postfix_str(f"refinement curve K = {', '.join(map(str, s.curve_steps))}")
-            init = own if own is not None else posteriors["filter"]
-            refinable = as_refinable(model, init, s)
+            start = "own" if own is not None else "filter"
+            refinable = as_refinable(model, posteriors[start], s.curve_lr)
             res["refinement_curve"] = refinement_curve(
-                model, batch, refinable, s.curve_steps, s.eval_samples,
-                reference=torch.tensor(res["values"]["q_star"]), lr=s.curve_lr, n_samples=s.curve_samples)
-            res["refinement_init"] = "own encoder" if init is own else "fresh filter encoder"
+                model, batch, refinable, s.curve_steps, s.eval_samples, reference=torch.tensor(res["values"][f"q*[{start}]"]),
+                log_p=lp, lr=s.curve_lr, n_samples=s.curve_samples)
+            res["refinement_init"] = "own encoder" if start == "own" else "fresh filter encoder"
             res["refinement_settings"] = {"lr": s.curve_lr, "n_samples": s.curve_samples,
                                           "optimizer": refinable.refine_settings.optimizer}
+            for row in res["refinement_curve"]:
+                if row["above_log_px"] is not None:
+                    res["above_log_px"][f"refined K={row['K']}"] = row["above_log_px"]
+                    res["warnings"].append(f"the log p(x) estimate is below L[q_K] at K = {row['K']} by "
+                                           f"{row['above_log_px']:.3f} nats per step: log p(x) is underestimated")
             bar.update(1)
         bar.close()
+        for failure in res["failures"]:
+            tqdm.write(f"FAILED CHECK [{label or own_name}, {split}]: {failure}", file=sys.stderr)
         out[split] = res
         tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
     return out

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from analysis.decompose import smoother_from_filter
-from analysis.gaps import gap_decomposition, refinement_curve, summarize
+from analysis.gaps import gap_decomposition, mean_field_q_star, refinement_curve, same_family_q_star, summarize
 from world_models.posteriors.refine import refine
 from analysis.toy_experiment import main as toy_main
 from tests.conftest import lgssm_data, random_lgssm
@@ -29,11 +29,16 @@ def test_gaps_on_lgssm_match_the_analytic_approximation_gap():
         encoders[label] = q
     q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=50, window=50, patience=4, max_steps=1500)
     log_p = bounds.exact_log_marginal(model, batch)
-    res = gap_decomposition(model, batch, encoders, q_star, log_p, n_samples=2000, own="filter")
+    q_stars = {label: same_family_q_star(model, batch, q, q_star.fit) for label, q in encoders.items()}
+    q_stars["mean-field"] = mean_field_q_star(model, batch, q_star)
+    res = gap_decomposition(model, batch, encoders, q_stars, log_p, n_samples=2000, own="filter")
     g, T = res["gaps"], batch.length
+    assert res["failures"] == [] and res["above_log_px"] == {}
     # identities: inference = approximation + amortization; conditioning = difference of amortization gaps
-    assert abs(g["inference"]["mean"] - g["approximation"]["mean"] - g["amortization"]["mean"]) < 1e-9
-    assert abs(g["conditioning"]["mean"] - (g["amortization[filter]"]["mean"] - g["amortization[smoother]"]["mean"])) < 1e-9
+    assert abs(g["inference"]["mean"] - g["approximation[filter]"]["mean"] - g["amortization"]["mean"]) < 1e-9
+    # the encoders are mean-field here: all three q* are the mean-field optimum, so they agree
+    for label in ("filter", "smoother"):
+        assert abs(g[f"approximation[{label}]"]["mean"] - g["approximation[mean-field]"]["mean"]) < 0.05
     # the approximation gap equals log p(x) minus the closed-form ELBO of the analytic mean-field optimum
     p = model.params()
     opt_var = 1 / torch.diagonal(posterior_precision_diagonal(p, batch.mask), dim1=-2, dim2=-1)
@@ -96,9 +101,11 @@ def test_a_log_px_estimate_below_an_elbo_is_flagged():
     batch = lgssm_data(model, 8, 6, seed=16)
     q_star = make_posterior("per_sequence", model, lr=0.05, n_samples=20, window=20, patience=2, max_steps=200)
     exact = bounds.exact_log_marginal(model, batch)
-    assert gap_decomposition(model, batch, {}, q_star, exact, n_samples=200)["warnings"] == []
-    flagged = gap_decomposition(model, batch, {}, q_star, exact - 5.0, n_samples=200)["warnings"]
-    assert len(flagged) == 1 and "L[q_star]" in flagged[0]
+    q_stars = {"mean-field": mean_field_q_star(model, batch, q_star)}
+    assert gap_decomposition(model, batch, {}, q_stars, exact, n_samples=200)["warnings"] == []
+    flagged = gap_decomposition(model, batch, {}, q_stars, exact - 5.0, n_samples=200)
+    assert len(flagged["warnings"]) == 1 and "L[q*[mean-field]]" in flagged["warnings"][0]
+    assert list(flagged["above_log_px"]) == ["q*[mean-field]"]
 
 
 @pytest.mark.parametrize("kind", ["rssm", "lgssm"])

@@ -30,13 +30,15 @@ def test_decomposition_with_estimated_log_px_reproduces_exact_gaps_on_lgssm():
     exact = bounds.exact_log_marginal(model, sets["heldout"])
     assert not est["log_px_estimator"]["estimator"].startswith("exact")
     err = torch.tensor(est["values"]["log_px"]) - exact
-    # the best of three stochastic lower bounds (4000 particles / samples): close to the truth on average
-    # (each sequence's estimate has a Monte Carlo s.d. of about 0.1-0.2 nats on this model)
-    assert abs(float(err.mean())) < 0.08, err
+    # the chosen stochastic lower bound (the best of several on average, its values from an independent rerun, so
+    # that the choice does not bias it upwards; 4000 particles / samples): below the truth by little on average and
+    # not above it beyond Monte Carlo error (each sequence's estimate has an s.d. of about 0.1-0.2 nats here)
+    assert -0.15 < float(err.mean()) < 3 * float(err.std()) / len(err) ** 0.5, err
     g = est["gaps"]
-    exact_approximation = float((exact - torch.tensor(est["values"]["q_star"])).mean())
-    assert abs(g["approximation"]["mean"] - exact_approximation) < 0.08
-    assert abs(g["inference"]["mean"] - g["approximation"]["mean"] - g["amortization"]["mean"]) < 1e-9
+    exact_approximation = float((exact - torch.tensor(est["values"][f"q*[{est['tightest_q_star']}]"])).mean())
+    # the estimated approximation gap differs from the exact one by exactly the log p(x) error bounded above
+    assert abs(g["approximation"]["mean"] - exact_approximation - float(err.mean())) < 1e-5   # float32 sums
+    assert abs(g["inference"]["mean"] - g["approximation[own]"]["mean"] - g["amortization"]["mean"]) < 1e-9
     assert exact_approximation > 0 and g["amortization"]["mean"] > -0.05   # bounds in their order, up to MC error
     assert [row["K"] for row in est["refinement_curve"]] == [0, 5]
 
@@ -68,7 +70,9 @@ def test_gap_command_on_a_tiny_run(tiny_run):
     for split in ("heldout", "train"):
         g = r[split]["gaps"]
         assert {"inference", "approximation", "amortization", "conditioning"} <= set(g)
-        assert abs(g["inference"]["mean"] - g["approximation"]["mean"] - g["amortization"]["mean"]) < 1e-6
+        assert abs(g["inference"]["mean"] - g["approximation[own]"]["mean"] - g["amortization"]["mean"]) < 1e-6
+        assert g["approximation"]["mean"] <= min(v["mean"] for k, v in g.items() if k.startswith("approximation["))
+        assert r[split]["failures"] == [] and set(r[split]["q_star"]) == {"filter", "smoother", "own", "mean-field"}
     assert [row["K"] for row in r["heldout"]["refinement_curve"]] == [0, 2]
     described = {"semi_amortized": "refinement steps", "iterative_amortized": "iterations of its learned update"}
     assert described[r["inference"]] in r["heldout"]["own_posterior"] and r["heldout"]["own_posterior"] in (

@@ -1,11 +1,9 @@
 """Per-sequence (non-amortized) posterior: no encoder; lambda optimized for each sequence.
 
-Evaluation (`context`) finds Cremer et al.'s q*: initialize (at N(0, I), or along a rollout of
-the prior), then Adam on the ELBO with `n_samples` samples per step, averaging the ELBO over
-windows of `window` steps and stopping after `patience` windows without improvement or at
-`max_steps` (the fixed budget). The stopping rule is applied to the batch mean. The result is the
-average of the iterates over the last full window (Polyak averaging), which removes most of the
-Monte Carlo jitter of the final iterate.
+Evaluation (`context`, `optimize`) finds Cremer et al.'s q*: initialize (at N(0, I), or along a rollout of
+the prior), then optimum.optimize: Adam on the ELBO with `n_samples` samples per step, windows of `window`
+steps, stopping after `patience` windows without improvement or at `max_steps`, each sequence keeping its best
+window's averaged iterate, never returning worse than its start.
 For joint model learning, `training_loss` keeps lambda for every stored sequence (by
 `batch.index`), warm-starts from it, takes `steps_per_update` steps and writes it back.
 Family: mean-field Gaussian across time, diagonal per step.
@@ -18,7 +16,8 @@ import torch
 from ..base import SequenceBatch, SequenceModel
 from ..rollout import rollout
 from .base import LocalGaussian, Objective, local_params, metrics, negative_elbo
-from .refine import FunctionalOptimizer, RefineSettings, refine, sequence_elbo
+from .optimum import OptimumReport, OptimumSettings, optimize
+from .refine import RefineSettings, refine
 
 INITS = ("standard_normal", "prior")
 
@@ -31,16 +30,17 @@ class PerSequencePosterior(LocalGaussian):
     def __init__(self, model: SequenceModel, lr: float = 1e-3, n_samples: int = 50, window: int = 100,
                  patience: int = 10, max_steps: int = 5000, init: str = "standard_normal",
                  steps_per_update: int = 10, train_lr: float = 0.05, train_samples: int = 1,
-                 num_sequences: int = 0, max_length: int = 0):
+                 num_sequences: int = 0, max_length: int = 0, select_samples: int = 100):
         super().__init__(model)
         if init not in INITS:
             raise ValueError(f"unknown per-sequence init {init!r}; valid choices: {', '.join(INITS)}")
-        if min(window, patience, max_steps) < 1 or steps_per_update < 0:
-            raise ValueError("per-sequence settings need window, patience, max_steps >= 1 and steps_per_update >= 0")
-        self.fit = RefineSettings(steps=1, lr=lr, optimizer="adam", clip=None, n_samples=n_samples)
+        if steps_per_update < 0:
+            raise ValueError(f"per-sequence training needs steps_per_update >= 0, got {steps_per_update}")
+        self.fit = OptimumSettings(lr=lr, n_samples=n_samples, window=window, patience=patience, max_steps=max_steps,
+                                   select_samples=select_samples)
         self.train_refine = RefineSettings(steps=steps_per_update, lr=train_lr, optimizer="adam", clip=None,
                                            n_samples=train_samples)
-        self.window, self.patience, self.max_steps, self.init = window, patience, max_steps, init
+        self.init = init
         # lambda per stored sequence for warm starts (grown on demand; NaN marks "never seen")
         self.register_buffer("store", torch.full((num_sequences, max_length, 2 * model.z_dim), float("nan")))
 
@@ -55,32 +55,14 @@ class PerSequencePosterior(LocalGaussian):
             return local_params(ro)
         return p.new_zeros(batch.batch_size, batch.length, 2 * self.z_dim)   # mu = 0, log sigma = 0
 
-    def context(self, model: SequenceModel, batch: SequenceBatch, lam0: torch.Tensor | None = None,
-                trace: list | None = None) -> torch.Tensor:
-        """q*: optimize from lam0 (default: the init) until the stopping rule fires. If `trace` is
-        a list, the windowed mean ELBO per sequence step is appended to it."""
-        lam = (self.initial_params(model, batch) if lam0 is None else lam0).detach()
-        opt = FunctionalOptimizer(self.fit, lam)
-        best, stale, window_sum = -float("inf"), 0, 0.0
-        lam_sum, lam_avg = torch.zeros_like(lam), None
-        for k in range(1, self.max_steps + 1):
-            lam = lam.detach().requires_grad_(True)
-            with torch.enable_grad():
-                elbo = sequence_elbo(model, self, batch, lam, self.fit.n_samples)
-                (g,) = torch.autograd.grad(elbo.sum(), lam)
-            lam = opt.update(lam, g).detach()
-            window_sum += float(elbo.detach().mean())
-            lam_sum += lam
-            if k % self.window == 0:
-                avg = window_sum / self.window
-                lam_avg, lam_sum, window_sum = lam_sum / self.window, torch.zeros_like(lam), 0.0
-                if trace is not None:
-                    trace.append(avg / batch.length)
-                stale = 0 if avg > best else stale + 1
-                best = max(best, avg)
-                if stale >= self.patience:
-                    break
-        return lam if lam_avg is None else lam_avg
+    def optimize(self, model: SequenceModel, batch: SequenceBatch,
+                 lam0: torch.Tensor | None = None) -> tuple[torch.Tensor, OptimumReport]:
+        """(q*, report): optimum.optimize from lam0 (default: the init), best iterate, never below its start."""
+        return optimize(model, self, batch, self.initial_params(model, batch) if lam0 is None else lam0, self.fit)
+
+    def context(self, model: SequenceModel, batch: SequenceBatch, lam0: torch.Tensor | None = None) -> torch.Tensor:
+        """q*, optimized from lam0 (default: the init) until the stopping rule fires."""
+        return self.optimize(model, batch, lam0)[0]
 
     def _rows(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Store coordinates (sequence, step) of every step of the batch, each (B, T)."""
