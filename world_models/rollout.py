@@ -43,7 +43,7 @@ class Rollout:
 
 def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional[torch.Tensor] = None,
             n_samples: int = 1, batched_prior: Optional[bool] = None, fused: Optional[bool] = None,
-            noise: Optional[torch.Tensor] = None) -> Rollout:
+            noise: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None) -> Rollout:
     """Sample n_samples latent trajectories per sequence from the posterior given its context ctx (B, T, C).
     posterior=None samples from the model's prior (q = p(z_t | s_{t-1}, a_{t-1}), KL = 0).
     batched_prior (default: when the model has prior_from_h and there is a posterior) evaluates the priors
@@ -54,7 +54,9 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     hand-written backward (fused_filter.py); for mean-field posteriors (per-sequence lambda), all z at
     once and then the model's deterministic path in one call (RSSM.deter_path); see fast_loop. noise
     (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior and fused rollouts), makes
-    the two paths comparable sample by sample."""
+    the two paths comparable sample by sample. z (N, T, Dz), given latents: the rollout then evaluates every
+    term at them instead of drawing (h_t follows the given z_{<t}), e.g. for annealed importance sampling (ais.py);
+    of the fast paths only the mean-field one takes them."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
@@ -62,7 +64,7 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
-    loop = fast_loop(model, posterior, ctx) if posterior is not None and batched_prior and fused is not False else None
+    loop = fast_loop(model, posterior, ctx, z) if posterior is not None and batched_prior and fused is not False else None
     if fused and loop is None:
         raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
                          f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
@@ -71,8 +73,8 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
         if noise is None:
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
         return _batched_terms(model, rep, *loop(rep.actions.to(ctx.dtype), state, noise))
-    if noise is not None and not batched_prior:
-        raise ValueError("noise can be given to batched_prior or fused rollouts only")
+    if noise is not None and (not batched_prior or z is not None):
+        raise ValueError("noise can be given to batched_prior or fused rollouts only, and not with given z")
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
     for t in range(rep.length):
         if batched_prior:     # only what the next step needs: h_t, then z_t ~ q(z_t | ., h_t)
@@ -83,11 +85,14 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
         else:
             h, prior = model.prior_step(state, rep.actions[:, t], rep.t0 + t)
             q = prior if posterior is None else posterior.step(ctx[:, t], h, state.z)
-        z = q.rsample() if noise is None else q.mean + q.stddev * noise[t]
-        hs.append(h); zs.append(z); qm.append(q.mean); qs.append(q.stddev)
+        if z is None:
+            z_t = q.rsample() if noise is None else q.mean + q.stddev * noise[t]
+        else:
+            z_t = z[:, t]
+        hs.append(h); zs.append(z_t); qm.append(q.mean); qs.append(q.stddev)
         if not batched_prior:
-            lp.append(prior.log_prob(z)); lq.append(q.log_prob(z)); kls.append(gaussian_kl(q, prior))
-        state = ModelState(h, z)
+            lp.append(prior.log_prob(z_t)); lq.append(q.log_prob(z_t)); kls.append(gaussian_kl(q, prior))
+        state = ModelState(h, z_t)
     stack = lambda xs: torch.stack(xs, 1)
     H, Z, QM, QS = stack(hs), stack(zs), stack(qm), stack(qs)
     if batched_prior:
@@ -95,12 +100,12 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     return _terms(model, rep, H, Z, QM, QS, stack(lp), stack(lq), stack(kls))
 
 
-def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor):
+def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
     """The fast time loop for this model and posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
     or None where there is none: the fused filtering loop for the RSSM with an amortized head
     (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path."""
     head = posterior.mlp_head(ctx)
-    if supported(model, head):
+    if supported(model, head) and z is None:
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
     mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None
     if mean_field is None:
@@ -108,7 +113,7 @@ def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor):
     QM, QS = mean_field
 
     def loop(actions, state, noise):   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
-        Z = torch.addcmul(QM, QS, noise.transpose(0, 1))
+        Z = torch.addcmul(QM, QS, noise.transpose(0, 1)) if z is None else z
         return model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions), Z, QM, QS
     return loop
 
