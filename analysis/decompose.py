@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from tqdm import tqdm
 
+from agent.config import flag
+
+from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, make_posterior
 from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
 from world_models.posteriors.semi_amortized import frozen
 from world_models.training import train
 
-from .gaps import as_refinable, gap_decomposition, log_px, mean_field_q_star, refinement_curve, same_family_q_star
+from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, mean_field_q_star, refinement_curve,
+                   same_family_q_star)
 
 
 def _setting(default, help: str):
@@ -44,8 +48,46 @@ class GapSettings:
     curve_steps: tuple = _setting((0, 1, 5, 20, 100), "refinement step counts K of the amortization-gap curve")
     curve_lr: float = _setting(0.05, "refinement step size (Adam) for the curve")
     curve_samples: int = _setting(8, "samples per refinement step for the curve")
+    ais_steps: int = _setting(1000, "AIS intermediate distributions, from the tightest q* (0: no AIS; Cremer used "
+                                    "10,000)")
+    ais_chains: int = _setting(16, "AIS chains per sequence (Cremer used 100)")
+    ais_leapfrog: int = _setting(2, "leapfrog steps per HMC transition of AIS")
+    bdmc_sequences: int = _setting(4, "sequences simulated from the frozen model for the BDMC sandwich (0: none)")
     seed: int = _setting(0, "seed of the windows, the encoders' initialization and every sample")
+
+    def ais(self) -> AISSettings:
+        return AISSettings(chains=self.ais_chains, steps=self.ais_steps, leapfrog=self.ais_leapfrog)
     exact_log_px: bool = _setting(True, "use the exact log p(x) where the model has one (else SMC / IWAE)")
+
+
+def add_gap_arguments(p, exclude: tuple = ()) -> list[str]:
+    """Each GapSettings field (but `exclude`) as a command-line option with its default and help; returns the
+    names added, for gap_settings_from."""
+    names = []
+    for f in fields(GapSettings):
+        if f.name in exclude:
+            continue
+        default = getattr(GapSettings(), f.name)
+        if isinstance(default, tuple):
+            p.add_argument(flag(f.name), type=int, nargs="+", default=list(default), help=f.metadata["help"])
+        else:
+            p.add_argument(flag(f.name), type=type(default), default=default, help=f.metadata["help"])
+        names.append(f.name)
+    return names
+
+
+def check_gap_arguments(p, args) -> None:
+    """The checks every command with add_gap_arguments applies."""
+    if min(args.curve_steps) < 0:
+        p.error("--curve-steps must be >= 0")
+    if args.ais_steps < 0 or args.bdmc_sequences < 0:
+        p.error("--ais-steps and --bdmc-sequences must be >= 0 (0: none)")
+
+
+def gap_settings_from(args, names: list[str], **overrides) -> GapSettings:
+    """GapSettings from a parsed command line (the options add_gap_arguments added) and overrides."""
+    values = {n: tuple(getattr(args, n)) if n == "curve_steps" else getattr(args, n) for n in names}
+    return GapSettings(**{**values, **overrides})
 
 
 def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size: int, lr: float, seed: int):
@@ -119,14 +161,20 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         bar.set_postfix_str("q* in the mean-field family")
         q_stars["mean-field"] = mean_field_q_star(model, batch, q_star, posteriors["smoother"])
         bar.update(1)
-        bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}")
+        bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}"
+                            + (f", AIS-{s.ais_steps}" if s.ais_steps else ""))
+        best = max(q_stars, key=lambda k: q_stars[k].report.elbo_per_step)    # the tightest q* by its own estimate
         lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
-                         exact=s.exact_log_px, extra={f"q*[{k}]": (q.posterior, q.ctx) for k, q in q_stars.items()})
+                         exact=s.exact_log_px, extra={f"q*[{k}]": (q.posterior, q.ctx) for k, q in q_stars.items()},
+                         ais_from=(f"q*[{best}]", q_stars[best].posterior, q_stars[best].ctx) if s.ais_steps else None,
+                         ais_settings=s.ais() if s.ais_steps else None)
         bar.update(1)
         bar.set_postfix_str(f"{s.eval_samples}-sample ELBOs")
         res = gap_decomposition(model, batch, posteriors, q_stars, lp, s.eval_samples,
                                 own="own" if own is not None else None)
         res["log_px_estimator"] = rec
+        res["warnings"] += [f"{k} is above the AIS estimate of log p(x) by more than 3 standard errors: AIS may not "
+                            f"have converged (more --ais-steps)" for k in rec.get("above_ais", [])]
         res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()
         bar.update(1)
         if split == curve_split:
@@ -149,5 +197,9 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         for failure in res["failures"]:
             tqdm.write(f"FAILED CHECK [{label or own_name}, {split}]: {failure}", file=sys.stderr)
         out[split] = res
+    if s.bdmc_sequences and not (s.exact_log_px and hasattr(model, "log_marginal")) and s.ais_steps:
+        first = next(iter(gap_sets.values()))
+        tqdm.write(f"[{label or own_name}] BDMC sandwich on {s.bdmc_sequences} simulated sequences ...")
+        out["bdmc"] = bdmc_sandwich(model, first.actions[:s.bdmc_sequences], q_star, posteriors["smoother"], s.ais())
         tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
     return out

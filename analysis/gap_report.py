@@ -57,6 +57,19 @@ def q_star_table(by_name: dict, split: str) -> list[str]:
     return lines + [""]
 
 
+def bdmc_lines(b: dict | None) -> list[str]:
+    """The BDMC sandwich of one decomposition (analysis.gaps.bdmc_sandwich), or nothing."""
+    if not b:
+        return []
+    a = b["settings"]
+    return [f"## How far log p(x) can be trusted: BDMC sandwich on {b['sequences']} sequences simulated from the model",
+            "", f"Forward AIS (lower bound) {pm(b['lower'])}, reverse AIS from the generating latents (upper bound) "
+            f"{pm(b['upper'])}; width {pm(b['width'])} nats per step (AIS with {a['steps']} distributions x "
+            f"{a['chains']} chains, {a['leapfrog']} leapfrog steps; acceptance {b['acceptance']['forward']:.2f} / "
+            f"{b['acceptance']['reverse']:.2f}; its mean-field q* ELBO {pm(b['elbo_q_star'])}; {b['seconds']:.0f} s). "
+            "A log p(x) estimate with these settings on this model is uncertain by about the width.", ""]
+
+
 def curve_table(by_name: dict, split: str) -> list[str]:
     curves = {n: g[split]["refinement_curve"] for n, g in by_name.items() if "refinement_curve" in g.get(split, {})}
     if not curves:

@@ -10,6 +10,7 @@ is trained as the gold standard; on synthetic10 the model is a nonlinear SSM.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from analysis import toy_plots
 from analysis.cli import parse_with_quick, parser
-from analysis.decompose import GapSettings, decompose, fit
+from analysis.decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, fit, gap_settings_from
 from analysis.gaps import log_px, summarize
 from envs.toy_tasks import TASKS, generate, make_task
 from world_models.linear_gaussian import LinearGaussianSSM
@@ -27,8 +28,10 @@ from world_models.training import minibatch
 
 
 METHODS = ("kalman", *POSTERIORS)
+# gap settings the toy experiment sets from its own options (gap_settings), or that its models decide
+TOY_FIXED = ("encoder_batch_size", "encoder_lr", "seed", "exact_log_px")
 QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_steps": 300, "encoder_steps": 150,
-         "curve_steps": [0, 1, 5, 20]}
+         "curve_steps": [0, 1, 5, 20], "ais_steps": 200, "ais_chains": 8, "bdmc_sequences": 2}
 
 
 def parse_args(argv=None):
@@ -46,23 +49,15 @@ def parse_args(argv=None):
     p.add_argument("--refine-lr", type=float, default=0.1, help="refinement step size (Adam)")
     p.add_argument("--per-sequence-steps", type=int, default=3, help="warm-started SVI steps per update (per_sequence)")
     p.add_argument("--gap-sequences", type=int, default=100, help="sequences per split for the gap decomposition")
-    p.add_argument("--eval-samples", type=int, default=1000, help="samples for final ELBOs (Cremer used 5000)")
-    p.add_argument("--q-star-lr", type=float, default=0.05, help="Adam step size of the q* optimizer")
-    p.add_argument("--q-star-samples", type=int, default=20, help="samples per q* optimizer step")
-    p.add_argument("--q-star-max-steps", type=int, default=1500, help="q* step budget (windows of 50, patience 5)")
-    p.add_argument("--encoder-steps", type=int, default=800,
-                   help="steps to fit fresh filter/smoother encoders to each frozen model (conditioning gap)")
-    p.add_argument("--curve-steps", type=int, nargs="+", default=[0, 1, 5, 20, 100],
-                   help="refinement step counts K for the amortization-gap curve")
-    p.add_argument("--curve-lr", type=float, default=0.05, help="refinement step size (Adam) for the curve")
-    p.add_argument("--curve-samples", type=int, default=8, help="samples per refinement step for the curve")
+    add_gap_arguments(p, exclude=TOY_FIXED)
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialization")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples", "encoder_steps",
-        "q_star_samples", "q_star_max_steps"))
-    if args.refine_steps < 0 or args.per_sequence_steps < 0 or min(args.curve_steps) < 0:
+        "q_star_samples", "q_star_max_steps", "ais_chains", "ais_leapfrog"))
+    if args.refine_steps < 0 or args.per_sequence_steps < 0:
         p.error("refinement step counts must be >= 0")
+    check_gap_arguments(p, args)
     args.out = Path(args.out or f"results/toy_{args.task}")
     return args
 
@@ -133,10 +128,9 @@ def run(args) -> dict:
 
 
 def gap_settings(args) -> GapSettings:
-    return GapSettings(eval_samples=args.eval_samples, q_star_lr=args.q_star_lr, q_star_samples=args.q_star_samples,
-                       q_star_max_steps=args.q_star_max_steps, encoder_steps=args.encoder_steps,
-                       encoder_batch_size=args.batch_size, encoder_lr=args.lr, curve_steps=tuple(args.curve_steps),
-                       curve_lr=args.curve_lr, curve_samples=args.curve_samples, seed=args.seed)
+    """The gap options, with the encoders fitted at the toy's batch size and learning rate and its seed."""
+    names = [f.name for f in fields(GapSettings) if f.name not in TOY_FIXED]
+    return gap_settings_from(args, names, encoder_batch_size=args.batch_size, encoder_lr=args.lr, seed=args.seed)
 
 
 def write(results: dict, out: Path):

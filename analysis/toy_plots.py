@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
+from .gap_report import bdmc_lines, curve_table, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
 
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -31,6 +31,9 @@ def markdown(r: dict) -> str:
     for split in ("train", "test"):
         lines += gap_table(gap_methods, split)
     lines += curve_table(gap_methods, "test")
+    for name, g in gap_methods.items():
+        if g.get("bdmc"):
+            lines += ["", f"{name}:"] + bdmc_lines(g["bdmc"])
     return "\n".join(lines) + "\n"
 
 

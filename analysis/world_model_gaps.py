@@ -19,19 +19,19 @@ from pathlib import Path
 
 import torch
 
-from agent.config import flag
 
-from .decompose import GapSettings, decompose
-from .gap_report import curve_table, gap_table, plot_gap_bars, plot_refinement
+from .decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
+from .gap_report import bdmc_lines, curve_table, gap_table, plot_gap_bars, plot_refinement
 from .cli import command_main, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
 
 SPLITS = ("heldout", "train")
-CLI_SETTINGS = [f for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models have no exact log p(x)
+CLI_SETTINGS = [f.name for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models: no exact log p(x)
 
 
 QUICK = {"heldout_episodes": 2, "sequences": 4, "length": 30, "encoder_windows": 200, "eval_samples": 100,
-         "q_star_max_steps": 300, "encoder_steps": 150, "curve_steps": [0, 1, 5, 20], "curve_samples": 4}
+         "q_star_max_steps": 300, "encoder_steps": 150, "curve_steps": [0, 1, 5, 20], "curve_samples": 4,
+         "ais_steps": 100, "ais_chains": 8, "bdmc_sequences": 2}
 
 
 def parse_args(argv=None):
@@ -45,27 +45,20 @@ def parse_args(argv=None):
     p.add_argument("--length", type=int, default=50, help="steps per window")
     p.add_argument("--encoder-windows", type=int, default=1000,
                    help="training-replay windows the fresh filter/smoother encoders are fitted on")
-    defaults = GapSettings()
-    for f in CLI_SETTINGS:
-        default = getattr(defaults, f.name)
-        if f.name == "curve_steps":
-            p.add_argument("--curve-steps", type=int, nargs="+", default=list(default), help=f.metadata["help"])
-        else:
-            p.add_argument(flag(f.name), type=type(default), default=default, help=f.metadata["help"])
+    add_gap_arguments(p, exclude=("exact_log_px",))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",
-        "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads"))
-    if min(args.curve_steps) < 0:
-        p.error("--curve-steps must be >= 0")
+        "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads", "ais_chains",
+        "ais_leapfrog"))
+    check_gap_arguments(p, args)
     return args
 
 
 def run(args) -> dict:
     agent = load_run(args.run_dir, args.threads)
     cfg = agent.cfg
-    settings = GapSettings(**{f.name: getattr(args, f.name) for f in CLI_SETTINGS})
-    settings.curve_steps = tuple(args.curve_steps)
+    settings = gap_settings_from(args, CLI_SETTINGS)
     held = heldout_replay(agent, args.heldout_episodes, args.heldout_policy)
     length = min(args.length, min(len(e["reward"]) for e in held.episodes + agent.replay.episodes))
     gap_sets = {"heldout": windows(held, args.sequences, length, args.seed),
@@ -82,6 +75,7 @@ def run(args) -> dict:
                          "encoder_windows": args.encoder_windows},
             "seconds": time.perf_counter() - t0,
             "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+            "bdmc": gaps.get("bdmc"),
             **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in SPLITS}}
 
 
@@ -100,6 +94,7 @@ def markdown(r: dict) -> str:
                   f"{r[split]['log_px']['sem_per_step']:.3f}; estimates: "
                   + ", ".join(f"{k[5:]} {v / s['length']:.3f}" for k, v in r[split]["log_px_estimator"].items()
                               if k.startswith("mean_")), ""]
+    lines += bdmc_lines(r.get("bdmc"))
     lines += curve_table(by_name, "heldout")
     return "\n".join(lines) + "\n"
 

@@ -130,3 +130,38 @@ def test_smoother_from_filter_starts_as_the_filter(kind):
     b = rollout(model, smoother, batch, smoother.context(model, batch))
     torch.testing.assert_close(a.q_mean, b.q_mean, rtol=0, atol=1e-12)
     torch.testing.assert_close(a.q_std, b.q_std, rtol=0, atol=1e-12)
+
+
+def small_rssm_problem():
+    torch.manual_seed(0)
+    model = RSSM((3,), 1, deter_dim=8, z_dim=2, hidden=8).double()
+    model.requires_grad_(False)
+    batch = SequenceBatch(torch.randn(6, 8, 3, dtype=torch.float64), torch.randn(6, 8, 1, dtype=torch.float64),
+                          index=torch.arange(6))
+    filt = make_posterior("amortized", model, hidden=8).double()
+    train(lambda b: filt.training_loss(model, b, Objective()), filt.parameters(), batch, 30, 6, lr=1e-2)
+    return model, batch, filt
+
+
+def test_on_an_rssm_the_same_family_q_star_contains_the_encoder_and_flags_fire():
+    """The RSSM's encoder is structured through h_t: its q* has free offsets from its output, so its amortization
+    gap is >= 0 (no failure); an ELBO above a log p(x) set too low on purpose is flagged; a q* made worse than its
+    encoder on purpose is a failed check, not a result."""
+    from analysis.gaps import QStar, as_refinable
+    from world_models.posteriors.optimum import OptimumSettings
+    model, batch, filt = small_rssm_problem()
+    q_stars = {"filter": same_family_q_star(model, batch, filt, OptimumSettings(max_steps=200, window=20))}
+    assert "h_t" in str(q_stars["filter"].posterior.family) and "offsets" in str(q_stars["filter"].posterior.family)
+    log_p = bounds.smc(model, None, batch, 500)
+    res = gap_decomposition(model, batch, {"filter": filt}, q_stars, log_p, n_samples=500, own="filter")
+    g = res["gaps"]["amortization[filter]"]
+    assert res["failures"] == [] and g["mean"] > -3 * g["sem"]
+    low = bounds.elbo(model, filt, batch, 500) - 1.0                     # below the encoder's ELBO: impossible
+    flagged = gap_decomposition(model, batch, {"filter": filt}, q_stars, low, n_samples=500, own="filter")
+    assert "filter" in flagged["above_log_px"] and any("L[filter]" in w for w in flagged["warnings"])
+    worse = as_refinable(model, filt)
+    ctx = q_stars["filter"].ctx.clone()
+    ctx[..., -2:] = ctx[..., -2:] + 1.5                                   # log std offsets: far too wide
+    bad = {"filter": QStar(worse, ctx, "made worse on purpose", q_stars["filter"].report, 0.0)}
+    failed = gap_decomposition(model, batch, {"filter": filt}, bad, log_p, n_samples=500, own="filter")
+    assert len(failed["failures"]) == 1 and "filter" in failed["failures"][0]
