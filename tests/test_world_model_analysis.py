@@ -36,10 +36,12 @@ def test_decomposition_with_estimated_log_px_reproduces_exact_gaps_on_lgssm():
     assert abs(float(err.mean())) < 0.05, err
     g = est["gaps"]
     exact_approximation = float((exact - torch.tensor(est["values"][f"q*[{est['tightest_q_star']}]"])).mean())
+    # the Markov-Gaussian q* contains the exact posterior: the tightest, with an approximation gap of about 0
+    assert est["tightest_q_star"] == "markov" and abs(exact_approximation) < 0.05   # per sequence (measured 0.007)
     # the estimated approximation gap differs from the exact one by exactly the log p(x) error bounded above
     assert abs(g["approximation"]["mean"] - exact_approximation - float(err.mean())) < 1e-5   # float32 sums
     assert abs(g["inference"]["mean"] - g["approximation[own]"]["mean"] - g["amortization"]["mean"]) < 1e-9
-    assert exact_approximation > 0 and g["amortization"]["mean"] > -0.05   # bounds in their order, up to MC error
+    assert exact_approximation > -0.05 and g["amortization"]["mean"] > -0.05   # bounds in their order, up to MC error
     assert [row["K"] for row in est["refinement_curve"]] == [0, 5]
 
 

@@ -1,0 +1,78 @@
+"""Markov-Gaussian posterior with free local parameters, per sequence:
+
+    q(z_{1:T}) = q(z_1) prod_{t>1} q(z_t | z_{t-1}),   q(z_t | z_{t-1}) = N(A_t z_{t-1} + b_t, L_t L_t^T)
+
+lambda_t = (b_t, A_t, L_t) with L_t lower triangular (log of its diagonal), context (B, T, Dz + Dz^2 + Dz(Dz+1)/2);
+z_0 = 0, so q(z_1) = N(b_1, L_1 L_1^T). This family contains the exact posterior of a linear-Gaussian SSM
+(p(z_t | z_{t-1}, x_{1:T}) is Gaussian and linear in z_{t-1}), so its optimum q* has approximation gap 0 there; for
+nonlinear SSMs it is the structured q* the mean-field one lacks. It ignores h_t: for models without one (the toy
+SSMs). Used as a q* family by the gap decomposition (optimum.optimize on lambda); not an agent posterior.
+Cost per optimizer step: one model rollout forward and backward (the step loop: q depends on the sampled z_{t-1}).
+"""
+from __future__ import annotations
+
+import torch
+from torch.distributions import MultivariateNormal
+
+from ..base import SequenceBatch, SequenceModel
+from .base import Family, FamilyKind, LocalGaussian
+from .optimum import OptimumSettings, optimize
+
+
+class MarkovGaussianLocal(LocalGaussian):
+    family = Family(FamilyKind.MARKOV)
+    has_encoder = False
+    step_cost = "per optimizer step: one model rollout forward + backward (step by step)"
+
+    def __init__(self, model: SequenceModel, settings: OptimumSettings | None = None):
+        super().__init__(model)
+        self.fit = settings or OptimumSettings()
+        if model.deter_dim:
+            raise ValueError(f"the Markov-Gaussian local posterior ignores h_t; {type(model).__name__} has one "
+                             f"(deter_dim {model.deter_dim})")
+        d = model.z_dim
+        self.rows, self.cols = torch.tril_indices(d, d)
+
+    def amortized_part(self):
+        return None
+
+    def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """q*: optimum.optimize from N(0, I) at every step with this posterior's settings."""
+        return optimize(model, self, batch, self.initial_params(model, batch), self.fit)[0]
+
+    def describe(self) -> str:
+        return "its per-sequence Markov-Gaussian optimum"
+
+    def unpack(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(b (..., Dz), A (..., Dz, Dz), L (..., Dz, Dz) lower triangular with positive diagonal) of a context."""
+        d = self.z_dim
+        b, A, tri = ctx[..., :d], ctx[..., d:d + d * d], ctx[..., d + d * d:]
+        diagonal = (self.rows == self.cols).to(ctx.device)
+        tri = torch.where(diagonal, tri.exp(), tri)
+        L = ctx.new_zeros(*ctx.shape[:-1], d, d)
+        L[..., self.rows, self.cols] = tri
+        return b, A.unflatten(-1, (d, d)), L
+
+    def pack(self, b: torch.Tensor, A: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        """The context of (b, A, L); L's diagonal must be positive."""
+        tri = L[..., self.rows, self.cols]
+        tri = torch.where((self.rows == self.cols).to(L.device), tri.log(), tri)
+        return torch.cat([b, A.flatten(-2), tri], -1)
+
+    def step(self, ctx_t, h_t, z_prev):
+        b, A, L = self.unpack(ctx_t)
+        return MultivariateNormal((A @ z_prev.unsqueeze(-1)).squeeze(-1) + b, scale_tril=L)
+
+    def mean_field(self, ctx):
+        return None
+
+    def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """A = 0, b = 0, L = I: q = N(0, I) at every step."""
+        p = next(model.parameters())
+        d = self.z_dim
+        zeros = p.new_zeros(batch.batch_size, batch.length, d)
+        return self.pack(zeros, zeros.new_zeros(*zeros.shape, d), torch.diag_embed(torch.ones_like(zeros)))
+
+    def from_mean_std(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """The context of the mean-field q with these means and stds (B, T, Dz): A = 0 (a start for q*)."""
+        return self.pack(mean, mean.new_zeros(*mean.shape, self.z_dim), torch.diag_embed(std))
