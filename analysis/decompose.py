@@ -206,6 +206,6 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     if s.bdmc_sequences and not (s.exact_log_px and hasattr(model, "log_marginal")) and s.ais_steps:
         first = next(iter(gap_sets.values()))
         tqdm.write(f"[{label or own_name}] BDMC sandwich on {s.bdmc_sequences} simulated sequences ...")
-        out["bdmc"] = bdmc_sandwich(model, first.actions[:s.bdmc_sequences], q_star, posteriors["smoother"], s.ais())
+        out["bdmc"] = bdmc_sandwich(model, first.actions[:s.bdmc_sequences], posteriors["smoother"], q_star.fit, s.ais())
         tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
     return out

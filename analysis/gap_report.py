@@ -66,7 +66,8 @@ def bdmc_lines(b: dict | None) -> list[str]:
             "", f"Forward AIS (lower bound) {pm(b['lower'])}, reverse AIS from the generating latents (upper bound) "
             f"{pm(b['upper'])}; width {pm(b['width'])} nats per step (AIS with {a['steps']} distributions x "
             f"{a['chains']} chains, {a['leapfrog']} leapfrog steps; acceptance {b['acceptance']['forward']:.2f} / "
-            f"{b['acceptance']['reverse']:.2f}; its mean-field q* ELBO {pm(b['elbo_q_star'])}; {b['seconds']:.0f} s). "
+            f"{b['acceptance']['reverse']:.2f}; from the q* in the fresh smoother's family ({b['q_star_family']}), ELBO "
+            f"{pm(b['elbo_q_star'])}; {b['seconds']:.0f} s). "
             "A log p(x) estimate with these settings on this model is uncertain by about the width.", ""]
 
 

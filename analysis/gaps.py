@@ -184,22 +184,24 @@ def gap_decomposition(model: SequenceModel, batch: SequenceBatch, posteriors: di
             "values": {k: v.double().tolist() for k, v in {**elbos, "log_px": log_p}.items()}}
 
 
-def bdmc_sandwich(model: SequenceModel, actions: torch.Tensor, q_star: LocalGaussian, start, s: AISSettings) -> dict:
+def bdmc_sandwich(model: SequenceModel, actions: torch.Tensor, encoder, q_settings: OptimumSettings,
+                  s: AISSettings) -> dict:
     """The BDMC sandwich (Grosse et al. 2015) on sequences simulated from the frozen model with `actions` (B, T, A):
-    forward AIS from a mean-field q* (q_star's settings, started from the posterior `start`) is a stochastic lower
-    bound of log p(x), reverse AIS from the latents that generated each sequence an upper bound. The width says how
-    far any log p(x) estimate of these settings can be trusted on this model."""
+    forward AIS from the q* of `encoder`'s family (free per-step offsets from its output, q_settings) is a stochastic
+    lower bound of log p(x), reverse AIS from the latents that generated each sequence an upper bound. The width
+    says how far any log p(x) estimate of these settings can be trusted on this model."""
     t0 = time.perf_counter()
     with torch.no_grad():
         z, x = sample_sequences(model, actions)
     sim = SequenceBatch(x, actions, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device),
                         index=torch.arange(x.shape[0], device=x.device))
-    q = mean_field_q_star(model, sim, q_star, start)
+    q = same_family_q_star(model, sim, encoder, q_settings)
     lower, rec = ais.ais(model, q.posterior, sim, q.ctx, s)
     upper, rec_rev = ais.reverse_ais(model, q.posterior, sim, q.ctx, z, s)
     T = sim.length
     return {"lower": summarize(lower, T), "upper": summarize(upper, T), "width": summarize(upper - lower, T),
             "elbo_q_star": summarize(bounds.elbo(model, q.posterior, sim, 1000, ctx=q.ctx), T),
+            "q_star_family": str(q.posterior.family),
             "acceptance": {"forward": rec["acceptance"], "reverse": rec_rev["acceptance"]},
             "settings": asdict(s), "sequences": sim.batch_size, "seconds": time.perf_counter() - t0}
 
