@@ -75,8 +75,8 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     task = make_task(args.task)
-    train_data, _ = generate(task, args.train_sequences, task.train_length, seed=args.seed)
-    test_data, _ = generate(task, args.test_sequences, task.test_length, seed=args.seed + 1)
+    train_data, _ = generate(task, args.train_sequences, seed=args.seed)
+    test_data, _ = generate(task, args.test_sequences, seed=args.seed + 1)
     gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
                 "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
     results = {"task": task.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -85,7 +85,18 @@ def run(args) -> dict:
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
     methods = (["kalman"] if task.linear else []) + list(args.posteriors)
-    stages = tqdm(total=2 * len(methods) - ("kalman" in methods), desc="toy experiment", unit="stage", position=0)
+    stages = tqdm(total=2 * len(methods) - ("kalman" in methods) + 1, desc="toy experiment", unit="stage", position=0)
+    # gaps at the true model: what inference gets wrong before any model adapts to its posterior
+    stages.set_postfix_str("gaps at the true model")
+    exact_sets = {split: minibatch(generate(task, n, seed=args.seed + j, dtype=torch.float64)[0],
+                                   torch.arange(gap_sets[split].batch_size))
+                  for j, (split, n) in enumerate((("train", args.train_sequences), ("test", args.test_sequences)))}
+    results["true_model"]["gaps"] = decompose(task.true_model, "true model", None, exact_sets, exact_sets["train"],
+                                              gap_settings(args), curve_split="test")
+    for split in exact_sets:
+        results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
+    stages.update(1)
+    write(results, args.out)
     for method in methods:
         i = METHODS.index(method)   # the model's seed depends on the method, not on which others run
         model = new_model(task, args.seed + i)

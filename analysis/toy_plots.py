@@ -27,7 +27,7 @@ def markdown(r: dict) -> str:
                      f"{m['ms_per_step']:.0f} |")
     lines += ["", "Transition variance is given in observation units (C Q C^T) for linear models, where Q alone "
               "is not identifiable.", ""]
-    gap_methods = {name: m["gaps"] for name, m in r["methods"].items() if "gaps" in m}
+    gap_methods = gap_rows(r)
     for split in ("train", "test"):
         lines += gap_table(gap_methods, split)
     lines += curve_table(gap_methods, "test")
@@ -35,6 +35,12 @@ def markdown(r: dict) -> str:
         if g.get("bdmc"):
             lines += ["", f"{name}:"] + bdmc_lines(g["bdmc"])
     return "\n".join(lines) + "\n"
+
+
+def gap_rows(r: dict) -> dict:
+    """{row name: gaps}: the true model's (encoders fitted to it), then each learned model's."""
+    rows = {"true model": r["true_model"]["gaps"]} if "gaps" in r.get("true_model", {}) else {}
+    return {**rows, **{name: m["gaps"] for name, m in r["methods"].items() if "gaps" in m}}
 
 
 def _noise(n: dict, kind: str) -> str:
@@ -73,7 +79,7 @@ def plot_all(r: dict, out: Path) -> None:
         ax.tick_params(axis="x", rotation=30)
         ax.legend()
     save(fig, out / "noise.png")
-    gap_methods = {n: methods[n]["gaps"] for n in names if "gaps" in methods[n]}
+    gap_methods = gap_rows(r)
     if gap_methods:
         plot_gap_bars(gap_methods, ("train", "test"), out / "gaps.png", f"{r['task']}: gap decomposition")
         plot_refinement(gap_methods, "test", out / "refinement.png", f"{r['task']}: amortization gap vs refinement")

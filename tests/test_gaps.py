@@ -91,7 +91,23 @@ def test_toy_experiment_end_to_end(tmp_path):
     for png in ("loglik.png", "noise.png", "gaps.png", "refinement.png"):
         assert (tmp_path / png).stat().st_size > 1000
     md = (tmp_path / "results.md").read_text()
-    assert "Gap decomposition on test sequences" in md and "| per_sequence |" in md
+    assert "Gap decomposition on test sequences" in md and "| per_sequence |" in md and "| true model |" in md
+    true_gaps = r["true_model"]["gaps"]["test"]
+    assert {"filter", "smoother", "mean-field", "markov"} == set(true_gaps["q_star"])
+    assert true_gaps["log_px_estimator"]["estimator"] == "exact (Kalman)"
+
+
+def test_toy_experiment_on_a_multimodal_task_with_missing_runs(tmp_path):
+    """No exact log p(x): AIS gives it, the BDMC sandwich says how far to trust it; gaps at the true model too."""
+    toy_main(["--task", "square_gaps", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
+              "--steps", "3", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "8", "--encoder-steps", "2",
+              "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1", "--ais-steps", "5",
+              "--ais-chains", "2", "--bdmc-sequences", "2", "--posteriors", "amortized", "--threads", "1"])
+    r = json.loads((tmp_path / "results.json").read_text())
+    for gaps in (r["true_model"]["gaps"], r["methods"]["amortized"]["gaps"]):
+        assert gaps["test"]["log_px_estimator"]["estimator"].startswith("ais-5x2")
+        assert gaps["bdmc"]["sequences"] == 2 and "markov" in gaps["test"]["q_star"]
+    assert "BDMC sandwich" in (tmp_path / "results.md").read_text()
 
 
 def test_a_log_px_estimate_below_an_elbo_is_flagged():
