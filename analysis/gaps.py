@@ -31,7 +31,21 @@ def summarize(values: torch.Tensor, length: int) -> dict:
     n = v.numel()
     sem = float(v.std(unbiased=True) / n ** 0.5) if n > 1 else float("nan")
     return {"mean": float(v.mean()), "sem": sem, "mean_per_step": float(v.mean()) / length,
-            "sem_per_step": sem / length, "n": n}
+            "sem_per_step": sem / length, "n": n, "length": length}
+
+
+def over_seeds(summaries: list[dict]) -> dict:
+    """Summaries (summarize) of one quantity from several seeds as one: the mean of their means and its standard
+    error over seeds (over sequences where there is one seed), with the mean within-seed standard error over
+    sequences beside it (sem_sequences)."""
+    means = torch.tensor([x["mean"] for x in summaries], dtype=torch.float64)
+    per_step = summaries[0]["length"]
+    k = len(summaries)
+    sem_seq = sum(x["sem"] for x in summaries) / k
+    sem = float(means.std(unbiased=True) / k ** 0.5) if k > 1 else sem_seq
+    return {"mean": float(means.mean()), "sem": sem, "mean_per_step": float(means.mean()) / per_step,
+            "sem_per_step": sem / per_step, "n": summaries[0]["n"], "seeds": k, "sem_sequences": sem_seq,
+            "sem_sequences_per_step": sem_seq / per_step}
 
 
 def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: int = 1000,

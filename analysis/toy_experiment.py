@@ -19,7 +19,7 @@ from tqdm import tqdm
 from analysis import toy_plots
 from analysis.cli import parse_with_quick, parser
 from analysis.decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, fit, gap_settings_from
-from analysis.gaps import log_px, summarize
+from analysis.gaps import log_px, over_seeds, summarize
 from envs.toy_tasks import TASKS, generate, make_task
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
@@ -51,10 +51,12 @@ def parse_args(argv=None):
     p.add_argument("--gap-sequences", type=int, default=100, help="sequences per split for the gap decomposition")
     add_gap_arguments(p, exclude=TOY_FIXED)
     p.add_argument("--seed", type=int, default=0, help="seed for data and initialization")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="training seeds per method (the data stay fixed); means ± s.e. over seeds are reported")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples", "encoder_steps",
-        "q_star_samples", "q_star_max_steps", "ais_chains", "ais_leapfrog"))
+        "q_star_samples", "q_star_max_steps", "ais_chains", "ais_leapfrog", "seeds"))
     if args.refine_steps < 0 or args.per_sequence_steps < 0:
         p.error("refinement step counts must be >= 0")
     check_gap_arguments(p, args)
@@ -85,7 +87,8 @@ def run(args) -> dict:
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
     methods = (["kalman"] if task.linear else []) + list(args.posteriors)
-    stages = tqdm(total=2 * len(methods) - ("kalman" in methods) + 1, desc="toy experiment", unit="stage", position=0)
+    stages = tqdm(total=(2 * len(methods) - ("kalman" in methods)) * args.seeds + 1, desc="toy experiment",
+                  unit="stage", position=0)
     # gaps at the true model: what inference gets wrong before any model adapts to its posterior
     stages.set_postfix_str("gaps at the true model")
     exact_sets = {split: minibatch(generate(task, n, seed=args.seed + j, dtype=torch.float64)[0],
@@ -98,44 +101,91 @@ def run(args) -> dict:
     stages.update(1)
     write(results, args.out)
     for method in methods:
-        i = METHODS.index(method)   # the model's seed depends on the method, not on which others run
-        model = new_model(task, args.seed + i)
-        if method == "kalman":
-            q = None
-            loss_fn = lambda b: (-model.log_marginal(b).sum(1).mean() / b.length, {})
-            params = list(model.parameters())
-        else:
-            q = toy_posterior(method, args, model)
-            loss_fn = lambda b, q=q, model=model: q.training_loss(model, b, Objective())
-            params = list(model.parameters()) + list(q.parameters())
-        stages.set_postfix_str(f"train {method}")
-        hist, seconds = fit(method, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, args.seed + i)
-        stages.update(1)
-        entry = {"train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
-                 "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
-        model.requires_grad_(False)
-        proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
-        try:
-            ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
-            entry["test_log_lik"] = summarize(ll, test_data.length)
-            entry["test_log_lik_estimator"] = rec
-            if method != "kalman":
-                # fresh encoders are fitted on the gap set's training sequences
-                stages.set_postfix_str(f"gaps of {method}")
-                entry["gaps"] = decompose(model, method, q if q.has_encoder else None, gap_sets,
-                                          gap_sets["train"], gap_settings(args), curve_split="test")
-        except ValueError as e:   # a diverged model: non-finite distribution parameters
-            entry["evaluation_error"] = str(e).splitlines()[0][:300]
-            tqdm.write(f"[{method}] evaluation failed: {entry['evaluation_error']}")
-        if method != "kalman":
-            stages.update(1)
-        results["methods"][method] = entry
-        (args.out / "models").mkdir(parents=True, exist_ok=True)
-        torch.save({"model": model.state_dict(), "posterior": None if q is None else q.state_dict()},
-                   args.out / "models" / f"{method}.pt")
-        write(results, args.out)
+        runs = {}
+        for k in range(args.seeds):
+            runs[str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
+                                              train_data, test_data, gap_sets, stages, f"{method} seed {k}")
+            results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
+            write(results, args.out)
     stages.close()
     return results
+
+
+def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data, gap_sets, stages, label: str) -> dict:
+    """One method at one seed: train model and posterior, then held-out log p(x), learned noise and gaps."""
+    model = new_model(task, seed)      # the model's seed depends on the method and the seed index only
+    if method == "kalman":
+        q = None
+        loss_fn = lambda b: (-model.log_marginal(b).sum(1).mean() / b.length, {})
+        params = list(model.parameters())
+    else:
+        q = toy_posterior(method, args, model)
+        loss_fn = lambda b: q.training_loss(model, b, Objective())
+        params = list(model.parameters()) + list(q.parameters())
+    stages.set_postfix_str(f"train {label}")
+    hist, seconds = fit(label, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, seed)
+    stages.update(1)
+    entry = {"seed": seed, "train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
+             "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
+    model.requires_grad_(False)
+    proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
+    try:
+        ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
+        entry["test_log_lik"] = summarize(ll, test_data.length)
+        entry["test_log_lik_estimator"] = rec
+        if method != "kalman":
+            # fresh encoders are fitted on the gap set's training sequences
+            stages.set_postfix_str(f"gaps of {label}")
+            entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets,
+                                      gap_sets["train"], gap_settings(args), curve_split="test")
+    except ValueError as e:   # a diverged model: non-finite distribution parameters
+        entry["evaluation_error"] = str(e).splitlines()[0][:300]
+        tqdm.write(f"[{label}] evaluation failed: {entry['evaluation_error']}")
+    if method != "kalman":
+        stages.update(1)
+    (args.out / "models").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "posterior": None if q is None else q.state_dict()},
+               args.out / "models" / f"{label.replace(' ', '_')}.pt")
+    return entry
+
+
+def over_seed_runs(runs: list[dict]) -> dict:
+    """One method's runs at several seeds as one entry in the format of a single run: every summary (held-out log
+    p(x), gaps, ELBOs, refinement curve) as its mean with the standard error over seeds (over_seeds); the rest
+    from the first run; warnings and failures of every run, each with its seed."""
+    ok = [r for r in runs if "evaluation_error" not in r]
+    if not ok:
+        return {k: v for k, v in runs[0].items()}
+    out = {"seeds_evaluated": len(ok), "ms_per_step": sum(r["ms_per_step"] for r in ok) / len(ok),
+           "noise": {k: sum(r["noise"][k] for r in ok) / len(ok) for k in ok[0]["noise"]},
+           "test_log_lik": over_seeds([r["test_log_lik"] for r in ok]),
+           "test_log_lik_estimator": ok[0]["test_log_lik_estimator"]}
+    failed = [r for r in runs if "evaluation_error" in r]
+    if failed:
+        out["evaluation_failures"] = [f"seed {r['seed']}: {r['evaluation_error']}" for r in failed]
+    if "gaps" in ok[0]:
+        out["gaps"] = {split: (over_seed_gaps([r["gaps"][split] for r in ok], [r["seed"] for r in ok])
+                               if split != "bdmc" else ok[0]["gaps"][split]) for split in ok[0]["gaps"]}
+    return out
+
+
+def over_seed_gaps(results: list[dict], seeds: list[int]) -> dict:
+    """The gap decompositions of one split at several seeds as one (see over_seed_runs)."""
+    first = results[0]
+    common = lambda key: [k for k in first[key] if all(k in r[key] for r in results)]
+    out = {**{k: v for k, v in first.items() if k != "values"},
+           "gaps": {k: over_seeds([r["gaps"][k] for r in results]) for k in common("gaps")},
+           "elbo": {k: over_seeds([r["elbo"][k] for r in results]) for k in common("elbo")},
+           "log_px": over_seeds([r["log_px"] for r in results]),
+           "warnings": [f"seed {s}: {w}" for s, r in zip(seeds, results) for w in r["warnings"]],
+           "failures": [f"seed {s}: {f}" for s, r in zip(seeds, results) for f in r["failures"]]}
+    if "refinement_curve" in first:
+        out["refinement_curve"] = [
+            {**row, "elbo": over_seeds([r["refinement_curve"][i]["elbo"] for r in results]),
+             "gap": over_seeds([r["refinement_curve"][i]["gap"] for r in results]),
+             "seconds": sum(r["refinement_curve"][i]["seconds"] for r in results) / len(results)}
+            for i, row in enumerate(first["refinement_curve"])]
+    return out
 
 
 def gap_settings(args) -> GapSettings:

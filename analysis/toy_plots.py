@@ -12,7 +12,10 @@ def markdown(r: dict) -> str:
     t = r["true_model"]
     lines = [f"# Toy experiment: {r['task']}", "",
              f"Settings: `{ {k: v for k, v in r['settings'].items()} }`", "", f"Machine: {r['machine']}", "",
-             "## Held-out log-likelihood and learned noise (nats per time step, mean ± s.e. over test sequences)", "",
+             f"Each learned method is trained with {r['settings'].get('seeds', 1)} seeds on the same data: its numbers are "
+             "means over seeds ± the standard error over seeds (the true model's: ± s.e. over sequences). Per-seed "
+             "results, with standard errors over sequences, are in results.json (`methods.<name>.seeds`).", "",
+             "## Held-out log-likelihood and learned noise (nats per time step)", "",
              "| method | test log p(x) / T | estimator | transition var | emission var | train ms/step |",
              "|---|---|---|---|---|---|",
              f"| true model | {pm(t['test_log_lik'])} | {t['estimator']} | {_noise(t['noise'], 'transition')} | "

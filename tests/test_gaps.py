@@ -84,9 +84,15 @@ def test_toy_experiment_end_to_end(tmp_path):
     toy_main(["--task", "synthetic9", "--out", str(tmp_path), "--train-sequences", "24", "--test-sequences", "6",
               "--steps", "3", "--batch-size", "8", "--gap-sequences", "4", "--eval-samples", "8", "--encoder-steps", "2",
               "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1",
-              "--posteriors", "amortized", "semi_amortized", "per_sequence", "--threads", "1"])
+              "--posteriors", "amortized", "semi_amortized", "per_sequence", "--threads", "1", "--seeds", "2"])
     r = json.loads((tmp_path / "results.json").read_text())
     assert set(r["methods"]) == {"kalman", "amortized", "semi_amortized", "per_sequence"}
+    m = r["methods"]["amortized"]
+    assert set(m["seeds"]) == {"0", "1"} and m["test_log_lik"]["seeds"] == 2
+    per_seed = [m["seeds"][k]["test_log_lik"]["mean"] for k in ("0", "1")]
+    assert m["test_log_lik"]["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert m["test_log_lik"]["sem"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)   # s.e. over 2 seeds
+    assert m["gaps"]["test"]["gaps"]["approximation"]["seeds"] == 2
     assert r["true_model"]["estimator"] == "exact (Kalman)"
     for png in ("loglik.png", "noise.png", "gaps.png", "refinement.png"):
         assert (tmp_path / png).stat().st_size > 1000
@@ -102,7 +108,7 @@ def test_toy_experiment_on_a_multimodal_task_with_missing_runs(tmp_path):
     toy_main(["--task", "square_gaps", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
               "--steps", "3", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "8", "--encoder-steps", "2",
               "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1", "--ais-steps", "5",
-              "--ais-chains", "2", "--bdmc-sequences", "2", "--posteriors", "amortized", "--threads", "1"])
+              "--ais-chains", "2", "--bdmc-sequences", "2", "--posteriors", "amortized", "--threads", "1", "--seeds", "1"])
     r = json.loads((tmp_path / "results.json").read_text())
     for gaps in (r["true_model"]["gaps"], r["methods"]["amortized"]["gaps"]):
         assert gaps["test"]["log_px_estimator"]["estimator"].startswith("ais-5x2")
