@@ -29,8 +29,15 @@ def _spd(n: int, g: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     return scale * (M @ M.T) / n + 0.1 * torch.eye(n, dtype=DT)
 
 
+def _ill_conditioned(n: int, g: torch.Generator, condition: float = 1e4) -> torch.Tensor:
+    """U diag(eigenvalues from 10^-2 to 10^-2 condition) U^T, U a random rotation: condition number `condition`."""
+    U, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=DT))
+    eig = 1e-2 * torch.logspace(0, torch.log10(torch.tensor(condition)).item(), n, dtype=DT)
+    return U @ torch.diag(eig) @ U.T
+
+
 def make_problem(seed: int, Dz: int, Dx: int, Da: int, T: int, Bsz: int,
-                 missing: str, sampled_obs: bool):
+                 missing: str, sampled_obs: bool, ill: bool = False):
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(Dz, Dz, generator=g, dtype=DT)
     rho = max(torch.linalg.eigvals(A).abs().max().item(), 1e-6)
@@ -45,6 +52,8 @@ def make_problem(seed: int, Dz: int, Dx: int, Da: int, T: int, Bsz: int,
         m0=torch.randn(Dz, generator=g, dtype=DT),
         P0=_spd(Dz, g, 1.0),
     )
+    if ill:   # transition and observation noise with condition number 1e4
+        p = LGParams(A=p.A, B=p.B, C=p.C, Q=_ill_conditioned(Dz, g), R=_ill_conditioned(Dx, g), m0=p.m0, P0=p.P0)
     actions = torch.randn(Bsz, T, Da, generator=g, dtype=DT)
 
     if sampled_obs:  # draw from the model
@@ -60,6 +69,9 @@ def make_problem(seed: int, Dz: int, Dx: int, Da: int, T: int, Bsz: int,
 
     if missing == "none":
         mask = torch.ones(Bsz, T, dtype=torch.bool)
+    elif missing == "first":   # the first step missing in every sequence, the rest at random
+        mask = torch.rand(Bsz, T, generator=g) < 0.8
+        mask[:, 0] = False
     else:
         mask = torch.rand(Bsz, T, generator=g) < 0.6
         # sequence 0: all but one step missing
@@ -139,8 +151,13 @@ CASES = [
     (7, 3, 3, 2, 2, 3, "some", False),
     (8, 2, 5, 1, 20, 2, "none", False),
     (9, 4, 4, 2, 9, 3, "with_empty", False),
+    # ill-conditioned noise (condition number 1e4) and a fully missing first step
+    (10, 3, 3, 1, 10, 3, "first", True, True),
+    (11, 4, 2, 2, 8, 3, "first", False, True),
+    (12, 2, 4, 1, 12, 2, "none", True, True),
 ]
-IDS = [f"s{c[0]}-Dz{c[1]}-Dx{c[2]}-Da{c[3]}-T{c[4]}-{c[6]}-{'samp' if c[7] else 'rand'}" for c in CASES]
+IDS = [f"s{c[0]}-Dz{c[1]}-Dx{c[2]}-Da{c[3]}-T{c[4]}-{c[6]}-{'samp' if c[7] else 'rand'}"
+       + ("-ill" if len(c) > 8 and c[8] else "") for c in CASES]
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
