@@ -75,8 +75,12 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
         label, posterior, ctx = ais_from
         a = ais_settings or AISSettings()
         runs[f"ais-{a.steps}x{a.chains} ({label})"] = lambda: ais.ais(model, posterior, batch, ctx, a)[0]
-    est = {name: run() for name, run in runs.items()}
-    record = {f"mean_{k}": float(v.mean()) for k, v in est.items()}
+    est, seconds = {}, {}
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        est[name] = run()
+        seconds[name] = time.perf_counter() - t0
+    record = {**{f"mean_{k}": float(v.mean()) for k, v in est.items()}, "seconds": seconds}
     if ais_from is not None:       # AIS, whose trust the BDMC sandwich measures, over the heavy-tailed IWAE / SMC
         best = next(k for k in est if k.startswith("ais-"))
         above = [k for k in est if k != best and excess_over(est[best], est[k]) is not None]

@@ -91,9 +91,10 @@ def markdown(r: dict) -> str:
     for split in SPLITS:
         lines += gap_table(by_name, split)
         lines += [f"log p(x) per step ({split}): {r[split]['log_px']['mean_per_step']:.3f} ± "
-                  f"{r[split]['log_px']['sem_per_step']:.3f}; estimates: "
-                  + ", ".join(f"{k[5:]} {v / s['length']:.3f}" for k, v in r[split]["log_px_estimator"].items()
-                              if k.startswith("mean_")), ""]
+                  f"{r[split]['log_px']['sem_per_step']:.3f}; estimates (wall-clock): "
+                  + ", ".join(f"{k[5:]} {v / s['length']:.3f} ({r[split]['log_px_estimator']['seconds'][k[5:]]:.0f} s)"
+                              for k, v in r[split]["log_px_estimator"].items() if k.startswith("mean_")
+                              and k[5:] in r[split]["log_px_estimator"].get("seconds", {})), ""]
     lines += bdmc_lines(r.get("bdmc"))
     lines += curve_table(by_name, "heldout")
     return "\n".join(lines) + "\n"
