@@ -23,11 +23,11 @@ from analysis.gaps import log_px, over_seeds, summarize
 from envs.toy_tasks import TASKS, generate, make_task
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
-from world_models.posteriors import POSTERIORS, Objective, toy_posterior
+from world_models.posteriors import SSM_POSTERIORS, Objective, toy_posterior
 from world_models.training import minibatch
 
 
-METHODS = ("kalman", *POSTERIORS)
+METHODS = ("kalman", *SSM_POSTERIORS)
 # gap settings the toy experiment sets from its own options (gap_settings), or that its models decide
 TOY_FIXED = ("encoder_batch_size", "encoder_lr", "seed", "exact_log_px")
 QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_steps": 300, "encoder_steps": 150,
@@ -38,7 +38,7 @@ def parse_args(argv=None):
     p = parser(__doc__)
     p.add_argument("--task", default="synthetic9", choices=sorted(TASKS), help="toy task (docs/definitions.md section 3)")
     p.add_argument("--out", default=None, help="results folder (default results/toy_<task>)")
-    p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS,
+    p.add_argument("--posteriors", nargs="+", default=list(SSM_POSTERIORS), choices=SSM_POSTERIORS,
                    help="posterior types to train with (kalman is added on linear tasks)")
     p.add_argument("--train-sequences", type=int, default=1000, help="training sequences (DKS used 5000)")
     p.add_argument("--test-sequences", type=int, default=200, help="held-out sequences for log-likelihood")

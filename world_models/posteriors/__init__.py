@@ -6,9 +6,9 @@ from .base import LocalGaussian, Objective, Posterior
 from .exact import KalmanPosterior
 from .per_sequence import PerSequencePosterior
 from .refine import RefineSettings
-from .registry import POSTERIORS, REGISTRY, agent_posterior, make_posterior, toy_posterior
+from .registry import POSTERIORS, REGISTRY, SSM_POSTERIORS, agent_posterior, make_posterior, toy_posterior
 from .semi_amortized import SemiAmortizedPosterior
 
-__all__ = ["POSTERIORS", "REGISTRY", "make_posterior", "agent_posterior", "toy_posterior", "Posterior",
+__all__ = ["POSTERIORS", "REGISTRY", "SSM_POSTERIORS", "make_posterior", "agent_posterior", "toy_posterior", "Posterior",
            "LocalGaussian", "Objective", "RefineSettings", "AmortizedPosterior", "SemiAmortizedPosterior",
            "PerSequencePosterior", "KalmanPosterior"]

@@ -6,7 +6,8 @@ lambda_t = (b_t, A_t, L_t) with L_t lower triangular (log of its diagonal), cont
 z_0 = 0, so q(z_1) = N(b_1, L_1 L_1^T). This family contains the exact posterior of a linear-Gaussian SSM
 (p(z_t | z_{t-1}, x_{1:T}) is Gaussian and linear in z_{t-1}), so its optimum q* has approximation gap 0 there; for
 nonlinear SSMs it is the structured q* the mean-field one lacks. It ignores h_t: for models without one (the toy
-SSMs). Used as a q* family by the gap decomposition (optimum.optimize on lambda); not an agent posterior.
+SSMs). MarkovGaussianLocal is a q* family of the gap decomposition (optimum.optimize on lambda);
+AmortizedMarkovPosterior (registered as `amortized_markov`, for models without h_t) its amortized version.
 Cost per optimizer step: one model rollout forward and backward (the step loop: q depends on the sampled z_{t-1}).
 """
 from __future__ import annotations
@@ -15,8 +16,10 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from ..base import SequenceBatch, SequenceModel
+from .amortized import AmortizedPosterior
 from .base import Family, FamilyKind, LocalGaussian
 from .optimum import OptimumSettings, optimize
+from .refine import RefineSettings
 
 
 class MarkovGaussianLocal(LocalGaussian):
@@ -76,3 +79,37 @@ class MarkovGaussianLocal(LocalGaussian):
     def from_mean_std(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
         """The context of the mean-field q with these means and stds (B, T, Dz): A = 0 (a start for q*)."""
         return self.pack(mean, mean.new_zeros(*mean.shape, self.z_dim), torch.diag_embed(std))
+
+
+class AmortizedMarkovPosterior(MarkovGaussianLocal):
+    """The Markov-Gaussian family with an encoder (DKS-style, Krishnan et al. 2017, with a linear combiner):
+    lambda_t = (b_t, A_t, L_t) = W [e(x_t), summary of x_{<=t}, summary of x_{>t}] + c, the features of the
+    `amortized_smoothing` encoder (posteriors/amortized.py). p(z_t | z_{t-1}, x_{1:T}) depends on x only through
+    x_{t:T}, so for the LGSSM the exact posterior is within reach of this encoder. Its context is lambda itself, so
+    gradient refinement (improve) and q* move all of it. Models without h_t only.
+    Cost per use: one encoder pass (two GRUs) and one linear map per step."""
+    has_encoder = True
+    step_cost = "one encoder pass over the sequence (forward and backward GRU) + one linear map per step"
+
+    def __init__(self, model: SequenceModel, refine_settings: RefineSettings | None = None, **encoder_settings):
+        super().__init__(model)
+        self.refine_settings = refine_settings or RefineSettings()
+        self.features = AmortizedPosterior(model, smoothing=True, **encoder_settings)
+        d = model.z_dim
+        head = torch.nn.Linear(self.features.head[0].in_features, d + d * d + d * (d + 1) // 2)
+        torch.nn.init.normal_(head.weight, std=0.01)   # starts near q = N(0, I) at every step
+        torch.nn.init.zeros_(head.bias)
+        self.features.head = torch.nn.Sequential(head)   # the features' head is this linear map
+
+    def amortized_part(self):
+        return self
+
+    def describe(self) -> str:
+        return "its encoder"
+
+    def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        return self.features.head(self.features.context(model, batch))
+
+    def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """Improvement starts from the encoder's output."""
+        return self.context(model, batch)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from .amortized import AmortizedPosterior
 from .base import Posterior
 from .iterative import IterativeAmortizedPosterior
+from .markov import AmortizedMarkovPosterior
 from .per_sequence import PerSequencePosterior
 from .refine import RefineSettings
 from .semi_amortized import SemiAmortizedPosterior
@@ -18,6 +19,7 @@ class Registered:
     build: Callable[..., Posterior]                   # build(model, **settings)
     agent_settings: Callable[[Any], dict] = lambda cfg: {}   # from an agent.config.AgentConfig
     toy_settings: Callable[[Any], dict] = lambda args: {}    # from analysis.toy_experiment's arguments
+    ssm_only: bool = False       # only for models without h_t (the toy SSMs): not an agent posterior
 
 
 def _refined(source) -> dict:
@@ -38,8 +40,10 @@ REGISTRY: dict[str, Registered] = {
         lambda args: {"steps_per_update": args.per_sequence_steps, "train_lr": args.refine_lr, "lr": args.q_star_lr,
                       "n_samples": args.q_star_samples, "max_steps": args.q_star_max_steps, "window": 50,
                       "patience": 5}),
+    "amortized_markov": Registered(AmortizedMarkovPosterior, ssm_only=True),
 }
-POSTERIORS = tuple(REGISTRY)
+POSTERIORS = tuple(name for name, r in REGISTRY.items() if not r.ssm_only)   # every model kind, the agent's choices
+SSM_POSTERIORS = tuple(REGISTRY)                                             # models without h_t (toy experiment)
 
 # The roles the gap decomposition and the benchmarks give registered posteriors: fresh filter and smoother
 # encoders fitted to a frozen model, the per-sequence optimum q*, and the encoder refined by gradient steps.
@@ -51,9 +55,10 @@ def make_posterior(name: str, model, **settings) -> Posterior:
     (hidden, embed_dim, rnn_dim, min_std) for the amortized ones; refine_settings (RefineSettings),
     variant ('detached' | 'unrolled') and smoothing_init for semi_amortized; iterations and update_hidden (and the
     encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, init, steps_per_update,
-    train_lr for per_sequence."""
+    train_lr for per_sequence; refine_settings and the encoder sizes for amortized_markov (models without h_t)."""
     if name not in REGISTRY:
-        raise ValueError(f"unknown posterior {name!r}; valid choices: {', '.join(POSTERIORS)}")
+        raise ValueError(f"unknown posterior {name!r}; valid choices: {', '.join(POSTERIORS)} (and for models without "
+                         f"h_t: {', '.join(n for n in SSM_POSTERIORS if n not in POSTERIORS)})")
     posterior = REGISTRY[name].build(model, **settings)
     posterior.name = name
     return posterior
