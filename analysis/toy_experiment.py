@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=3,
                    help="training seeds per method (the data stay fixed); means ± s.e. over seeds are reported")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs (method, seed) and true-model gaps that OUT/results.json already holds from a "
+                        "call with the same settings, and run the rest")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples", "encoder_steps",
         "q_star_samples", "q_star_max_steps", "ais_chains", "ais_leapfrog", "seeds"))
@@ -81,8 +84,10 @@ def run(args) -> dict:
     test_data, _ = generate(task, args.test_sequences, seed=args.seed + 1)
     gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
                 "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
-    results = {"task": task.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    results = {"task": task.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                               if k != "resume"},
                "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "methods": {}}
+    done = finished_runs(args.out, results["settings"]) if args.resume else {}
     true_ll, rec = log_px(task.true_model, test_data.to("cpu"), None, smc_n=args.eval_samples)
     results["true_model"] = {"test_log_lik": summarize(true_ll, test_data.length), **rec,
                              "noise": task.true_model.noise_summary()}
@@ -91,24 +96,51 @@ def run(args) -> dict:
                   unit="stage", position=0)
     # gaps at the true model: what inference gets wrong before any model adapts to its posterior
     stages.set_postfix_str("gaps at the true model")
-    exact_sets = {split: minibatch(generate(task, n, seed=args.seed + j, dtype=torch.float64)[0],
-                                   torch.arange(gap_sets[split].batch_size))
-                  for j, (split, n) in enumerate((("train", args.train_sequences), ("test", args.test_sequences)))}
-    results["true_model"]["gaps"] = decompose(task.true_model, "true model", None, exact_sets, exact_sets["train"],
-                                              gap_settings(args), curve_split="test")
-    for split in exact_sets:
-        results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
+    if "true_model_gaps" in done:
+        results["true_model"]["gaps"] = done["true_model_gaps"]
+    else:
+        exact_sets = {split: minibatch(generate(task, n, seed=args.seed + j, dtype=torch.float64)[0],
+                                       torch.arange(gap_sets[split].batch_size))
+                      for j, (split, n) in enumerate((("train", args.train_sequences), ("test", args.test_sequences)))}
+        results["true_model"]["gaps"] = decompose(task.true_model, "true model", None, exact_sets, exact_sets["train"],
+                                                  gap_settings(args), curve_split="test")
+        for split in exact_sets:
+            results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
     stages.update(1)
     write(results, args.out)
     for method in methods:
         runs = {}
         for k in range(args.seeds):
-            runs[str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
-                                              train_data, test_data, gap_sets, stages, f"{method} seed {k}")
+            if (method, str(k)) in done:                      # --resume: finished in an earlier call
+                runs[str(k)] = done[(method, str(k))]
+                stages.update(1 if method == "kalman" else 2)
+            else:
+                runs[str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
+                                                  train_data, test_data, gap_sets, stages, f"{method} seed {k}")
             results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
             write(results, args.out)
     stages.close()
     return results
+
+
+def finished_runs(out: Path, settings: dict) -> dict:
+    """What an earlier call with the same settings wrote to out/results.json: {(method, seed index): entry} and
+    'true_model_gaps'. Different settings are refused (naming them): the runs would not be comparable."""
+    path = out / "results.json"
+    if not path.exists():
+        return {}
+    try:
+        prev = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--resume: {path} is not valid JSON ({e}); move it away to start afresh")
+    changed = sorted(k for k in set(settings) | set(prev["settings"]) if settings.get(k) != prev["settings"].get(k))
+    if changed:
+        raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); use the same "
+                         f"options, or another --out")
+    done = {(m, k): e for m, entry in prev["methods"].items() for k, e in entry.get("seeds", {}).items()}
+    if "gaps" in prev.get("true_model", {}):
+        done["true_model_gaps"] = prev["true_model"]["gaps"]
+    return done
 
 
 def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data, gap_sets, stages, label: str) -> dict:

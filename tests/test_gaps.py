@@ -187,3 +187,24 @@ def test_on_an_rssm_the_same_family_q_star_contains_the_encoder_and_flags_fire()
     bad = {"filter": QStar(worse, ctx, "made worse on purpose", q_stars["filter"].report, 0.0)}
     failed = gap_decomposition(model, batch, {"filter": filt}, bad, log_p, n_samples=500, own="filter")
     assert len(failed["failures"]) == 1 and "filter" in failed["failures"][0]
+
+
+def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path):
+    args = ["--task", "synthetic10", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
+            "--steps", "2", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "4", "--encoder-steps", "1",
+            "--q-star-max-steps", "2", "--q-star-samples", "1", "--curve-steps", "0", "--ais-steps", "0",
+            "--posteriors", "amortized", "--seeds", "2"]
+    toy_main(args)
+    path = tmp_path / "results.json"
+    first = json.loads(path.read_text())
+    cut = json.loads(path.read_text())
+    del cut["methods"]["amortized"]["seeds"]["1"]               # as if stopped after seed 0
+    path.write_text(json.dumps(cut))
+    toy_main(args + ["--resume"])
+    again = json.loads(path.read_text())
+    kept, redone = again["methods"]["amortized"]["seeds"], first["methods"]["amortized"]["seeds"]
+    assert kept["0"]["train_seconds"] == redone["0"]["train_seconds"]          # kept, not rerun
+    assert set(kept) == {"0", "1"} and kept["1"]["train_seconds"] != redone["1"]["train_seconds"]
+    assert again["true_model"]["gaps"] == first["true_model"]["gaps"]
+    with pytest.raises(SystemExit, match="other settings.*steps"):
+        toy_main([a if a != "2" else "3" for a in args[:12]] + args[12:] + ["--resume"])
