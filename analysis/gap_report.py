@@ -50,10 +50,22 @@ def q_star_table(by_name: dict, split: str) -> list[str]:
         return []
     lines = [f"q* runs on {split} sequences: each optimized per sequence (Adam, best window kept, never below its "
              "start).", "", "| method | q* | family | started from | steps | stopped by | last improvement | "
-             "kept start | L[q*] per step |", "|---" * 9 + "|"]
+             "kept start | L[q*] per step | wall-clock |", "|---" * 10 + "|"]
     for name, label, q, elbo in rows:
         lines.append(f"| {name} | {label} | {q['family']} | {q['start']} | {q['steps']} | {q['stopped_by']} | "
-                     f"{q['last_improvement_step']} | {q['kept_start']} | {pm(elbo)} |")
+                     f"{q['last_improvement_step']} | {q['kept_start']} | {pm(elbo)} | {q['seconds']:.0f} s |")
+    return lines + [""]
+
+
+def log_px_lines(by_name: dict, split: str) -> list[str]:
+    """log p(x) per step of each decomposition {name: result of one split}, with every estimate and its wall-clock."""
+    lines = []
+    for name, res in by_name.items():
+        rec, T = res["log_px_estimator"], res["log_px"]["length"]
+        estimates = ", ".join(f"{k[5:]} {v / T:.3f} ({rec['seconds'][k[5:]]:.0f} s)" for k, v in rec.items()
+                              if k.startswith("mean_") and k[5:] in rec.get("seconds", {}))
+        lines.append(f"- {name}, log p(x) per step ({split}): {pm(res['log_px'])} by {rec['estimator']}"
+                     + (f"; estimates (wall-clock): {estimates}" if estimates else ""))
     return lines + [""]
 
 

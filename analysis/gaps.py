@@ -44,7 +44,7 @@ def over_seeds(summaries: list[dict]) -> dict:
     sem_seq = sum(x["sem"] for x in summaries) / k
     sem = float(means.std(unbiased=True) / k ** 0.5) if k > 1 else sem_seq
     return {"mean": float(means.mean()), "sem": sem, "mean_per_step": float(means.mean()) / per_step,
-            "sem_per_step": sem / per_step, "n": summaries[0]["n"], "seeds": k, "sem_sequences": sem_seq,
+            "sem_per_step": sem / per_step, "n": summaries[0]["n"], "length": per_step, "seeds": k, "sem_sequences": sem_seq,
             "sem_sequences_per_step": sem_seq / per_step}
 
 

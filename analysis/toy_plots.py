@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gap_report import bdmc_lines, curve_table, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
+from .gap_report import bdmc_lines, curve_table, log_px_lines, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
 
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -33,6 +33,7 @@ def markdown(r: dict) -> str:
     gap_methods = gap_rows(r)
     for split in ("train", "test"):
         lines += gap_table(gap_methods, split)
+        lines += log_px_lines({n: g[split] for n, g in gap_methods.items()}, split)
     lines += curve_table(gap_methods, "test")
     for name, g in gap_methods.items():
         if g.get("bdmc"):

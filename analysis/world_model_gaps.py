@@ -21,7 +21,7 @@ import torch
 
 
 from .decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
-from .gap_report import bdmc_lines, curve_table, gap_table, plot_gap_bars, plot_refinement
+from .gap_report import bdmc_lines, curve_table, gap_table, log_px_lines, plot_gap_bars, plot_refinement
 from .cli import command_main, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
 
@@ -90,11 +90,7 @@ def markdown(r: dict) -> str:
              f"windows; {r['seconds']:.0f} s on {r['machine']}.", ""]
     for split in SPLITS:
         lines += gap_table(by_name, split)
-        lines += [f"log p(x) per step ({split}): {r[split]['log_px']['mean_per_step']:.3f} ± "
-                  f"{r[split]['log_px']['sem_per_step']:.3f}; estimates (wall-clock): "
-                  + ", ".join(f"{k[5:]} {v / s['length']:.3f} ({r[split]['log_px_estimator']['seconds'][k[5:]]:.0f} s)"
-                              for k, v in r[split]["log_px_estimator"].items() if k.startswith("mean_")
-                              and k[5:] in r[split]["log_px_estimator"].get("seconds", {})), ""]
+        lines += log_px_lines({r["inference"]: r[split]}, split)
     lines += bdmc_lines(r.get("bdmc"))
     lines += curve_table(by_name, "heldout")
     return "\n".join(lines) + "\n"
