@@ -60,20 +60,21 @@ class GapSettings:
     exact_log_px: bool = _setting(True, "use the exact log p(x) where the model has one (else SMC / IWAE)")
 
 
-def add_gap_arguments(p, exclude: tuple = ()) -> list[str]:
-    """Each GapSettings field (but `exclude`) as a command-line option with its default and help; returns the
-    names added, for gap_settings_from."""
-    names = []
+def gap_option_names(exclude: tuple = ()) -> list[str]:
+    """The GapSettings fields a command sets from its own options (all but `exclude`)."""
+    return [f.name for f in fields(GapSettings) if f.name not in exclude]
+
+
+def add_gap_arguments(p, exclude: tuple = ()) -> None:
+    """Each GapSettings field but `exclude` as a command-line option with its default and help."""
+    defaults = GapSettings()
     for f in fields(GapSettings):
-        if f.name in exclude:
-            continue
-        default = getattr(GapSettings(), f.name)
-        if isinstance(default, tuple):
-            p.add_argument(flag(f.name), type=int, nargs="+", default=list(default), help=f.metadata["help"])
-        else:
-            p.add_argument(flag(f.name), type=type(default), default=default, help=f.metadata["help"])
-        names.append(f.name)
-    return names
+        if f.name not in exclude:
+            default = getattr(defaults, f.name)
+            if isinstance(default, tuple):
+                p.add_argument(flag(f.name), type=int, nargs="+", default=list(default), help=f.metadata["help"])
+            else:
+                p.add_argument(flag(f.name), type=type(default), default=default, help=f.metadata["help"])
 
 
 def check_gap_arguments(p, args) -> None:
@@ -84,9 +85,9 @@ def check_gap_arguments(p, args) -> None:
         p.error("--ais-steps and --bdmc-sequences must be >= 0 (0: none)")
 
 
-def gap_settings_from(args, names: list[str], **overrides) -> GapSettings:
-    """GapSettings from a parsed command line (the options add_gap_arguments added) and overrides."""
-    values = {n: tuple(getattr(args, n)) if n == "curve_steps" else getattr(args, n) for n in names}
+def gap_settings_from(args, exclude: tuple = (), **overrides) -> GapSettings:
+    """GapSettings from a parsed command line (the options add_gap_arguments(p, exclude) added) and overrides."""
+    values = {n: tuple(getattr(args, n)) if n == "curve_steps" else getattr(args, n) for n in gap_option_names(exclude)}
     return GapSettings(**{**values, **overrides})
 
 

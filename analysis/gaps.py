@@ -128,14 +128,17 @@ def same_family_q_star(model: SequenceModel, batch: SequenceBatch, posterior, s:
     return QStar(local, ctx, f"its output ({posterior.describe()})", report, time.perf_counter() - t0)
 
 
+def moments_along_rollout(model: SequenceModel, posterior, batch: SequenceBatch):
+    """One rollout of `posterior` on `batch` (no gradient): its q_mean and q_std (B, T, Dz) start q* runs."""
+    with torch.no_grad():
+        return rollout(model, posterior, batch, posterior.context(model, batch))
+
+
 def mean_field_q_star(model: SequenceModel, batch: SequenceBatch, q_star: LocalGaussian, init=None) -> QStar:
     """q* in the mean-field family (q_star, a per_sequence posterior, with its settings), started from the mean and
     log std along one rollout of the posterior `init` (or from q_star's own init)."""
     t0 = time.perf_counter()
-    lam0 = None
-    if init is not None:
-        with torch.no_grad():
-            lam0 = local_params(rollout(model, init, batch, init.context(model, batch)))
+    lam0 = None if init is None else local_params(moments_along_rollout(model, init, batch))
     ctx, report = q_star.optimize(model, batch, lam0)
     start = q_star.init if init is None else f"the mean and std along one rollout of {init.describe()}"
     return QStar(q_star, ctx, start, report, time.perf_counter() - t0)
@@ -146,8 +149,7 @@ def markov_q_star(model: SequenceModel, batch: SequenceBatch, s: OptimumSettings
     along one rollout of the posterior `init` (A = 0): it contains the exact LGSSM posterior."""
     t0 = time.perf_counter()
     q = MarkovGaussianLocal(model, s)
-    with torch.no_grad():
-        ro = rollout(model, init, batch, init.context(model, batch))
+    ro = moments_along_rollout(model, init, batch)
     ctx, report = optimize(model, q, batch, q.from_mean_std(ro.q_mean, ro.q_std), s)
     return QStar(q, ctx, f"the mean and std along one rollout of {init.describe()}", report, time.perf_counter() - t0)
 

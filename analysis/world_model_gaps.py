@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 
-from .decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
+from .decompose import add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
 from .gap_report import bdmc_lines, curve_table, gap_table, log_px_lines, plot_gap_bars, plot_refinement
 from .cli import command_main, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
 
 SPLITS = ("heldout", "train")
-CLI_SETTINGS = [f.name for f in fields(GapSettings) if f.name != "exact_log_px"]   # world models: no exact log p(x)
+NOT_OPTIONS = ("exact_log_px",)   # world models have no exact log p(x)
 
 
 QUICK = {"heldout_episodes": 2, "sequences": 4, "length": 30, "encoder_windows": 200, "eval_samples": 100,
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--length", type=int, default=50, help="steps per window")
     p.add_argument("--encoder-windows", type=int, default=1000,
                    help="training-replay windows the fresh filter/smoother encoders are fitted on")
-    add_gap_arguments(p, exclude=("exact_log_px",))
+    add_gap_arguments(p, exclude=NOT_OPTIONS)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "heldout_episodes", "sequences", "length", "encoder_windows", "eval_samples", "q_star_samples",
@@ -58,7 +58,7 @@ def parse_args(argv=None):
 def run(args) -> dict:
     agent = load_run(args.run_dir, args.threads)
     cfg = agent.cfg
-    settings = gap_settings_from(args, CLI_SETTINGS)
+    settings = gap_settings_from(args, NOT_OPTIONS)
     held = heldout_replay(agent, args.heldout_episodes, args.heldout_policy)
     length = min(args.length, min(len(e["reward"]) for e in held.episodes + agent.replay.episodes))
     gap_sets = {"heldout": windows(held, args.sequences, length, args.seed),

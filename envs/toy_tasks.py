@@ -25,8 +25,8 @@ from world_models.kalman import LGParams
 from world_models.linear_gaussian import LinearGaussianSSM
 
 
-class Synthetic10SSM(SequenceModel):
-    """The true nonlinear model of synthetic10 (no learnable parameters)."""
+class FixedScalarSSM(SequenceModel):
+    """A true 1-d toy model with no learnable parameters and no h_t; subclasses give prior_step and emission."""
 
     def __init__(self):
         super().__init__()
@@ -36,6 +36,10 @@ class Synthetic10SSM(SequenceModel):
     def initial_state(self, batch_size):
         zeros = self.anchor.new_zeros(batch_size, 1)
         return ModelState(zeros[:, :0], zeros)
+
+
+class Synthetic10SSM(FixedScalarSSM):
+    """The true nonlinear model of synthetic10."""
 
     def prior_step(self, state, action, t):
         if t == 0:
@@ -49,17 +53,8 @@ class Synthetic10SSM(SequenceModel):
         return {"transition_var": 5.0, "emission_var": 5.0}
 
 
-class SquareObsSSM(SequenceModel):
-    """The true model of `square`: a linear AR(1) latent seen through x = z^2 + noise (no learnable parameters)."""
-
-    def __init__(self):
-        super().__init__()
-        self.z_dim, self.action_dim, self.obs_shape = 1, 1, (1,)
-        self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)   # dtype and device, never trained
-
-    def initial_state(self, batch_size):
-        zeros = self.anchor.new_zeros(batch_size, 1)
-        return ModelState(zeros[:, :0], zeros)
+class SquareObsSSM(FixedScalarSSM):
+    """The true model of `square`: a linear AR(1) latent seen through x = z^2 + noise."""
 
     def prior_step(self, state, action, t):
         return state.h, diag_normal(0.9 * state.z if t else torch.zeros_like(state.z), 1.0)

@@ -71,7 +71,9 @@ def _anneal(model, posterior, rep, ctx, z, scale, betas, s: AISSettings, B: int)
             (g,) = torch.autograd.grad(log_f.sum(), x)
         return -log_f.detach(), -g, (lj - lq).detach()
 
-    U, grad_U, log_ratio = energy_and_grad(z, float(betas[0]))
+    with torch.no_grad():
+        lq, lj = log_densities(model, posterior, rep, ctx, z)
+    log_ratio = lj - lq                                       # log p(x, z) - log q(z) at the current z
     for k in range(1, len(betas)):
         b_prev, b = float(betas[k - 1]), float(betas[k])
         log_w += (b - b_prev) * log_ratio.double()            # log f_{b_k}(z) - log f_{b_{k-1}}(z)
@@ -87,7 +89,6 @@ def _anneal(model, posterior, rep, ctx, z, scale, betas, s: AISSettings, B: int)
         log_accept = U - U_x + 0.5 * (p.pow(2).sum((1, 2)) - p_new.pow(2).sum((1, 2)))
         accept = torch.log(torch.rand_like(log_accept)) < torch.nan_to_num(log_accept, nan=-math.inf)
         z = torch.where(accept[:, None, None], x, z)
-        U, grad_U = torch.where(accept, U_x, U), torch.where(accept[:, None, None], grad_x, grad_U)
         log_ratio = torch.where(accept, ratio_x, log_ratio)
         rate = accept.double().view(-1, B).mean(0)            # per sequence, over its chains
         factor = torch.where(rate > s.target_accept, 1.02, 0.98).to(z.dtype)

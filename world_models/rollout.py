@@ -70,7 +70,7 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
                          f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
                          f"a mean-field posterior")
     if loop is not None:
-        if noise is None:
+        if noise is None and z is None:       # given latents need no draws
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
         return _batched_terms(model, rep, *loop(rep.actions.to(ctx.dtype), state, noise))
     if noise is not None and (not batched_prior or z is not None):
