@@ -21,7 +21,7 @@ from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, make_posterior
 from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
-from world_models.posteriors.semi_amortized import frozen
+from world_models.posteriors.losses import frozen
 from world_models.training import train
 
 from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, markov_q_star, mean_field_q_star,

@@ -17,10 +17,10 @@ from world_models import ais, bounds
 from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel, sample_sequences
 from world_models.posteriors import LocalGaussian, make_posterior
-from world_models.posteriors.base import local_params
+from world_models.posteriors.base import FamilyKind, local_params
 from world_models.posteriors.markov import MarkovGaussianLocal
 from world_models.posteriors.optimum import OptimumReport, OptimumSettings, optimize
-from world_models.posteriors.registry import REFINED
+from world_models.posteriors.registry import Q_STAR, REFINED
 from world_models.posteriors.refine import RefineSettings, refine
 from world_models.rollout import rollout
 
@@ -119,11 +119,19 @@ def as_refinable(model: SequenceModel, posterior, lr: float = 0.05) -> LocalGaus
 def same_family_q_star(model: SequenceModel, batch: SequenceBatch, posterior, s: OptimumSettings) -> QStar:
     """q* over the family of `posterior` with free per-step offsets, started from the posterior's own output (its
     context where it has local parameters, e.g. semi-amortized after its K steps; the encoder at offset 0
-    otherwise): a family that contains the posterior, so L[q*] >= L[posterior] up to Monte Carlo error."""
-    local = as_refinable(model, posterior)
+    otherwise): a family that contains the posterior, so L[q*] >= L[posterior] up to Monte Carlo error.
+    Where that family is the mean-field one (an encoder on a model without h_t: mean and log std with free offsets
+    are any mean and log std), q* is optimized over (mu_t, log sigma_t) from the posterior's own, with the same Adam
+    steps (the ELBO's gradient w.r.t. an offset is its gradient w.r.t. the parameter it shifts), without
+    evaluating the encoder at every step."""
     t0 = time.perf_counter()
-    with torch.no_grad():
-        lam0 = posterior.context(model, batch) if posterior.refinable else local.initial_params(model, batch)
+    if posterior.family.kind is FamilyKind.MEAN_FIELD:
+        local = make_posterior(Q_STAR, model)
+        lam0 = local_params(moments_along_rollout(model, posterior, batch))
+    else:
+        local = as_refinable(model, posterior)
+        with torch.no_grad():
+            lam0 = posterior.context(model, batch) if posterior.refinable else local.initial_params(model, batch)
     ctx, report = optimize(model, local, batch, lam0, s)
     return QStar(local, ctx, f"its output ({posterior.describe()})", report, time.perf_counter() - t0)
 

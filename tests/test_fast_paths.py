@@ -17,7 +17,10 @@ import pytest
 
 from world_models.base import ModelState, SequenceBatch
 from world_models.fused_filter import _FilterLoop, supported
+from envs.toy_tasks import Synthetic10SSM
 from world_models.linear_gaussian import LinearGaussianSSM
+from world_models.nonlinear_ssm import NonlinearSSM
+from world_models.posteriors.markov import MarkovGaussianLocal
 from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.rollout import rollout
 from world_models.rssm import RSSM
@@ -101,11 +104,15 @@ def test_mean_field_path_computes_the_rollout_and_its_gradients():
     batch = batch_with_gaps(start=start)
     ctx = (0.5 * torch.randn(4, 7, 6, dtype=F64)).requires_grad_(True)
     noise = torch.randn(7, 8, 3, dtype=F64)
-    plain_terms, plain_grads = values_and_grads(model, post, batch, ctx, noise, False, 2)
-    fast_terms, fast_grads = values_and_grads(model, post, batch, ctx, noise, True, 2)
-    for a, b in zip(plain_terms, fast_terms):
+    assert_same(values_and_grads(model, post, batch, ctx, noise, False, 2),
+                values_and_grads(model, post, batch, ctx, noise, True, 2))
+
+
+def assert_same(plain, fast):
+    """(terms, gradients) of a fast path equal the plain loop's, to float64 rounding."""
+    for a, b in zip(plain[0], fast[0]):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    for a, b in zip(plain_grads, fast_grads):
+    for a, b in zip(plain[1], fast[1]):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
@@ -122,8 +129,40 @@ def test_unrolled_refinement_and_other_models_take_the_plain_loop():
     encoder = make_posterior("amortized", lgssm).to(F64)
     batch = batch_with_gaps()
     assert not supported(lgssm, encoder.mlp_head(encoder.context(lgssm, batch)))
+    markov = MarkovGaussianLocal(lgssm)                             # q(z_t | z_{t-1}) follows the sampled past
     with pytest.raises(ValueError, match="fused"):
-        rollout(lgssm, encoder, batch, encoder.context(lgssm, batch), fused=True)
+        rollout(lgssm, markov, batch, markov.initial_params(lgssm, batch), fused=True)
+
+
+@pytest.mark.parametrize("kind", ["lgssm", "nonlinear", "synthetic10"])
+@pytest.mark.parametrize("name", ["amortized", "amortized_smoothing", "semi_amortized", "per_sequence"])
+def test_mean_field_path_on_models_without_h_computes_the_step_loop(kind, name):
+    """SSMs without h_t with a mean-field q: all z at once, the first prior from the start state and the others in
+    one call (rollout._markov_terms); every term and its gradients as the step loop's, at the same latents, also
+    for a window that starts later (t0 > 0) from a given state."""
+    torch.manual_seed(0)
+    model = {"lgssm": lambda: LinearGaussianSSM(2, 5, action_dim=2), "nonlinear": lambda: NonlinearSSM(2, 5, 2, hidden=8),
+             "synthetic10": Synthetic10SSM}[kind]().to(F64)
+    obs_dim, z_dim = model.obs_shape[0], model.z_dim
+    post = make_posterior(name, model, **({"hidden": 6} if name != "per_sequence" else {})).to(F64)
+    g = torch.Generator().manual_seed(3)
+    for start, t0 in ((None, 0), (ModelState(torch.zeros(4, 0, dtype=F64), torch.randn(4, z_dim, dtype=F64)), 5)):
+        batch = SequenceBatch(torch.randn(4, 7, obs_dim, generator=g, dtype=F64),
+                              torch.randn(4, 7, model.action_dim, generator=g, dtype=F64),
+                              torch.rand(4, 7, generator=g) > 0.3, start=start, t0=t0)
+        ctx = post.context(model, batch).detach().requires_grad_(True)
+        if name == "per_sequence":
+            ctx = (0.5 * torch.randn(4, 7, 2 * z_dim, generator=g, dtype=F64)).requires_grad_(True)
+        z = torch.randn(8, 7, z_dim, generator=g, dtype=F64)
+        assert post.mean_field(ctx.repeat(2, 1, 1)) is not None
+        results = []
+        for fused in (False, None):
+            ro = rollout(model, post, batch, ctx, 2, fused=fused, z=z)
+            loss = -ro.elbo.sum() + ro.log_weight.sum()
+            leaves = [ctx] + [p for p in model.parameters() if p.requires_grad]
+            results.append(([ro.log_lik, ro.log_prior, ro.log_q, ro.kl, ro.q_mean, ro.q_std],
+                            torch.autograd.grad(loss, leaves, allow_unused=True)))
+        assert_same(*results)
 
 
 def test_fused_loop_on_one_sequence_from_a_state_filtered_without_gradients():

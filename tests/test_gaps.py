@@ -36,13 +36,17 @@ def test_gaps_on_lgssm_match_the_analytic_approximation_gap():
     assert res["failures"] == [] and res["above_log_px"] == {}
     # identities: inference = approximation + amortization; conditioning = difference of amortization gaps
     assert abs(g["inference"]["mean"] - g["approximation[filter]"]["mean"] - g["amortization"]["mean"]) < 1e-9
-    # the encoders are mean-field here: all three q* are the mean-field optimum, so they agree
-    for label in ("filter", "smoother"):
-        assert abs(g[f"approximation[{label}]"]["mean"] - g["approximation[mean-field]"]["mean"]) < 0.05
-    # the approximation gap equals log p(x) minus the closed-form ELBO of the analytic mean-field optimum
+    # the encoders are mean-field here: all three q* reach the analytic mean-field optimum (closed-form ELBOs, no
+    # Monte Carlo error: measured 0.005-0.006 nats per sequence below it from every start, four seeds)
     p = model.params()
     opt_var = 1 / torch.diagonal(posterior_precision_diagonal(p, batch.mask), dim1=-2, dim2=-1)
-    exact_gap = log_p - mean_field_elbo(p, batch.obs, batch.actions, batch.mask, model.smoother(batch).mean, opt_var)
+    best_elbo = mean_field_elbo(p, batch.obs, batch.actions, batch.mask, model.smoother(batch).mean, opt_var)
+    for label, q in q_stars.items():
+        mu, log_std = q.ctx.chunk(2, -1)
+        below = best_elbo - mean_field_elbo(p, batch.obs, batch.actions, batch.mask, mu, (2 * log_std).exp())
+        assert 0 <= float(below.mean()) < 0.02, (label, float(below.mean()))
+    # the approximation gap equals log p(x) minus the closed-form ELBO of the analytic mean-field optimum
+    exact_gap = log_p - best_elbo
     assert abs(g["approximation"]["mean"] - float(exact_gap.mean())) < 0.05, (g["approximation"], float(exact_gap.mean()))
     assert g["approximation"]["mean"] > 0.05          # mean-field cannot represent temporal correlation
     assert g["amortization[filter]"]["mean"] > 0 and g["inference"]["mean"] > g["approximation"]["mean"]

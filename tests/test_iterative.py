@@ -7,7 +7,7 @@ from tests.conftest import lgssm_data, random_lgssm
 from world_models import bounds
 from world_models.kalman import mean_field_elbo, posterior_precision_diagonal
 from world_models.posteriors import Objective, make_posterior
-from world_models.posteriors.semi_amortized import frozen
+from world_models.posteriors.losses import frozen
 from world_models.training import train
 
 T, STEPS = 10, 150

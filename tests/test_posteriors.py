@@ -8,9 +8,8 @@ from world_models.base import SequenceBatch
 from world_models.networks import PIXEL_SHAPE
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors import POSTERIORS, Objective, RefineSettings, make_posterior
-from world_models.posteriors.base import negative_elbo
+from world_models.posteriors.losses import DetachedRefinementLoss, ElboLoss, Loss, frozen, negative_elbo
 from world_models.posteriors.refine import refine, sequence_elbo
-from world_models.posteriors.semi_amortized import frozen
 from world_models.rollout import rollout
 from world_models.rssm import RSSM
 
@@ -124,6 +123,24 @@ def test_detached_training_loss_gives_the_encoder_only_its_own_gradient():
         negative_elbo(ro0, Objective()).backward()
     for a, p in zip(full, q.encoder.parameters()):
         torch.testing.assert_close(a, p.grad)
+
+
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_the_loss_is_a_separate_object_and_can_be_swapped(name):
+    """Each posterior carries its training loss as a losses.Loss; replaced by the plain ELBO loss, its training loss
+    is -ELBO at its own context (for the semi-amortized posterior: at lambda^K, encoder and model together)."""
+    model = NonlinearSSM(2, 3, 1, hidden=16)
+    batch = _batch(model, B=4, T=5)
+    q = make_posterior(name, model, **SETTINGS.get(name, {}))
+    assert isinstance(q.loss, Loss)
+    if name == "semi_amortized":
+        assert isinstance(q.loss, DetachedRefinementLoss)
+    q.loss = ElboLoss()
+    torch.manual_seed(3)
+    loss, _ = q.training_loss(model, batch, Objective())
+    torch.manual_seed(3)
+    expected = negative_elbo(rollout(model, q, batch, q.context(model, batch)), Objective())
+    torch.testing.assert_close(loss, expected)
 
 
 def test_a_window_with_its_start_state_continues_the_full_rollout():

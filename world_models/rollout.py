@@ -64,7 +64,8 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
-    loop = fast_loop(model, posterior, ctx, z) if posterior is not None and batched_prior and fused is not False else None
+    fast = posterior is not None and fused is not False and (batched_prior or not model.deter_dim)
+    loop = fast_loop(model, posterior, ctx, z) if fast else None
     if fused and loop is None:
         raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
                          f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
@@ -72,7 +73,10 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if loop is not None:
         if noise is None and z is None:       # given latents need no draws
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
-        return _batched_terms(model, rep, *loop(rep.actions.to(ctx.dtype), state, noise))
+        H, Z, QM, QS = loop(rep.actions.to(ctx.dtype), state, noise)
+        if not model.deter_dim:
+            return _markov_terms(model, rep, state, Z, QM, QS)
+        return _batched_terms(model, rep, H, Z, QM, QS)
     if noise is not None and (not batched_prior or z is not None):
         raise ValueError("noise can be given to batched_prior or fused rollouts only, and not with given z")
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
@@ -103,19 +107,39 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
 def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
     """The fast time loop for this model and posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
     or None where there is none: the fused filtering loop for the RSSM with an amortized head
-    (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path."""
+    (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path (none for
+    models without h_t: H is empty)."""
     head = posterior.mlp_head(ctx)
     if supported(model, head) and z is None:
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
-    mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None
+    mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") or not model.deter_dim else None
     if mean_field is None:
         return None
     QM, QS = mean_field
 
     def loop(actions, state, noise):   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
         Z = torch.addcmul(QM, QS, noise.transpose(0, 1)) if z is None else z
+        if not model.deter_dim:
+            return Z.new_zeros(*Z.shape[:2], 0), Z, QM, QS
         return model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions), Z, QM, QS
     return loop
+
+
+def _markov_terms(model: SequenceModel, rep: SequenceBatch, state: ModelState, Z, QM, QS) -> Rollout:
+    """Models without h_t, p(z_t | z_{t-1}, a_t): the first step's prior from the start state, every later step's in
+    one call with (sequence, step) flattened; q(z_t) = N(QM_t, QS_t^2) and the closed-form KL likewise."""
+    N, T, _ = Z.shape
+    H = Z.new_zeros(N, T, 0)
+    _, first = model.prior_step(state, rep.actions[:, 0].to(Z.dtype), rep.t0)
+    log_prior, kl = [first.log_prob(Z[:, 0])[:, None]], [gaussian_kl(diag_normal(QM[:, 0], QS[:, 0]), first)[:, None]]
+    if T > 1:
+        flat = lambda x: x[:, 1:].reshape(N * (T - 1), *x.shape[2:])
+        _, rest = model.prior_step(ModelState(H[:, 0].repeat(T - 1, 1), Z[:, :-1].reshape(N * (T - 1), -1)),
+                                   flat(rep.actions).to(Z.dtype), rep.t0 + 1)
+        log_prior.append(rest.log_prob(flat(Z)).reshape(N, T - 1))
+        kl.append(gaussian_kl(diag_normal(flat(QM), flat(QS)), rest).reshape(N, T - 1))
+    log_q = diag_normal(QM, QS).log_prob(Z)
+    return _terms(model, rep, H, Z, QM, QS, torch.cat(log_prior, 1), log_q, torch.cat(kl, 1))
 
 
 def _batched_terms(model: SequenceModel, rep: SequenceBatch, H, Z, QM, QS) -> Rollout:

@@ -59,3 +59,10 @@ class AmortizedPosterior(Posterior):
 
     def mlp_head(self, ctx):
         return MLPHead(self.head, self.min_std, ctx)
+
+    def mean_field(self, ctx):
+        """Models without h_t: q(z_t | x) depends on ctx_t alone, so every step's (mean, std) comes from one call."""
+        if self.family.kind is not FamilyKind.MEAN_FIELD:
+            return None
+        mean, raw = self.head(ctx).chunk(2, -1)
+        return mean, softplus_std(raw, self.min_std)

@@ -1,9 +1,9 @@
 """The posterior interface (a guide, in Pyro's terms): swap it without touching the model.
 
 A posterior turns a batch into a context ctx (B, T, C), everything it knows about each sequence,
-then gives q(z_t | ctx_t, h_t, z_{t-1}) one step at a time inside `rollout`. Training uses
-`training_loss`, which by default is the negative ELBO with free nats; posteriors that train the
-model and the encoder at different variational parameters override it.
+then gives q(z_t | ctx_t, h_t, z_{t-1}) one step at a time inside `rollout`. How it is trained is a separate,
+swappable object, its `loss` (losses.py): -ELBO with free nats by default; posteriors that train the model
+and the encoder at different variational parameters carry a two-part loss.
 """
 from __future__ import annotations
 
@@ -17,30 +17,9 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
-from ..rollout import Rollout, rollout
+from ..rollout import Rollout
+from .losses import ElboLoss, Loss, Objective
 from .refine import refine
-
-
-@dataclass
-class Objective:
-    """Training objective: mean over steps of -[log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)]."""
-
-    free_nats: float = 0.0
-    n_samples: int = 1
-
-
-def negative_elbo(ro: Rollout, objective: Objective) -> torch.Tensor:
-    kl = ro.kl.clamp(min=objective.free_nats) if objective.free_nats > 0 else ro.kl
-    rew = ro.reward_log_lik if ro.reward_log_lik is not None else 0.0
-    return -(ro.log_lik + rew - kl).mean()
-
-
-def metrics(ro: Rollout) -> dict[str, float]:
-    """Per-step means in nats (ELBO without free nats)."""
-    out = {k: float(getattr(ro, k).detach().mean()) for k in ("elbo", "kl", "log_lik")}
-    if ro.reward_log_lik is not None:
-        out["reward_log_lik"] = float(ro.reward_log_lik.detach().mean())
-    return out
 
 
 class FamilyKind(enum.Enum):
@@ -69,8 +48,9 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     costs, in words), and implement `context(model, batch) -> ctx (B, T, C)` and
     `step(ctx_t, h_t, z_prev) -> q(z_t | .)`. Those with local parameters (LocalGaussian) also implement
     `initial_params(model, batch) -> lambda (B, T, C)`, and may override `improve` (gradient steps by default).
-    It may override `training_loss` (default: -ELBO with free nats at its context), `mlp_head` and `mean_field`
-    (what the rollout's fast paths need; None: the plain loop), `describe` and the attributes below.
+    It may set another `loss` (a losses.Loss; default ElboLoss: -ELBO with free nats at its context), override
+    `mlp_head` and `mean_field` (what the rollout's fast paths need; None: the plain loop), `describe` and the
+    attributes below.
 
     What the agent's belief and the gap code ask of a posterior (never its class or name):
     - has_encoder: it gives q for a new sequence in one pass (amortized, semi-amortized); without one (per-sequence)
@@ -94,9 +74,10 @@ class Posterior(nn.Module, metaclass=ABCMeta):
         """The amortized encoder inside this posterior (itself by default)."""
         return self
 
-    def __init__(self, model: SequenceModel):
+    def __init__(self, model: SequenceModel, loss: Loss | None = None):
         super().__init__()
         self.z_dim = model.z_dim
+        self.loss = loss or ElboLoss()
 
     @abstractmethod
     def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
@@ -118,9 +99,8 @@ class Posterior(nn.Module, metaclass=ABCMeta):
         return None
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
-        """(loss, metrics) for one gradient step on the model and this posterior's parameters."""
-        ro = rollout(model, self, batch, self.context(model, batch), objective.n_samples)
-        return negative_elbo(ro, objective), metrics(ro)
+        """(loss, metrics) for one gradient step on the model and this posterior's parameters: its `loss`."""
+        return self.loss(model, self, batch, objective)
 
 
 class LocalGaussian(Posterior):

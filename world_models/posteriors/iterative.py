@@ -10,7 +10,7 @@ the gated update, shared by every step and sequence:
     u_t = [delta_t, g_t / rms(g_t), log rms(g_t)]          (rms over the step's 2 Dz entries; g detached)
     delta_t <- delta_t + f(u_t) * sigmoid(gate(u_t))        (f, gate: the two halves of one MLP's output)
 
-Training (`training_loss`): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
+Training (its `loss`, losses.LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
 sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder does (model
 and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
 rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
@@ -21,10 +21,9 @@ import torch
 
 from ..base import SequenceBatch, SequenceModel
 from ..networks import mlp
-from ..rollout import rollout
-from .base import Objective, metrics, negative_elbo
+from .losses import LearnedUpdateLoss
 from .refine import RefineSettings, sequence_elbo
-from .semi_amortized import SemiAmortizedPosterior, frozen
+from .semi_amortized import SemiAmortizedPosterior
 
 
 class IterativeAmortizedPosterior(SemiAmortizedPosterior):
@@ -38,6 +37,7 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
         torch.nn.init.zeros_(self.update_net[-1].weight)   # starts as the identity update: delta stays 0
         torch.nn.init.zeros_(self.update_net[-1].bias)
         self.iterations = iterations
+        self.loss = LearnedUpdateLoss()
         self.default_decision_steps = iterations          # the belief runs its update at every decision
 
     def describe(self) -> str:
@@ -75,17 +75,3 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
             return lam
         fixed, delta = self.split(lam)
         return self.iterate(model, batch, torch.cat([fixed, torch.zeros_like(delta)], -1), settings.steps)[-1].detach()
-
-    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
-        with frozen(model):                      # encoder at delta^0; update network along delta^1..K
-            lam0 = self.initial_params(model, batch)
-            ro0 = rollout(model, self, batch, lam0)
-            enc_loss = negative_elbo(ro0, objective)
-            with frozen(self.encoder):
-                lams = self.iterate(model, batch, lam0, self.iterations, differentiable=True)
-                update_loss = sum(negative_elbo(rollout(model, self, batch, lam), objective) for lam in lams)
-        with frozen(self.encoder), frozen(self.update_net):   # the model at delta^K
-            ro = rollout(model, self, batch, lams[-1].detach() if lams else lam0.detach(), objective.n_samples)
-        out = metrics(ro)
-        out["elbo_init"] = float(ro0.elbo.detach().mean())
-        return negative_elbo(ro, objective) + enc_loss + update_loss, out

@@ -4,8 +4,8 @@ Evaluation (`context`, `optimize`) finds Cremer et al.'s q*: initialize (at N(0,
 the prior), then optimum.optimize: Adam on the ELBO with `n_samples` samples per step, windows of `window`
 steps, stopping after `patience` windows without improvement or at `max_steps`, each sequence keeping its best
 window's averaged iterate, never returning worse than its start.
-For joint model learning, `training_loss` keeps lambda for every stored sequence (by
-`batch.index`), warm-starts from it, takes `steps_per_update` steps and writes it back.
+For joint model learning, its loss (losses.WarmStartedSviLoss) keeps lambda for every stored sequence (by
+`batch.index`, `stored` / `remember`), warm-starts from it, takes `steps_per_update` steps and writes it back.
 Family: mean-field Gaussian across time, diagonal per step.
 Cost per optimizer step: one model rollout forward and backward with n_samples samples.
 """
@@ -15,9 +15,10 @@ import torch
 
 from ..base import SequenceBatch, SequenceModel
 from ..rollout import rollout
-from .base import LocalGaussian, Objective, local_params, metrics, negative_elbo
+from .base import LocalGaussian, local_params
+from .losses import WarmStartedSviLoss
 from .optimum import OptimumReport, OptimumSettings, optimize
-from .refine import RefineSettings, refine
+from .refine import RefineSettings
 
 INITS = ("standard_normal", "prior")
 
@@ -31,7 +32,7 @@ class PerSequencePosterior(LocalGaussian):
                  patience: int = 10, max_steps: int = 5000, init: str = "standard_normal",
                  steps_per_update: int = 10, train_lr: float = 0.05, train_samples: int = 1,
                  num_sequences: int = 0, max_length: int = 0, select_samples: int = 100):
-        super().__init__(model)
+        super().__init__(model, WarmStartedSviLoss())
         if init not in INITS:
             raise ValueError(f"unknown per-sequence init {init!r}; valid choices: {', '.join(INITS)}")
         if steps_per_update < 0:
@@ -70,7 +71,8 @@ class PerSequencePosterior(LocalGaussian):
         offset = batch.offset if batch.offset is not None else torch.zeros_like(batch.index)
         return batch.index[:, None].expand(-1, batch.length), offset[:, None] + steps
 
-    def _stored(self, model, batch) -> torch.Tensor:
+    def stored(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
+        """The kept lambda (B, T, 2 Dz) of the batch's steps; the init where a step was never seen."""
         seq, step = self._rows(batch)
         need_n, need_t = int(seq.max()) + 1, int(step.max()) + 1
         if need_n > self.store.shape[0] or need_t > self.store.shape[1]:
@@ -81,19 +83,13 @@ class PerSequencePosterior(LocalGaussian):
         lam = self.store[seq, step]
         return torch.where(torch.isnan(lam), self.initial_params(model, batch), lam)
 
+    def remember(self, batch: SequenceBatch, lam: torch.Tensor):
+        """Keep lambda (B, T, 2 Dz) of the batch's steps for the next warm start."""
+        self.store[self._rows(batch)] = lam.detach()
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """The store grows during training: take the saved size before loading."""
         saved = state_dict.get(prefix + "store")
         if saved is not None:
             self.store = torch.empty_like(saved)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
-        """Warm-started SVI: lambda from the store, steps_per_update steps, model learns at the result."""
-        if batch.index is None:
-            raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
-        lam = refine(model, self, batch, self._stored(model, batch), self.train_refine)
-        self.store[self._rows(batch)] = lam
-        ro = rollout(model, self, batch, lam, objective.n_samples)
-        return negative_elbo(ro, objective), metrics(ro)
-

@@ -11,7 +11,7 @@ structured: the offsets shift q(z_t | h_t, x_t), which still follows the sampled
 earlier version refined a mean-field (mu_t, log sigma_t) read off one rollout; on the RSSM that loses the
 dependence on the sampled past, and the agent trained with it did not learn cartpole: about 1 nat per
 step worse ELBO than the amortized posterior, evaluation returns below 30 after 20 episodes.)
-Variants for training:
+Variants for training (its `loss`, losses.py):
 - detached (Krishnan et al. 2018): the model learns at lambda^K (held fixed), the encoder at its
   own output lambda^0 (with the model held fixed);
 - unrolled (Kim et al. 2018): one loss, -ELBO(lambda^K), whose gradient reaches the encoder
@@ -22,30 +22,17 @@ graphs alive and costs about 1.6x the detached variant at K = 1; benchmarks/benc
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
 from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
-from ..rollout import rollout
 from .amortized import AmortizedPosterior
-from .base import Family, LocalGaussian, Objective, metrics, negative_elbo
-from .refine import RefineSettings, refine
+from .base import Family, LocalGaussian
+from .losses import DetachedRefinementLoss, UnrolledRefinementLoss
+from .refine import RefineSettings
 
-VARIANTS = ("detached", "unrolled")
+VARIANT_LOSSES = {"detached": DetachedRefinementLoss, "unrolled": UnrolledRefinementLoss}
 
-
-@contextmanager
-def frozen(module: torch.nn.Module):
-    """Parameters of `module` receive no gradient inside the block."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
+VARIANTS = tuple(VARIANT_LOSSES)
 
 
 class SemiAmortizedPosterior(LocalGaussian):
@@ -53,9 +40,9 @@ class SemiAmortizedPosterior(LocalGaussian):
 
     def __init__(self, model: SequenceModel, refine_settings: RefineSettings | None = None, variant: str = "detached",
                  smoothing_init: bool = False, **encoder_settings):
-        super().__init__(model)
         if variant not in VARIANTS:
             raise ValueError(f"unknown semi-amortized variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
+        super().__init__(model, VARIANT_LOSSES[variant]())
         self.refine_settings = refine_settings or RefineSettings()
         self.variant = variant
         self.encoder = AmortizedPosterior(model, smoothing=smoothing_init, **encoder_settings)
@@ -76,7 +63,14 @@ class SemiAmortizedPosterior(LocalGaussian):
         return diag_normal(q.mean + d_mu, q.stddev * d_log_std.exp())
 
     def mean_field(self, ctx):
-        return None     # its q(z_t | h_t, x) follows the sampled past through the encoder
+        """The encoder's (mean, std) with the offsets where the encoder is mean-field (models without h_t); None on
+        the RSSM, where q(z_t | h_t, x) follows the sampled past."""
+        fixed, delta = self.split(ctx)
+        encoder = self.encoder.mean_field(fixed)
+        if encoder is None:
+            return None
+        d_mu, d_log_std = delta.chunk(2, -1)
+        return encoder[0] + d_mu, encoder[1] * d_log_std.exp()
 
     def mlp_head(self, ctx):
         """The encoder's head with the offsets; none for `unrolled`, whose refinement differentiates twice."""
@@ -104,24 +98,3 @@ class SemiAmortizedPosterior(LocalGaussian):
         with torch.no_grad():
             lam0 = self.initial_params(model, batch)
         return self.improve(model, batch, lam0, s)
-
-    def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):
-        s = self.refine_settings
-        if self.variant == "unrolled":
-            lam0 = self.initial_params(model, batch)
-            ro0 = rollout(model, self, batch, lam0)
-            lamK = refine(model, self, batch, lam0, s, unrolled=True)
-            ro = rollout(model, self, batch, lamK, objective.n_samples)
-            out = metrics(ro)
-            out["elbo_init"] = float(ro0.elbo.detach().mean())
-            return negative_elbo(ro, objective), out
-        with frozen(model):                     # encoder loss: -ELBO(lambda^0), model held fixed
-            lam0 = self.initial_params(model, batch)
-            ro0 = rollout(model, self, batch, lam0)
-            enc_loss = negative_elbo(ro0, objective)
-        lamK = refine(model, self, batch, lam0, s)
-        with frozen(self.encoder):              # model loss at lambda^K (encoder and offsets held fixed)
-            ro = rollout(model, self, batch, lamK, objective.n_samples)
-        out = metrics(ro)
-        out["elbo_init"] = float(ro0.elbo.detach().mean())
-        return negative_elbo(ro, objective) + enc_loss, out

@@ -1,0 +1,134 @@
+"""Training losses, kept apart from the posteriors (as Pyro keeps `Trace_ELBO` apart from the guide).
+
+A loss is called as loss(model, posterior, batch, objective) -> (scalar to minimize, metrics) and gives one gradient
+step's worth of gradient to the model's and the posterior's parameters. Every posterior carries one (`.loss`,
+swappable); its default is the one it was designed with:
+- ElboLoss: -ELBO with free nats at the posterior's context (amortized encoders);
+- DetachedRefinementLoss (Krishnan et al. 2018): the encoder learns at its own output lambda^0 with the model held
+  fixed, the model at the improved lambda^K with the posterior held fixed; two parts, one scalar;
+- UnrolledRefinementLoss (Kim et al. 2018): -ELBO(lambda^K), differentiated through the K refinement steps;
+- LearnedUpdateLoss (Marino et al. 2018): the detached loss, plus the learned update's sum_k -ELBO(lambda^k) over
+  its K iterations (model and encoder held fixed);
+- WarmStartedSviLoss: per-sequence parameters kept per stored sequence, improved by a few steps, the model learns at
+  the result.
+Objective: mean over steps of -[log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)].
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from ..base import SequenceBatch, SequenceModel
+from ..rollout import Rollout, rollout
+from .refine import refine
+
+
+@dataclass
+class Objective:
+    """Training objective: mean over steps of -[log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)]."""
+
+    free_nats: float = 0.0
+    n_samples: int = 1
+
+
+def negative_elbo(ro: Rollout, objective: Objective) -> torch.Tensor:
+    kl = ro.kl.clamp(min=objective.free_nats) if objective.free_nats > 0 else ro.kl
+    rew = ro.reward_log_lik if ro.reward_log_lik is not None else 0.0
+    return -(ro.log_lik + rew - kl).mean()
+
+
+def metrics(ro: Rollout) -> dict[str, float]:
+    """Per-step means in nats (ELBO without free nats)."""
+    out = {k: float(getattr(ro, k).detach().mean()) for k in ("elbo", "kl", "log_lik")}
+    if ro.reward_log_lik is not None:
+        out["reward_log_lik"] = float(ro.reward_log_lik.detach().mean())
+    return out
+
+
+@contextmanager
+def frozen(module: torch.nn.Module):
+    """Parameters of `module` receive no gradient inside the block."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+class Loss(ABC):
+    """A training loss: __call__(model, posterior, batch, objective) -> (loss (scalar), metrics {name: float})."""
+
+    @abstractmethod
+    def __call__(self, model: SequenceModel, posterior, batch: SequenceBatch,
+                 objective: Objective) -> tuple[torch.Tensor, dict[str, float]]:
+        ...
+
+
+class ElboLoss(Loss):
+    """-ELBO (with free nats) at the posterior's context: model and posterior learn at the same q."""
+
+    def __call__(self, model, posterior, batch, objective):
+        ro = rollout(model, posterior, batch, posterior.context(model, batch), objective.n_samples)
+        return negative_elbo(ro, objective), metrics(ro)
+
+
+class DetachedRefinementLoss(Loss):
+    """-ELBO(lambda^0) for the encoder (model held fixed) + -ELBO(lambda^K) for the model (posterior held fixed), with
+    lambda^K = posterior.improve(lambda^0) detached. Metrics are those at lambda^K, plus elbo_init at lambda^0."""
+
+    def __call__(self, model, posterior, batch, objective):
+        with frozen(model):
+            lam0 = posterior.initial_params(model, batch)
+            ro0 = rollout(model, posterior, batch, lam0)
+            encoder_loss = negative_elbo(ro0, objective)
+        lam_k, improvement_loss = self.improved(model, posterior, batch, lam0, objective)
+        with frozen(posterior):
+            ro = rollout(model, posterior, batch, lam_k.detach(), objective.n_samples)
+        out = {**metrics(ro), "elbo_init": float(ro0.elbo.detach().mean())}
+        return negative_elbo(ro, objective) + encoder_loss + improvement_loss, out
+
+    def improved(self, model, posterior, batch, lam0, objective) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """(lambda^K, the loss of whatever made it, 0 for fixed gradient steps)."""
+        return posterior.improve(model, batch, lam0, posterior.refine_settings), 0.0
+
+
+class LearnedUpdateLoss(DetachedRefinementLoss):
+    """The detached loss, with lambda^1..K from the posterior's learned update (posterior.iterate) and the update
+    network trained on sum_k -ELBO(lambda^k) with the run's free nats (model and encoder held fixed)."""
+
+    def improved(self, model, posterior, batch, lam0, objective):
+        with frozen(model), frozen(posterior.encoder):
+            lams = posterior.iterate(model, batch, lam0, posterior.iterations, differentiable=True)
+            update_loss = sum(negative_elbo(rollout(model, posterior, batch, lam), objective) for lam in lams)
+        return (lams[-1] if lams else lam0), update_loss
+
+
+class UnrolledRefinementLoss(Loss):
+    """-ELBO(lambda^K) with lambda^K a differentiable function of lambda^0 and the model (second-order terms
+    included): one loss whose gradient reaches the encoder through all K steps."""
+
+    def __call__(self, model, posterior, batch, objective):
+        lam0 = posterior.initial_params(model, batch)
+        ro0 = rollout(model, posterior, batch, lam0)
+        lam_k = refine(model, posterior, batch, lam0, posterior.refine_settings, unrolled=True)
+        ro = rollout(model, posterior, batch, lam_k, objective.n_samples)
+        return negative_elbo(ro, objective), {**metrics(ro), "elbo_init": float(ro0.elbo.detach().mean())}
+
+
+class WarmStartedSviLoss(Loss):
+    """Per-sequence parameters from the posterior's store (posterior.stored), posterior.train_refine gradient steps,
+    written back (posterior.remember); the model learns at the result."""
+
+    def __call__(self, model, posterior, batch, objective):
+        if batch.index is None:
+            raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
+        lam = refine(model, posterior, batch, posterior.stored(model, batch), posterior.train_refine)
+        posterior.remember(batch, lam)
+        ro = rollout(model, posterior, batch, lam, objective.n_samples)
+        return negative_elbo(ro, objective), metrics(ro)
