@@ -21,8 +21,8 @@ from envs.toy_tasks import Synthetic10SSM
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors.markov import MarkovGaussianLocal
-from world_models.posteriors import Objective, RefineSettings, make_posterior
-from world_models.rollout import rollout
+from world_models.posteriors import KalmanPosterior, Objective, RefineSettings, make_posterior
+from world_models.rollout import rollout, ssm_loop
 from world_models.rssm import RSSM
 
 F64 = torch.float64
@@ -129,32 +129,38 @@ def test_unrolled_refinement_and_other_models_take_the_plain_loop():
     encoder = make_posterior("amortized", lgssm).to(F64)
     batch = batch_with_gaps()
     assert not supported(lgssm, encoder.mlp_head(encoder.context(lgssm, batch)))
-    markov = MarkovGaussianLocal(lgssm)                             # q(z_t | z_{t-1}) follows the sampled past
+    exact = KalmanPosterior(lgssm)                                  # declares no step as data
     with pytest.raises(ValueError, match="fused"):
-        rollout(lgssm, markov, batch, markov.initial_params(lgssm, batch), fused=True)
+        rollout(lgssm, exact, batch, exact.context(lgssm, batch), fused=True)
 
 
 @pytest.mark.parametrize("kind", ["lgssm", "nonlinear", "synthetic10"])
-@pytest.mark.parametrize("name", ["amortized", "amortized_smoothing", "semi_amortized", "per_sequence"])
-def test_mean_field_path_on_models_without_h_computes_the_step_loop(kind, name):
-    """SSMs without h_t with a mean-field q: all z at once, the first prior from the start state and the others in
-    one call (rollout._markov_terms); every term and its gradients as the step loop's, at the same latents, also
-    for a window that starts later (t0 > 0) from a given state."""
+@pytest.mark.parametrize("name", ["amortized", "amortized_smoothing", "semi_amortized", "per_sequence",
+                                  "amortized_markov", "markov_local"])
+def test_fast_paths_on_models_without_h_compute_the_step_loop(kind, name):
+    """SSMs without h_t with a mean-field or Markov-Gaussian q (rollout.ssm_loop): the first prior from the start
+    state and the others in one call, q and the KLs of all steps at once; every term and its gradients as the step
+    loop's, at the same latents, also for a window that starts later (t0 > 0) from a given state."""
     torch.manual_seed(0)
     model = {"lgssm": lambda: LinearGaussianSSM(2, 5, action_dim=2), "nonlinear": lambda: NonlinearSSM(2, 5, 2, hidden=8),
              "synthetic10": Synthetic10SSM}[kind]().to(F64)
     obs_dim, z_dim = model.obs_shape[0], model.z_dim
-    post = make_posterior(name, model, **({"hidden": 6} if name != "per_sequence" else {})).to(F64)
+    if name == "markov_local":
+        post = MarkovGaussianLocal(model)
+    else:
+        post = make_posterior(name, model, **({"hidden": 6} if name != "per_sequence" else {})).to(F64)
     g = torch.Generator().manual_seed(3)
     for start, t0 in ((None, 0), (ModelState(torch.zeros(4, 0, dtype=F64), torch.randn(4, z_dim, dtype=F64)), 5)):
         batch = SequenceBatch(torch.randn(4, 7, obs_dim, generator=g, dtype=F64),
                               torch.randn(4, 7, model.action_dim, generator=g, dtype=F64),
                               torch.rand(4, 7, generator=g) > 0.3, start=start, t0=t0)
-        ctx = post.context(model, batch).detach().requires_grad_(True)
-        if name == "per_sequence":
-            ctx = (0.5 * torch.randn(4, 7, 2 * z_dim, generator=g, dtype=F64)).requires_grad_(True)
+        if name in ("per_sequence", "markov_local"):
+            ctx = post.initial_params(model, batch)
+            ctx = (ctx + 0.3 * torch.randn(ctx.shape, generator=g, dtype=F64)).requires_grad_(True)
+        else:
+            ctx = post.context(model, batch).detach().requires_grad_(True)
         z = torch.randn(8, 7, z_dim, generator=g, dtype=F64)
-        assert post.mean_field(ctx.repeat(2, 1, 1)) is not None
+        assert ssm_loop(post, ctx.repeat(2, 1, 1)) is not None
         results = []
         for fused in (False, None):
             ro = rollout(model, post, batch, ctx, 2, fused=fused, z=z)

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch.distributions import Independent, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
-from .base import ModelState, SequenceBatch, SequenceModel, diag_normal, gaussian_kl, masked_log_prob
+from .base import ModelState, SequenceBatch, SequenceModel, as_mvn, diag_normal, gaussian_kl, masked_log_prob
 from .fused_filter import fused_filter, supported
 
 
@@ -64,19 +64,20 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     if batched_prior is None:
         batched_prior = model.prior_from_h and posterior is not None
     state = model.start_state(rep)
-    fast = posterior is not None and fused is not False and (batched_prior or not model.deter_dim)
-    loop = fast_loop(model, posterior, ctx, z) if fast else None
+    loop = None
+    if posterior is not None and fused is not False:
+        loop = ssm_loop(posterior, ctx, z) if not model.deter_dim else (
+            fast_loop(model, posterior, ctx, z) if batched_prior else None)
     if fused and loop is None:
         raise ValueError(f"no fused loop for {type(model).__name__} with posterior "
                          f"{getattr(posterior, 'name', None)!r}; fused needs the RSSM with an amortized head or "
-                         f"a mean-field posterior")
+                         f"a mean-field posterior, or a model without h_t with a mean-field or Markov-Gaussian one")
     if loop is not None:
         if noise is None and z is None:       # given latents need no draws
             noise = torch.randn(rep.length, rep.batch_size, model.z_dim, dtype=ctx.dtype, device=ctx.device)
-        H, Z, QM, QS = loop(rep.actions.to(ctx.dtype), state, noise)
         if not model.deter_dim:
-            return _markov_terms(model, rep, state, Z, QM, QS)
-        return _batched_terms(model, rep, H, Z, QM, QS)
+            return _markov_terms(model, rep, state, *loop(state, noise))
+        return _batched_terms(model, rep, *loop(rep.actions.to(ctx.dtype), state, noise))
     if noise is not None and (not batched_prior or z is not None):
         raise ValueError("noise can be given to batched_prior or fused rollouts only, and not with given z")
     hs, zs, lp, lq, kls, qm, qs = [], [], [], [], [], [], []
@@ -105,41 +106,76 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
 
 
 def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
-    """The fast time loop for this model and posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
-    or None where there is none: the fused filtering loop for the RSSM with an amortized head
-    (fused_filter.py), or for mean-field posteriors all z at once and then the model's deterministic path (none for
-    models without h_t: H is empty)."""
+    """The RSSM's fast time loop for this posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
+    or None where there is none: the fused filtering loop with an amortized head (fused_filter.py), or for
+    mean-field posteriors all z at once and then the model's deterministic path."""
     head = posterior.mlp_head(ctx)
     if supported(model, head) and z is None:
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
-    mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") or not model.deter_dim else None
+    mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None
     if mean_field is None:
         return None
     QM, QS = mean_field
 
     def loop(actions, state, noise):   # z_t = mu_t + sigma_t eps_t for all t at once, then h_t given z_{<t}
         Z = torch.addcmul(QM, QS, noise.transpose(0, 1)) if z is None else z
-        if not model.deter_dim:
-            return Z.new_zeros(*Z.shape[:2], 0), Z, QM, QS
         return model.deter_path(state.h, torch.cat([state.z[:, None], Z[:, :-1]], 1), actions), Z, QM, QS
     return loop
 
 
-def _markov_terms(model: SequenceModel, rep: SequenceBatch, state: ModelState, Z, QM, QS) -> Rollout:
+def ssm_loop(posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
+    """For models without h_t: (start state, noise (T, N, Dz)) -> (Z (N, T, Dz), q(z_t | z_{t-1}, .) of every step as
+    one distribution over (N, T, Dz)), or None. Mean-field posteriors draw all z at once; Markov-Gaussian ones,
+    z_t = A_t z_{t-1} + b_t + L_t eps_t, in a loop of small matrix products, and q is evaluated afterwards."""
+    mean_field = posterior.mean_field(ctx)
+    if mean_field is not None:
+        QM, QS = mean_field
+        return lambda state, noise: (torch.addcmul(QM, QS, noise.transpose(0, 1)) if z is None else z,
+                                     diag_normal(QM, QS))
+    markov = posterior.markov_gaussian(ctx)
+    if markov is None:
+        return None
+    b, A, L = markov
+    mv = lambda M, v: (M @ v.unsqueeze(-1)).squeeze(-1)
+
+    def loop(state, noise):
+        Z, prev = z, state.z
+        if Z is None:
+            zs = []
+            for t in range(b.shape[1]):
+                prev = mv(A[:, t], prev) + b[:, t] + mv(L[:, t], noise[t])
+                zs.append(prev)
+            Z = torch.stack(zs, 1)
+        Z_prev = torch.cat([state.z[:, None], Z[:, :-1]], 1)
+        return Z, MultivariateNormal(mv(A, Z_prev) + b, scale_tril=L)
+    return loop
+
+
+def _markov_terms(model: SequenceModel, rep: SequenceBatch, state: ModelState, Z: torch.Tensor,
+                  q: Distribution) -> Rollout:
     """Models without h_t, p(z_t | z_{t-1}, a_t): the first step's prior from the start state, every later step's in
-    one call with (sequence, step) flattened; q(z_t) = N(QM_t, QS_t^2) and the closed-form KL likewise."""
+    one call with (sequence, step) flattened; log q(z_t | .) and the closed-form KL of all steps at once."""
     N, T, _ = Z.shape
     H = Z.new_zeros(N, T, 0)
-    _, first = model.prior_step(state, rep.actions[:, 0].to(Z.dtype), rep.t0)
-    log_prior, kl = [first.log_prob(Z[:, 0])[:, None]], [gaussian_kl(diag_normal(QM[:, 0], QS[:, 0]), first)[:, None]]
+    parts = [model.prior_step(state, rep.actions[:, 0].to(Z.dtype), rep.t0)[1]]
     if T > 1:
         flat = lambda x: x[:, 1:].reshape(N * (T - 1), *x.shape[2:])
-        _, rest = model.prior_step(ModelState(H[:, 0].repeat(T - 1, 1), Z[:, :-1].reshape(N * (T - 1), -1)),
-                                   flat(rep.actions).to(Z.dtype), rep.t0 + 1)
-        log_prior.append(rest.log_prob(flat(Z)).reshape(N, T - 1))
-        kl.append(gaussian_kl(diag_normal(flat(QM), flat(QS)), rest).reshape(N, T - 1))
-    log_q = diag_normal(QM, QS).log_prob(Z)
-    return _terms(model, rep, H, Z, QM, QS, torch.cat(log_prior, 1), log_q, torch.cat(kl, 1))
+        parts.append(model.prior_step(ModelState(H[:, 0].repeat(T - 1, 1), Z[:, :-1].reshape(N * (T - 1), -1)),
+                                      flat(rep.actions).to(Z.dtype), rep.t0 + 1)[1])
+    prior = along_time(parts, N)
+    return _terms(model, rep, H, Z, q.mean, q.stddev, prior.log_prob(Z), q.log_prob(Z), gaussian_kl(q, prior))
+
+
+def along_time(parts: list[Distribution], N: int) -> Distribution:
+    """One Gaussian over (N, T, Dz) from per-step Gaussians over (N k, Dz) in time order (k steps each, sequence
+    major): diagonal if all are, else full-covariance."""
+    Dz = parts[0].mean.shape[-1]
+    if all(isinstance(d, Independent) and isinstance(d.base_dist, Normal) for d in parts):
+        return diag_normal(*(torch.cat([getattr(d, k).reshape(N, -1, Dz) for d in parts], 1) for k in ("mean", "stddev")))
+    mvns = [as_mvn(d) for d in parts]
+    loc = torch.cat([d.mean.reshape(N, -1, Dz) for d in mvns], 1)
+    tril = torch.cat([d.scale_tril.expand(*d.batch_shape, Dz, Dz).reshape(N, -1, Dz, Dz) for d in mvns], 1)
+    return MultivariateNormal(loc, scale_tril=tril)
 
 
 def _batched_terms(model: SequenceModel, rep: SequenceBatch, H, Z, QM, QS) -> Rollout:

@@ -49,8 +49,8 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     `step(ctx_t, h_t, z_prev) -> q(z_t | .)`. Those with local parameters (LocalGaussian) also implement
     `initial_params(model, batch) -> lambda (B, T, C)`, and may override `improve` (gradient steps by default).
     It may set another `loss` (a losses.Loss; default ElboLoss: -ELBO with free nats at its context), override
-    `mlp_head` and `mean_field` (what the rollout's fast paths need; None: the plain loop), `describe` and the
-    attributes below.
+    `mlp_head`, `mean_field` and `markov_gaussian` (what the rollout's fast paths need; None: the plain loop),
+    `describe` and the attributes below.
 
     What the agent's belief and the gap code ask of a posterior (never its class or name):
     - has_encoder: it gives q for a new sequence in one pass (amortized, semi-amortized); without one (per-sequence)
@@ -96,6 +96,12 @@ class Posterior(nn.Module, metaclass=ABCMeta):
         """(mean, std) (N, T, Dz) of every step, for posteriors whose q(z_t) depends on neither h_t nor z_{t-1}:
         a rollout then draws all z at once and runs the model's deterministic path in one call. None (the
         default): q follows the sampled past."""
+        return None
+
+    def markov_gaussian(self, ctx: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(b (N, T, Dz), A (N, T, Dz, Dz), L (N, T, Dz, Dz) lower triangular) for posteriors whose step is
+        q(z_t | z_{t-1}) = N(A_t z_{t-1} + b_t, L_t L_t^T) whatever h_t: on models without h_t a rollout then
+        evaluates q, the priors and the KLs of all steps at once. None (the default): the plain loop."""
         return None
 
     def training_loss(self, model: SequenceModel, batch: SequenceBatch, objective: Objective):

@@ -69,6 +69,9 @@ class MarkovGaussianLocal(LocalGaussian):
     def mean_field(self, ctx):
         return None
 
+    def markov_gaussian(self, ctx):
+        return self.unpack(ctx)
+
     def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
         """A = 0, b = 0, L = I: q = N(0, I) at every step."""
         p = next(model.parameters())
