@@ -20,12 +20,12 @@ from agent.config import flag
 from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, make_posterior
-from world_models.posteriors.registry import FILTER, Q_STAR, SMOOTHER
+from world_models.posteriors.registry import FILTER, MARKOV_ENCODER, Q_STAR, SMOOTHER
 from world_models.posteriors.losses import frozen
 from world_models.training import train
 
-from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, markov_q_star, mean_field_q_star,
-                   refinement_curve, same_family_q_star)
+from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, mean_field_q_star, refinement_curve,
+                   same_family_q_star)
 
 
 def _setting(default, help: str):
@@ -122,7 +122,7 @@ def smoother_from_filter(model: SequenceModel, filt) -> torch.nn.Module:
 
 
 def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings, init=None, lr=None):
-    """An amortized encoder (`amortized` or `amortized_smoothing`) fitted to a frozen model, from a new
+    """An amortized encoder (`amortized`, `amortized_smoothing` or `amortized_markov`) fitted to a frozen model, from a new
     initialization or from `init` (an encoder of that type), with step size lr (default s.encoder_lr)."""
     q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     with frozen(model):
@@ -143,6 +143,8 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     filt = fresh_encoder(FILTER, model, encoder_data, s)
     posteriors = {"filter": filt, "smoother": fresh_encoder(SMOOTHER, model, encoder_data, s,
                                                             init=smoother_from_filter(model, filt), lr=s.smoother_lr)}
+    if not model.deter_dim:     # the Markov-Gaussian encoder ignores h_t: for the toy SSMs
+        posteriors["markov"] = fresh_encoder(MARKOV_ENCODER, model, encoder_data, s)
     if own is not None:
         posteriors["own"] = own
     q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples,
@@ -150,9 +152,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     out = {}
     for split, batch in gap_sets.items():
         t0 = time.perf_counter()
-        markov = not model.deter_dim        # the Markov-Gaussian q* ignores h_t: for the toy SSMs
-        parts = [f"q*[{k}]" for k in posteriors] + ["q*[mean-field]"] + (["q*[markov]"] if markov else []) + [
-            "log p(x)", "ELBOs"] + (
+        parts = [f"q*[{k}]" for k in posteriors] + ["q*[mean-field]", "log p(x)", "ELBOs"] + (
             ["refinement curve"] if split == curve_split else [])
         bar = tqdm(parts, desc=f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences", unit="part",
                    bar_format="{desc}: {n_fmt}/{total_fmt} parts [{elapsed}{postfix}]")
@@ -164,10 +164,6 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         bar.set_postfix_str("q* in the mean-field family")
         q_stars["mean-field"] = mean_field_q_star(model, batch, q_star, posteriors["smoother"])
         bar.update(1)
-        if markov:
-            bar.set_postfix_str("q* in the Markov-Gaussian family")
-            q_stars["markov"] = markov_q_star(model, batch, q_star.fit, posteriors["smoother"])
-            bar.update(1)
         bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}"
                             + (f", AIS-{s.ais_steps}" if s.ais_steps else ""))
         best = max(q_stars, key=lambda k: q_stars[k].report.elbo_per_step)    # the tightest q* by its own estimate

@@ -18,7 +18,6 @@ from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel, sample_sequences
 from world_models.posteriors import LocalGaussian, make_posterior
 from world_models.posteriors.base import FamilyKind, local_params
-from world_models.posteriors.markov import MarkovGaussianLocal
 from world_models.posteriors.optimum import OptimumReport, OptimumSettings, optimize
 from world_models.posteriors.registry import Q_STAR, REFINED
 from world_models.posteriors.refine import RefineSettings, refine
@@ -150,16 +149,6 @@ def mean_field_q_star(model: SequenceModel, batch: SequenceBatch, q_star: LocalG
     ctx, report = q_star.optimize(model, batch, lam0)
     start = q_star.init if init is None else f"the mean and std along one rollout of {init.describe()}"
     return QStar(q_star, ctx, start, report, time.perf_counter() - t0)
-
-
-def markov_q_star(model: SequenceModel, batch: SequenceBatch, s: OptimumSettings, init) -> QStar:
-    """q* in the Markov-Gaussian family (posteriors/markov.py; models without h_t), started from the mean and std
-    along one rollout of the posterior `init` (A = 0): it contains the exact LGSSM posterior."""
-    t0 = time.perf_counter()
-    q = MarkovGaussianLocal(model, s)
-    ro = moments_along_rollout(model, init, batch)
-    ctx, report = optimize(model, q, batch, q.from_mean_std(ro.q_mean, ro.q_std), s)
-    return QStar(q, ctx, f"the mean and std along one rollout of {init.describe()}", report, time.perf_counter() - t0)
 
 
 def excess_over(log_p: torch.Tensor, L: torch.Tensor) -> float | None:

@@ -98,10 +98,10 @@ def run(args) -> dict:
     if "true_model_gaps" in done:
         results["true_model"]["gaps"] = done["true_model_gaps"]
     else:
-        exact_sets = {split: minibatch(generate(task, n, seed=args.seed + j, dtype=torch.float64)[0],
-                                       torch.arange(gap_sets[split].batch_size))
+        exact_data = {split: generate(task, n, seed=args.seed + j, dtype=torch.float64)[0]
                       for j, (split, n) in enumerate((("train", args.train_sequences), ("test", args.test_sequences)))}
-        results["true_model"]["gaps"] = decompose(task.true_model, "true model", None, exact_sets, exact_sets["train"],
+        exact_sets = {split: minibatch(d, torch.arange(gap_sets[split].batch_size)) for split, d in exact_data.items()}
+        results["true_model"]["gaps"] = decompose(task.true_model, "true model", None, exact_sets, exact_data["train"],
                                                   gap_settings(args), curve_split="test")
         for split in exact_sets:
             results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
@@ -165,10 +165,10 @@ def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data
         entry["test_log_lik"] = summarize(ll, test_data.length)
         entry["test_log_lik_estimator"] = rec
         if method != "kalman":
-            # fresh encoders are fitted on the gap set's training sequences
+            # fresh encoders are fitted on all training sequences, as the model's own posterior was
             stages.set_postfix_str(f"gaps of {label}")
-            entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets,
-                                      gap_sets["train"], gap_settings(args), curve_split="test")
+            entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets, train_data,
+                                      gap_settings(args), curve_split="test")
     except ValueError as e:   # a diverged model: non-finite distribution parameters
         entry["evaluation_error"] = str(e).splitlines()[0][:300]
         tqdm.write(f"[{label}] evaluation failed: {entry['evaluation_error']}")

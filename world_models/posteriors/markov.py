@@ -6,8 +6,9 @@ lambda_t = (b_t, A_t, L_t) with L_t lower triangular (log of its diagonal), cont
 z_0 = 0, so q(z_1) = N(b_1, L_1 L_1^T). This family contains the exact posterior of a linear-Gaussian SSM
 (p(z_t | z_{t-1}, x_{1:T}) is Gaussian and linear in z_{t-1}), so its optimum q* has approximation gap 0 there; for
 nonlinear SSMs it is the structured q* the mean-field one lacks. It ignores h_t: for models without one (the toy
-SSMs). MarkovGaussianLocal is a q* family of the gap decomposition (optimum.optimize on lambda);
-AmortizedMarkovPosterior (registered as `amortized_markov`, for models without h_t) its amortized version.
+SSMs). MarkovGaussianLocal holds free per-sequence parameters; AmortizedMarkovPosterior (registered as
+`amortized_markov`, for models without h_t) computes them with an encoder. The gap decomposition fits one to the
+frozen model and optimizes its lambda per sequence from the encoder's output (optimum.optimize): the Markov q*.
 Cost per optimizer step: one model rollout forward and backward (the step loop: q depends on the sampled z_{t-1}).
 """
 from __future__ import annotations
@@ -86,10 +87,13 @@ class MarkovGaussianLocal(LocalGaussian):
 
 class AmortizedMarkovPosterior(MarkovGaussianLocal):
     """The Markov-Gaussian family with an encoder (DKS-style, Krishnan et al. 2017, with a linear combiner):
-    lambda_t = (b_t, A_t, L_t) = W [e(x_t), summary of x_{<=t}, summary of x_{>t}] + c, the features of the
-    `amortized_smoothing` encoder (posteriors/amortized.py). p(z_t | z_{t-1}, x_{1:T}) depends on x only through
-    x_{t:T}, so for the LGSSM the exact posterior is within reach of this encoder. Its context is lambda itself, so
-    gradient refinement (improve) and q* move all of it. Models without h_t only.
+    (b_t, A_t raw, L_t) = W norm(f_t) + c, f_t = [e(x_t), summary of x_{<=t}, summary of x_{>t}] the features of
+    the `amortized_smoothing` encoder (posteriors/amortized.py), norm a layer normalization without parameters, and
+    A_t = tanh(A_t raw) entrywise. p(z_t | z_{t-1}, x_{1:T}) depends on x only through x_{t:T}, and for a stable
+    LGSSM its coefficient on z_{t-1} shrinks the transition's, so the exact posterior is within reach of this
+    encoder. (Without the normalization and the tanh, one Adam step on observations of scale 10 moved A_t by
+    about 6, and z_t = A_t z_{t-1} + ... overflowed over 25 steps.) Its context is lambda itself, so gradient
+    refinement (improve) and q* move all of it, A_t unbounded. Models without h_t only.
     Cost per use: one encoder pass (two GRUs) and one linear map per step."""
     has_encoder = True
     step_cost = "one encoder pass over the sequence (forward and backward GRU) + one linear map per step"
@@ -111,7 +115,10 @@ class AmortizedMarkovPosterior(MarkovGaussianLocal):
         return "its encoder"
 
     def context(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
-        return self.features.head(self.features.context(model, batch))
+        f = self.features.context(model, batch)
+        b, A, tri = self.features.head(f).split(
+            [self.z_dim, self.z_dim ** 2, len(self.rows)], -1)
+        return torch.cat([b, torch.tanh(A), tri], -1)
 
     def initial_params(self, model: SequenceModel, batch: SequenceBatch) -> torch.Tensor:
         """Improvement starts from the encoder's output."""

@@ -45,9 +45,11 @@ REGISTRY: dict[str, Registered] = {
 POSTERIORS = tuple(name for name, r in REGISTRY.items() if not r.ssm_only)   # every model kind, the agent's choices
 SSM_POSTERIORS = tuple(REGISTRY)                                             # models without h_t (toy experiment)
 
-# The roles the gap decomposition and the benchmarks give registered posteriors: fresh filter and smoother
-# encoders fitted to a frozen model, the per-sequence optimum q*, and the encoder refined by gradient steps.
-FILTER, SMOOTHER, Q_STAR, REFINED = "amortized", "amortized_smoothing", "per_sequence", "semi_amortized"
+# The roles the gap decomposition and the benchmarks give registered posteriors: fresh filter, smoother and (for
+# models without h_t) Markov-Gaussian encoders fitted to a frozen model, the per-sequence optimum q*, and the encoder
+# refined by gradient steps.
+FILTER, SMOOTHER, MARKOV_ENCODER = "amortized", "amortized_smoothing", "amortized_markov"
+Q_STAR, REFINED = "per_sequence", "semi_amortized"
 
 
 def make_posterior(name: str, model, **settings) -> Posterior:
