@@ -126,8 +126,9 @@ def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSe
     initialization or from `init` (an encoder of that type), with step size lr (default s.encoder_lr)."""
     q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     with frozen(model):
-        fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()), q.parameters(),
-            data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size), lr or s.encoder_lr, s.seed + 7)
+        _, q.fit_seconds = fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()),
+                               q.parameters(), data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size),
+                               lr or s.encoder_lr, s.seed + 7)
     return q
 
 
@@ -176,6 +177,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         res = gap_decomposition(model, batch, posteriors, q_stars, lp, s.eval_samples,
                                 own="own" if own is not None else None)
         res["log_px_estimator"] = rec
+        res["encoder_fit_seconds"] = {k: q.fit_seconds for k, q in posteriors.items() if k != "own"}
         res["warnings"] += [f"{k} is above the AIS estimate of log p(x) by more than 3 standard errors: AIS may not "
                             f"have converged (more --ais-steps)" for k in rec.get("above_ais", [])]
         res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()

@@ -4,11 +4,14 @@
 
 Freezes the run's model at its last checkpoint and, on windows of held-out episodes (collected by
 the trained agent, cached in RUN_DIR/analysis/) and of training episodes (the run's replay), reports
-the inference, approximation, amortization and conditioning gaps: log p(x) by the best of SMC-N and
-IWAE-K with several proposals (all recorded; flagged when below an ELBO), q* by per-sequence optimization, the run's own posterior, fresh
-filter and smoother encoders fitted to the frozen model on the training replay, and the
-amortization gap after K = 0, 1, 5, 20, 100 refinement steps. Writes RUN_DIR/analysis/gaps.json,
-gaps.md, gaps.png and refinement.png (or to --out). Nothing else in the run directory changes.
+the inference, approximation, amortization and conditioning gaps of the run's own posterior and of fresh
+filter and smoother encoders fitted to the frozen model on the training replay. Each amortization gap is
+against a q* in that posterior's own family (structured through h_t: free per-step offsets optimized from its
+output, best iterate kept); a mean-field q* is a further family. log p(x) by AIS from the tightest q*, with
+SMC-N and IWAE-K beside it; every ELBO is checked against it, and a BDMC sandwich on sequences simulated from
+the model says how far it can be trusted. Also the amortization gap after K = 0, 1, 5, 20, 100 refinement
+steps, against K and wall-clock. Writes RUN_DIR/analysis/gaps.json, gaps.md, gaps.png and refinement.png (or
+to --out). Nothing else in the run directory changes.
 """
 from __future__ import annotations
 
