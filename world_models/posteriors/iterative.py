@@ -10,7 +10,7 @@ the gated update, shared by every step and sequence:
     u_t = [delta_t, g_t / rms(g_t), log rms(g_t)]          (rms over the step's 2 Dz entries; g detached)
     delta_t <- delta_t + f(u_t) * sigmoid(gate(u_t))        (f, gate: the two halves of one MLP's output)
 
-Training (its `loss`, losses.LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
+Training (its `loss`, LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
 sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder does (model
 and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
 rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
@@ -21,9 +21,21 @@ import torch
 
 from ..base import SequenceBatch, SequenceModel
 from ..networks import mlp
-from .losses import LearnedUpdateLoss
+from ..rollout import rollout
+from .losses import DetachedRefinementLoss, frozen, negative_elbo
 from .refine import RefineSettings, sequence_elbo
 from .semi_amortized import SemiAmortizedPosterior
+
+
+class LearnedUpdateLoss(DetachedRefinementLoss):
+    """The detached loss, with lambda^1..K from the posterior's learned update (posterior.iterate) and the update
+    network trained on sum_k -ELBO(lambda^k) with the run's free nats (model and encoder held fixed)."""
+
+    def improved(self, model, posterior, batch, lam0, objective):
+        with frozen(model), frozen(posterior.encoder):
+            lams = posterior.iterate(model, batch, lam0, posterior.iterations, differentiable=True)
+            update_loss = sum(negative_elbo(rollout(model, posterior, batch, lam), objective) for lam in lams)
+        return (lams[-1] if lams else lam0), update_loss
 
 
 class IterativeAmortizedPosterior(SemiAmortizedPosterior):

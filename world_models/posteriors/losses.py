@@ -6,11 +6,11 @@ swappable); its default is the one it was designed with:
 - ElboLoss: -ELBO with free nats at the posterior's context (amortized encoders);
 - DetachedRefinementLoss (Krishnan et al. 2018): the encoder learns at its own output lambda^0 with the model held
   fixed, the model at the improved lambda^K with the posterior held fixed; two parts, one scalar;
-- UnrolledRefinementLoss (Kim et al. 2018): -ELBO(lambda^K), differentiated through the K refinement steps;
-- LearnedUpdateLoss (Marino et al. 2018): the detached loss, plus the learned update's sum_k -ELBO(lambda^k) over
-  its K iterations (model and encoder held fixed);
-- WarmStartedSviLoss: per-sequence parameters kept per stored sequence, improved by a few steps, the model learns at
-  the result.
+- UnrolledRefinementLoss (Kim et al. 2018): -ELBO(lambda^K), differentiated through the K refinement steps.
+
+A posterior whose training needs more defines its loss beside itself: LearnedUpdateLoss (iterative.py: the detached
+loss plus the learned update's sum_k -ELBO(lambda^k)) and WarmStartedSviLoss (per_sequence.py: parameters kept per
+stored sequence, improved by a few steps, the model learns at the result).
 Objective: mean over steps of -[log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)].
 """
 from __future__ import annotations
@@ -98,17 +98,6 @@ class DetachedRefinementLoss(Loss):
         return posterior.improve(model, batch, lam0, posterior.refine_settings), 0.0
 
 
-class LearnedUpdateLoss(DetachedRefinementLoss):
-    """The detached loss, with lambda^1..K from the posterior's learned update (posterior.iterate) and the update
-    network trained on sum_k -ELBO(lambda^k) with the run's free nats (model and encoder held fixed)."""
-
-    def improved(self, model, posterior, batch, lam0, objective):
-        with frozen(model), frozen(posterior.encoder):
-            lams = posterior.iterate(model, batch, lam0, posterior.iterations, differentiable=True)
-            update_loss = sum(negative_elbo(rollout(model, posterior, batch, lam), objective) for lam in lams)
-        return (lams[-1] if lams else lam0), update_loss
-
-
 class UnrolledRefinementLoss(Loss):
     """-ELBO(lambda^K) with lambda^K a differentiable function of lambda^0 and the model (second-order terms
     included): one loss whose gradient reaches the encoder through all K steps."""
@@ -119,16 +108,3 @@ class UnrolledRefinementLoss(Loss):
         lam_k = refine(model, posterior, batch, lam0, posterior.refine_settings, unrolled=True)
         ro = rollout(model, posterior, batch, lam_k, objective.n_samples)
         return negative_elbo(ro, objective), {**metrics(ro), "elbo_init": float(ro0.elbo.detach().mean())}
-
-
-class WarmStartedSviLoss(Loss):
-    """Per-sequence parameters from the posterior's store (posterior.stored), posterior.train_refine gradient steps,
-    written back (posterior.remember); the model learns at the result."""
-
-    def __call__(self, model, posterior, batch, objective):
-        if batch.index is None:
-            raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
-        lam = refine(model, posterior, batch, posterior.stored(model, batch), posterior.train_refine)
-        posterior.remember(batch, lam)
-        ro = rollout(model, posterior, batch, lam, objective.n_samples)
-        return negative_elbo(ro, objective), metrics(ro)
