@@ -25,8 +25,9 @@ def gap_table(by_name: dict, split: str) -> list[str]:
              if k in ("filter", "smoother") or any(f"amortization[{k}]" in v[split]["gaps"] for v in by_name.values())]
     lines = [f"## Gap decomposition on {split} sequences (nats per time step, mean ± s.e.)", "",
              "The inference and amortization columns use the posterior named in the second column; each amortization "
-             "gap is against the q* of that posterior's own family (free per-step offsets, optimized from its "
-             "output); the approximation gap against the tightest q* found (named). The refinement table below "
+             "gap is against the q* of that posterior's own family (optimized per sequence from its output: free per-step "
+             "offsets of its mean and log std, or the means and log stds themselves where the family is mean-field); "
+             "the approximation gap against the tightest q* found (named). The refinement table below "
              "starts at K = 0, the encoder alone, so its K = 0 equals these only where that posterior is the encoder "
              "alone.", "",
              "| method | its posterior | " + " | ".join(GAP_ORDER) + " | tightest q* | "

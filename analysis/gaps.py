@@ -125,7 +125,7 @@ def same_family_q_star(model: SequenceModel, batch: SequenceBatch, posterior, s:
     evaluating the encoder at every step."""
     t0 = time.perf_counter()
     if posterior.family.kind is FamilyKind.MEAN_FIELD:
-        local = make_posterior(Q_STAR, model)
+        local = make_posterior(Q_STAR, model).to(next(model.parameters()).dtype)
         lam0 = local_params(moments_along_rollout(model, posterior, batch))
     else:
         local = as_refinable(model, posterior)

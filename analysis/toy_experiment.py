@@ -27,6 +27,10 @@ from world_models.training import minibatch
 
 
 METHODS = ("kalman", *SSM_POSTERIORS)
+# What the measurement does beyond its options; --resume refuses results of another protocol. 2: same-family q*
+# (mean-field ones over means and log stds), a fresh Markov-Gaussian encoder, fresh encoders fitted on all training
+# sequences, AIS and BDMC where log p(x) is not exact.
+PROTOCOL = 2
 # gap settings the toy experiment sets from its own options (gap_settings), or that its models decide
 TOY_FIXED = ("encoder_batch_size", "encoder_lr", "seed", "exact_log_px")
 QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_steps": 300, "encoder_steps": 150,
@@ -83,8 +87,8 @@ def run(args) -> dict:
     test_data, _ = generate(task, args.test_sequences, seed=args.seed + 1)
     gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
                 "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
-    results = {"task": task.name, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                                               if k != "resume"},
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "resume"}
+    results = {"task": task.name, "settings": {**settings, "protocol": PROTOCOL},
                "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "methods": {}}
     done = finished_runs(args.out, results["settings"]) if args.resume else {}
     true_ll, rec = log_px(task.true_model, test_data.to("cpu"), None, smc_n=args.eval_samples)

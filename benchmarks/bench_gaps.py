@@ -79,8 +79,8 @@ def main(argv=None):
           f"{rssm['seconds']:.0f} s in all). Toy: `python -m analysis.toy_experiment --task {toy['task']}` "
           f"({toy['machine']}). Seconds for one split; the fresh encoders are fitted once for both splits.", ""]
     md += table(columns)
-    md += ["", "The q* families (RSSM, then toy; the toy's filter, smoother and own encoders are mean-field, so their "
-           "families are the mean-field one):", ""]
+    md += ["", "The q* families (RSSM, then the toy's true model; on the toy SSMs the filter and smoother are mean-field, "
+           "so their q* is in the mean-field family, and the Markov encoder's in the Markov-Gaussian one):", ""]
     md += [f"- RSSM {k}: {q['family']}; {q['steps']} steps" for k, q in rssm["heldout"]["q_star"].items()]
     md += [f"- {toy['task']} true model {k}: {q['family']}; {q['steps']} steps"
            for k, q in decomps[0][1]["q_star"].items()]

@@ -212,3 +212,7 @@ def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path
     assert again["true_model"]["gaps"] == first["true_model"]["gaps"]
     with pytest.raises(SystemExit, match="other settings.*steps"):
         toy_main([a if a != "2" else "3" for a in args[:12]] + args[12:] + ["--resume"])
+    again["settings"]["protocol"] = 1                            # results of an earlier measurement protocol
+    path.write_text(json.dumps(again))
+    with pytest.raises(SystemExit, match="other settings.*protocol"):
+        toy_main(args + ["--resume"])

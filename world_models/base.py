@@ -107,7 +107,9 @@ class SequenceModel(nn.Module):
     prior_from_h: bool = False
 
     def prior_step(self, state: ModelState, action: torch.Tensor, t: int) -> tuple[torch.Tensor, Distribution]:
-        """From s_{t-1} and a_{t-1}: the new deterministic state h_t and the prior p(z_t | s_{t-1}, a_{t-1})."""
+        """From s_{t-1} and a_{t-1}: the new deterministic state h_t and the prior p(z_t | s_{t-1}, a_{t-1}). The
+        transition is time-homogeneous: t may tell the first step (t == 0, the initial prior) from the others, not
+        one later step from another (the rollout evaluates all later steps in one call)."""
         raise NotImplementedError
 
     def next_h(self, state: ModelState, action: torch.Tensor, t: int) -> torch.Tensor:

@@ -56,7 +56,7 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior and fused rollouts), makes
     the two paths comparable sample by sample. z (N, T, Dz), given latents: the rollout then evaluates every
     term at them instead of drawing (h_t follows the given z_{<t}), e.g. for annealed importance sampling (ais.py);
-    of the fast paths only the mean-field one takes them."""
+    of the fast paths the mean-field ones and the Markov-Gaussian one take them."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
@@ -154,7 +154,9 @@ def ssm_loop(posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
 def _markov_terms(model: SequenceModel, rep: SequenceBatch, state: ModelState, Z: torch.Tensor,
                   q: Distribution) -> Rollout:
     """Models without h_t, p(z_t | z_{t-1}, a_t): the first step's prior from the start state, every later step's in
-    one call with (sequence, step) flattened; log q(z_t | .) and the closed-form KL of all steps at once."""
+    one call with (sequence, step) flattened, at time index t0 + 1 for all: prior_step may tell the first step
+    (t == 0) from the others, not one later step from another (SequenceModel.prior_step); log q(z_t | .) and the
+    closed-form KL of all steps at once."""
     N, T, _ = Z.shape
     H = Z.new_zeros(N, T, 0)
     parts = [model.prior_step(state, rep.actions[:, 0].to(Z.dtype), rep.t0)[1]]
