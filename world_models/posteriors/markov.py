@@ -81,10 +81,6 @@ class MarkovGaussianLocal(LocalGaussian):
         zeros = p.new_zeros(batch.batch_size, batch.length, d)
         return self.pack(zeros, zeros.new_zeros(*zeros.shape, d), torch.diag_embed(torch.ones_like(zeros)))
 
-    def from_mean_std(self, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-        """The context of the mean-field q with these means and stds (B, T, Dz): A = 0 (a start for q*)."""
-        return self.pack(mean, mean.new_zeros(*mean.shape, self.z_dim), torch.diag_embed(std))
-
 
 class AmortizedMarkovPosterior(MarkovGaussianLocal):
     """The Markov-Gaussian family with an encoder (DKS-style, Krishnan et al. 2017, with a linear combiner):
