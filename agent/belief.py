@@ -48,7 +48,7 @@ class Belief:
         """Take in x_t (and a_{t-1}, zeros at t = 0); return s_t for planning."""
         self.obs.append(obs)
         self.actions.append(prev_action)
-        self.mask.append(torch.tensor(bool(valid)))
+        self.mask.append(torch.tensor(bool(valid), device=obs.device))
         t = len(self.obs) - 1
         step = self._window_batch(t)
         ctx = None if self.encoder is None else self.encoder.context(self.model, step)
