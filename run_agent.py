@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig, flag
 from envs.registry import DMC_TASKS, GYM_TASKS, OBS_TYPES, describe_aliases
+from planners.factory import PLANNERS
 from world_models.posteriors import POSTERIORS
 
 HELP = {
@@ -36,9 +37,10 @@ HELP = {
     "grad_clip": "gradient norm clip",
     "explore_noise": "std of Gaussian noise on planned actions while collecting",
     "eval_every": "one evaluation episode (no noise) every this many episodes",
-    "planner": "planner: cem, random_shooting",
-    "planner_preset": "planner size: " + ", ".join(PLANNER_PRESETS) + " (cpu: 300 candidates x 5 iterations; "
-                      "planet: 1000 x 10)",
+    "planner": "planner: " + ", ".join(PLANNERS) + " (icem: CEM with colored noise, kept and shifted elites, a "
+               "decaying population and warm starts; Pinneri et al. 2020)",
+    "planner_preset": "planner size: " + ", ".join(PLANNER_PRESETS) + " (cem cpu: 300 candidates x 5 iterations, "
+                      "planet: 1000 x 10; icem cpu: 180 decaying by 1.25 over 3 iterations, planet: 1000 over 4)",
     "horizon": "planning horizon (default: the preset's, 12)",
     "refine_steps": "semi_amortized: refinement steps K in training; per_sequence: warm-started steps per update",
     "refine_lr": "refinement step size (Adam)",

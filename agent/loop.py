@@ -122,6 +122,7 @@ class Agent:
         builder = EpisodeBuilder(self.cfg.physics_state)
         builder.start(obs, info)
         self.belief.reset()
+        self.planner.reset()
         prev = torch.zeros(self.action_dim, device=self.device)
         total, plan_seconds, done = 0.0, 0.0, False
         while not done:

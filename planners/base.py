@@ -1,15 +1,29 @@
-"""What the planners share: the objective's contract, settings checks and one batched evaluation.
+"""What the planners share: the planner's and the objective's contracts, settings checks and one batched evaluation.
 
 An objective scores action sequences: objective(actions (N, H, A)) -> returns (N,), higher is better,
 all N candidates in one call.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Protocol
 
 import torch
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Planner(Protocol):
+    """What a planner implements (cem, icem, random_shooting):
+
+    plan(objective, action_dim, generator) -> the action to take now, a tensor (action_dim,); candidates are drawn
+        from `generator` (on its device; the CPU without one), so a seeded generator makes the decision reproducible;
+    reset() -> forget what earlier decisions left (warm starts); the agent calls it at the start of every episode.
+    """
+
+    def plan(self, objective: Objective, action_dim: int,
+             generator: Optional[torch.Generator] = None) -> torch.Tensor: ...
+
+    def reset(self) -> None: ...
 
 
 class NonFiniteObjective(FloatingPointError):

@@ -55,6 +55,10 @@ class CEMPlanner:
 
     def __init__(self, settings: CEMSettings = PRESETS["planet"]):
         self.settings = settings
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last decision's mean and std (CEM starts every decision afresh, or from init_mean)."""
         self.mean: Optional[torch.Tensor] = None
         self.std: Optional[torch.Tensor] = None
 

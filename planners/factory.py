@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Optional, Union
+from typing import Optional
 
-from . import cem, random_shooting
+from . import cem, icem, random_shooting
+from .base import Planner
 
-PLANNERS = ("cem", "random_shooting")
+PLANNERS = ("cem", "icem", "random_shooting")
 _KINDS = {"cem": (cem.CEMPlanner, cem.CEMSettings, cem.PRESETS),
+          "icem": (icem.ICEMPlanner, icem.ICEMSettings, icem.PRESETS),
           "random_shooting": (random_shooting.RandomShootingPlanner, random_shooting.RandomShootingSettings,
                               random_shooting.PRESETS)}
 
 
-def make_planner(name: str, preset: Optional[str] = None, **settings) -> Union[cem.CEMPlanner,
-                                                                                random_shooting.RandomShootingPlanner]:
-    """The planner called `name`, with its settings dataclass's defaults (PlaNet's), or a preset
-    ("planet" | "cpu"), overridden by `settings` (horizon, candidates, action_low, action_high; for cem
-    also iterations, top_k, init_std)."""
+def make_planner(name: str, preset: Optional[str] = None, **settings) -> Planner:
+    """The planner called `name`, with its settings dataclass's defaults (PlaNet's sizes), or a preset
+    ("planet" | "cpu"), overridden by `settings` (horizon, candidates, action_low, action_high; for cem and icem
+    also iterations, top_k, init_std; for icem noise_beta, keep_elites, shift_elites, population_decay, momentum)."""
     if name not in _KINDS:
         raise ValueError(f"unknown planner {name!r}; valid choices: {', '.join(PLANNERS)}")
     planner, settings_cls, presets = _KINDS[name]

@@ -34,6 +34,10 @@ class RandomShootingPlanner:
 
     def __init__(self, settings: RandomShootingSettings = PRESETS["planet"]):
         self.settings = settings
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last decision's best sequence (every decision starts afresh)."""
         self.best: Optional[torch.Tensor] = None
         self.best_return: Optional[float] = None
 

@@ -33,6 +33,7 @@ def belief(model):
 
 
 SMALL = {"cem": {"horizon": 3, "candidates": 40, "iterations": 3, "top_k": 4},
+         "icem": {"horizon": 3, "candidates": 40, "iterations": 3, "top_k": 4},
          "random_shooting": {"horizon": 3, "candidates": 40}}
 
 
@@ -88,13 +89,15 @@ def test_candidates_stay_in_bounds():
         seen.append(actions)
         return actions.sum((1, 2))
 
-    for name in ("cem", "random_shooting"):
-        make_planner(name, **SMALL[name], action_low=-0.5, action_high=2.0).plan(objective, 2)
+    for name in ("cem", "icem", "random_shooting"):
+        planner = make_planner(name, **SMALL[name], action_low=-0.5, action_high=2.0)
+        planner.plan(objective, 2)
+        planner.plan(objective, 2)          # icem: warm-started from the shifted plan and elites
     actions = torch.cat(seen)
     assert float(actions.min()) >= -0.5 and float(actions.max()) <= 2.0
 
 
-@pytest.mark.parametrize("name", ["cem", "random_shooting"])
+@pytest.mark.parametrize("name", ["cem", "icem", "random_shooting"])
 def test_seeded_generator_reproduces_plans(name):
     objective, _ = quadratic(torch.full((3, 2), 0.25))
     plan = lambda seed: make_planner(name, **SMALL[name]).plan(objective, 2, torch.Generator().manual_seed(seed))
@@ -166,7 +169,7 @@ def test_presets():
 
 
 @pytest.mark.parametrize("name, settings, message", [
-    ("mpc", {}, "unknown planner 'mpc'; valid choices: cem, random_shooting"),
+    ("mpc", {}, "unknown planner 'mpc'; valid choices: cem, icem, random_shooting"),
     ("cem", {"preset": "gpu"}, "unknown cem preset 'gpu'; valid choices: planet, cpu"),
     ("cem", {"horizon": 0}, "horizon must be an integer >= 1"),
     ("cem", {"candidates": -5}, "candidates must be an integer >= 1"),
