@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from agent.config import DEVICES, PLANNER_PRESETS, WANDB_MODES, AgentConfig, flag
+from agent.config import DEVICES, PLANNER_PRESETS, PROFILES, WANDB_MODES, AgentConfig, flag, profile_config
 from envs.registry import DMC_TASKS, GYM_TASKS, OBS_TYPES, describe_aliases
 from planners.factory import PLANNERS
 from world_models.posteriors import POSTERIORS
@@ -72,6 +72,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             float if f.name == "missing_prob" else int)
         shown = "" if default is None else f" (default: {int(default) if kind is int else default})"  # None: HELP says
         p.add_argument(flag(f.name), type=kind, default=None, help=HELP[f.name] + shown)
+    p.add_argument("--profile", default="default", choices=list(PROFILES), metavar="NAME",
+                   help="a named set of defaults, overridden by the settings given: " + "; ".join(
+                       f"{k}: {', '.join(f'{flag(n)} {v}' for n, v in d.items()) or 'the defaults above'}"
+                       for k, d in PROFILES.items()) + " (v1: the defaults before the throughput work; for new runs: a resumed run keeps its settings)")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint; only "
                    + ", ".join(map(flag, RESUME_SAFE)) + " may differ from the run's settings")
@@ -108,7 +112,7 @@ def make_config(args) -> tuple[AgentConfig, Path, dict]:
                              f"with another --run-dir)")
         changes = {k: [stored[k], given[k]] for k in RESUME_SAFE if k in given and given[k] != stored[k]}
         return AgentConfig(**{**stored, **given}), run_dir, changes
-    cfg = AgentConfig(**given)
+    cfg = profile_config(args.profile, **given)
     run_dir = run_dir or Path("runs") / f"{cfg.env}-{cfg.inference}-s{cfg.seed}"
     if run_dir.exists() and any(p.name != "log.txt" for p in run_dir.iterdir()):   # a launcher's log may be there
         raise UsageError(f"run directory {run_dir} already holds a run; use --resume to continue it or "

@@ -100,6 +100,20 @@ class AgentConfig:
         return cls(**data)
 
 
+# Named sets of settings that differ from the current defaults; a setting a profile does not name keeps its default,
+# and settings given explicitly override the profile's. "v1": the defaults before the throughput work (issue 16),
+# kept so that benchmarks and studies can run the old and the new defaults side by side.
+PROFILES = {"default": {},
+            "v1": {"planner": "cem", "planner_preset": "cpu", "train_steps": 100}}
+
+
+def profile_config(profile: str = "default", **settings) -> AgentConfig:
+    """AgentConfig with `profile`'s settings as defaults, overridden by `settings`."""
+    if profile not in PROFILES:
+        _fail(f"unknown {flag('profile')} {profile!r}; valid choices: {', '.join(PROFILES)}")
+    return AgentConfig(**{**PROFILES[profile], **settings})
+
+
 def flag(name: str) -> str:
     """The command-line flag of setting `name` (what the user typed, so what error messages name)."""
     return "--" + name.replace("_", "-")

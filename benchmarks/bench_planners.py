@@ -31,23 +31,7 @@ from bench_agent import rssm_step_flops  # noqa: E402
 
 from analysis.run_loading import HELDOUT_SEED, load_run  # noqa: E402
 from planners.factory import make_planner  # noqa: E402
-
-
-class CountingPlanner:
-    """A planner whose objective calls are counted (rows = evaluated sequences); plans exactly as `planner` does."""
-
-    def __init__(self, planner):
-        self.planner, self.sequences, self.decisions = planner, 0, 0
-
-    def reset(self) -> None:
-        self.planner.reset()
-
-    def plan(self, objective, action_dim, generator=None):
-        def counted(actions):
-            self.sequences += actions.shape[0]
-            return objective(actions)
-        self.decisions += 1
-        return self.planner.plan(counted, action_dim, generator)
+from planners.timing import CountingPlanner  # noqa: E402
 
 
 def parse_spec(spec: str):
@@ -91,7 +75,7 @@ def main(argv=None) -> int:
         results[spec] = {"returns": returns, "mean": statistics.mean(returns),
                          "se": statistics.stdev(returns) / math.sqrt(len(returns)) if len(returns) > 1 else None,
                          "sequences_per_decision": sequences,
-                         "gflop_per_decision": sequences * planner.planner.settings.horizon * step_flops / 1e9,
+                         "gflop_per_decision": sequences * planner.settings.horizon * step_flops / 1e9,
                          "seconds_per_decision": seconds / planner.decisions}
     first = results[args.planners[0]]["returns"]
     print(f"\n{args.run_dir} (episode {agent.episode}), {args.episodes} evaluation episodes per planner, same seeds")

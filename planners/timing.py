@@ -1,4 +1,4 @@
-"""Wall-clock cost of one planning decision, for benchmark scripts."""
+"""What a planning decision costs, for benchmark scripts: its wall-clock, and the sequences it evaluates."""
 from __future__ import annotations
 
 import statistics
@@ -21,3 +21,24 @@ def time_decision(planner, objective: Objective, action_dim: int, repeats: int =
         planner.plan(objective, action_dim, generator)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+class CountingPlanner:
+    """Plans exactly as `planner` does, counting the decisions and the sequences its objective evaluated."""
+
+    def __init__(self, planner):
+        self.planner, self.sequences, self.decisions = planner, 0, 0
+
+    @property
+    def settings(self):
+        return self.planner.settings
+
+    def reset(self) -> None:
+        self.planner.reset()
+
+    def plan(self, objective: Objective, action_dim: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        def counted(actions: torch.Tensor) -> torch.Tensor:
+            self.sequences += actions.shape[0]
+            return objective(actions)
+        self.decisions += 1
+        return self.planner.plan(counted, action_dim, generator)

@@ -193,3 +193,17 @@ def test_sweep_command_lines_parse_back_to_the_same_config(tmp_path):
     cfg = AgentConfig(physics_state=False, lr=0.01, horizon=5, missing_prob=0.5, seed=3)
     argv = agent_command(cfg, tmp_path / "run", resume=False, threads=1, wandb_group="g")[2:]
     assert make_config(parse_args(argv))[0] == cfg
+
+
+def test_profiles_set_defaults_that_given_settings_override(tmp_path, capsys):
+    from agent.config import PROFILES, AgentConfig, profile_config
+    cfg, _, _ = make_config(parse_args(["--profile", "v1", "--train-steps", "7", "--run-dir", str(tmp_path / "a")]))
+    assert (cfg.planner, cfg.planner_preset, cfg.train_steps) == ("cem", "cpu", 7)
+    assert all(getattr(cfg, k) == v for k, v in PROFILES["v1"].items() if k != "train_steps")
+    cfg, _, _ = make_config(parse_args(["--run-dir", str(tmp_path / "b")]))
+    assert cfg == AgentConfig()
+    with pytest.raises(ValueError, match="unknown --profile 'v0'; valid choices: default, v1"):
+        profile_config("v0")
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--profile", "v0"])
+    assert e.value.code == 2 and "invalid choice: 'v0'" in capsys.readouterr().err
