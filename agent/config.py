@@ -46,6 +46,7 @@ class AgentConfig:
     horizon: Optional[int] = None   # overrides the preset's
     refine_steps: int = 3           # semi_amortized: K at training time; per_sequence: warm-started steps per update
     refine_lr: float = 0.03         # 0.1 made semi_amortized training degrade after ~300 updates (docs/agent)
+    refine_every: int = 1           # semi_amortized: refine on every k-th model update, amortized ones between
     decision_refine_steps: Optional[int] = None  # refinement at each decision; None: the posterior's default
     decision_window: int = 8        # steps re-inferred at each decision
     action_repeat: Optional[int] = None
@@ -65,6 +66,9 @@ class AgentConfig:
             _fail(f"{flag('physics_state')} must be 0 or 1; got {self.physics_state!r}")
         self.physics_state = bool(self.physics_state)
         check_ranges(vars(self), RANGES, flag)
+        if self.train_steps % self.refine_every:
+            _fail(f"{flag('refine_every')} {self.refine_every} must divide {flag('train_steps')} {self.train_steps}, "
+                  f"so that every episode refines at the same updates (a resumed run as an uninterrupted one)")
         check_variant_settings(self.action_repeat, self.missing_every, self.missing_prob, self.obs_noise,
                                self.action_noise, label=flag)
 
@@ -144,6 +148,7 @@ RANGES = {
     "horizon": Range(int, 1, 1000, optional=True),    # None: the planner preset's
     "refine_steps": Range(int, 0, 10_000),
     "refine_lr": Range(float, 0, 100, low_open=True),
+    "refine_every": Range(int, 1, 100_000),
     "decision_refine_steps": Range(int, 0, 10_000, optional=True),   # None: the posterior's default
     "decision_window": Range(int, 1, 10_000),
 }

@@ -125,6 +125,38 @@ def test_detached_training_loss_gives_the_encoder_only_its_own_gradient():
         torch.testing.assert_close(a, p.grad)
 
 
+def test_refine_every_k_th_update_and_amortized_updates_between():
+    """refine_every = 3: calls 1 and 4 are the full detached loss, calls 2 and 3 exactly -ELBO(lambda^0) with gradients
+    for the model and the encoder together; bad k and the unrolled variant are refused."""
+    model = RSSM((3,), 1, deter_dim=16, z_dim=4, hidden=16)
+    batch = _batch(model, B=4, T=5)
+    every = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=2, lr=0.1), refine_every=3)
+    always = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=2, lr=0.1))
+    always.load_state_dict(every.state_dict())
+    for call in range(1, 5):
+        torch.manual_seed(call)
+        loss, info = every.training_loss(model, batch, Objective(free_nats=1.0))
+        loss.backward()
+        grads = [p.grad.clone() for p in [*model.parameters(), *every.parameters()]]
+        model.zero_grad(), every.zero_grad()
+        torch.manual_seed(call)
+        if call in (1, 4):
+            expected, _ = always.training_loss(model, batch, Objective(free_nats=1.0))
+        else:
+            expected = negative_elbo(rollout(model, always, batch, always.initial_params(model, batch)),
+                                     Objective(free_nats=1.0))
+            assert info["elbo"] == info["elbo_init"]
+        expected.backward()
+        torch.testing.assert_close(loss, expected)
+        for g, p in zip(grads, [*model.parameters(), *always.parameters()]):
+            torch.testing.assert_close(g, p.grad if p.grad is not None else torch.zeros_like(g))
+        model.zero_grad(), always.zero_grad()
+    with pytest.raises(ValueError, match="integer k >= 1, got 0"):
+        make_posterior("semi_amortized", model, refine_every=0)
+    with pytest.raises(ValueError, match="refine_every = 2 needs the detached variant"):
+        make_posterior("semi_amortized", model, refine_every=2, variant="unrolled")
+
+
 @pytest.mark.parametrize("name", POSTERIORS)
 def test_the_loss_is_a_separate_object_and_can_be_swapped(name):
     """Each posterior carries its training loss as a losses.Loss; replaced by the plain ELBO loss, its training loss

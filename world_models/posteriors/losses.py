@@ -80,9 +80,22 @@ class ElboLoss(Loss):
 
 class DetachedRefinementLoss(Loss):
     """-ELBO(lambda^0) for the encoder (model held fixed) + -ELBO(lambda^K) for the model (posterior held fixed), with
-    lambda^K = posterior.improve(lambda^0) detached. Metrics are those at lambda^K, plus elbo_init at lambda^0."""
+    lambda^K = posterior.improve(lambda^0) detached. Metrics are those at lambda^K, plus elbo_init at lambda^0.
+
+    every = k > 1 refines on every k-th call only (the 1st, the (k+1)-th, ...); the calls between are amortized
+    updates, -ELBO(lambda^0) for the model and the encoder together, at 1/(2 + K) of a refined update's rollouts.
+    In expectation the model then learns at lambda^K on 1/k of its updates and at lambda^0 on the others."""
+
+    def __init__(self, every: int = 1):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"refine every k-th update needs an integer k >= 1, got {every!r}")
+        self.every, self.calls = every, 0
 
     def __call__(self, model, posterior, batch, objective):
+        self.calls += 1
+        if (self.calls - 1) % self.every:
+            ro0 = rollout(model, posterior, batch, posterior.initial_params(model, batch), objective.n_samples)
+            return negative_elbo(ro0, objective), {**metrics(ro0), "elbo_init": float(ro0.elbo.detach().mean())}
         with frozen(model):
             lam0 = posterior.initial_params(model, batch)
             ro0 = rollout(model, posterior, batch, lam0)

@@ -30,7 +30,8 @@ def _refined(source) -> dict:
 REGISTRY: dict[str, Registered] = {
     "amortized": Registered(lambda model, **s: AmortizedPosterior(model, smoothing=False, **s)),
     "amortized_smoothing": Registered(lambda model, **s: AmortizedPosterior(model, smoothing=True, **s)),
-    "semi_amortized": Registered(SemiAmortizedPosterior, _refined, _refined),
+    "semi_amortized": Registered(SemiAmortizedPosterior,
+                                 lambda cfg: {**_refined(cfg), "refine_every": cfg.refine_every}, _refined),
     "iterative_amortized": Registered(
         IterativeAmortizedPosterior,
         lambda cfg: {"iterations": cfg.refine_steps}, lambda args: {"iterations": args.refine_steps}),

@@ -39,10 +39,15 @@ class SemiAmortizedPosterior(LocalGaussian):
     step_cost = "one amortized pass + K x (model rollout forward and backward)"
 
     def __init__(self, model: SequenceModel, refine_settings: RefineSettings | None = None, variant: str = "detached",
-                 smoothing_init: bool = False, **encoder_settings):
+                 smoothing_init: bool = False, refine_every: int = 1, **encoder_settings):
+        """refine_every = k: the detached loss refines on every k-th training update only (losses.py)."""
         if variant not in VARIANTS:
             raise ValueError(f"unknown semi-amortized variant {variant!r}; valid choices: {', '.join(VARIANTS)}")
-        super().__init__(model, VARIANT_LOSSES[variant]())
+        if refine_every != 1 and variant != "detached":
+            raise ValueError(f"refine_every = {refine_every} needs the detached variant (the unrolled loss refines "
+                             f"on every update)")
+        super().__init__(model, DetachedRefinementLoss(refine_every) if variant == "detached" else
+                         VARIANT_LOSSES[variant]())
         self.refine_settings = refine_settings or RefineSettings()
         self.variant = variant
         self.encoder = AmortizedPosterior(model, smoothing=smoothing_init, **encoder_settings)
