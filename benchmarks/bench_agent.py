@@ -102,6 +102,22 @@ def parse_args(argv=None):
 
 
 # --- 1. planning ---------------------------------------------------------------------------------------
+def parse_settings(text: str) -> dict:
+    """"key=value,key=value" -> {key: value}, each value read as an int, else a float, else a string."""
+    settings = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"setting {item!r} is not key=value")
+        for cast in (int, float, str):
+            try:
+                settings[key] = cast(value)
+                break
+            except ValueError:
+                continue
+    return settings
+
+
 def rssm_step_flops(z: int, a: int, deter: int, hidden: int) -> int:
     """FLOPs of one imagined step for one candidate in imagined_return: model.prior_step then
     model.reward, counting 2 FLOPs per multiply-add of each weight matrix (2 * in * out per Linear;

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_agent import rssm_step_flops  # noqa: E402
+from bench_agent import parse_settings, rssm_step_flops  # noqa: E402
 
 from analysis.run_loading import HELDOUT_SEED, load_run  # noqa: E402
 from planners.factory import make_planner  # noqa: E402
@@ -35,20 +35,11 @@ from planners.timing import CountingPlanner  # noqa: E402
 
 
 def parse_spec(spec: str):
-    """NAME:PRESET[:key=value,...] -> (name, preset, settings) with values read as int, float or str."""
+    """NAME:PRESET[:key=value,...] -> (name, preset, settings)."""
     parts = spec.split(":")
     if len(parts) not in (2, 3):
         raise ValueError(f"planner spec {spec!r} is not NAME:PRESET[:key=value,...] (e.g. icem:cpu:noise_beta=0)")
-    settings = {}
-    for item in (parts[2].split(",") if len(parts) == 3 else []):
-        key, _, value = item.partition("=")
-        for cast in (int, float, str):
-            try:
-                settings[key] = cast(value)
-                break
-            except ValueError:
-                continue
-    return parts[0], parts[1], settings
+    return parts[0], parts[1], parse_settings(parts[2] if len(parts) == 3 else "")
 
 
 def main(argv=None) -> int:

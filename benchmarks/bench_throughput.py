@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_agent import rssm_step_flops  # noqa: E402
+from bench_agent import parse_settings, rssm_step_flops  # noqa: E402
 
 from agent.config import PROFILES, profile_config  # noqa: E402
 from agent.loop import Agent  # noqa: E402
@@ -48,7 +48,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS)
-    p.add_argument("--profiles", nargs="+", default=["v1", "default"], choices=list(PROFILES))
+    p.add_argument("--profiles", nargs="+", default=["v1", "default"], metavar="PROFILE[:key=value,...]",
+                   help=f"profiles ({', '.join(PROFILES)}), each optionally with settings changed, e.g. "
+                        f"default:refine_every=4")
     p.add_argument("--episodes", type=int, default=8, help="episodes per entry, the seed episodes included (the "
                    "profile's seed_episodes, 5 by default, are random; the rest are timed)")
     p.add_argument("--env", default="cartpole")
@@ -63,7 +65,9 @@ class Entry:
 
     def __init__(self, posterior: str, profile: str, env: str, device: str, episodes: int):
         self.name = f"{posterior}/{profile}"
-        self.cfg = profile_config(profile, inference=posterior, env=env, device=device, wandb="disabled")
+        name, _, settings = profile.partition(":")
+        self.cfg = profile_config(name, **parse_settings(settings), inference=posterior, env=env, device=device,
+                                  wandb="disabled")
         self.episodes = episodes
         self.dir = tempfile.TemporaryDirectory()
         self.agent = Agent(self.cfg, Path(self.dir.name))
@@ -104,7 +108,8 @@ class Entry:
                 "sequences_per_decision": sequences,
                 "gflop_per_decision": sequences * planner.horizon * step_flops / 1e9,
                 "share": {k: med[k] / med["episode_seconds"] for k in PHASES},
-                "settings": {k: getattr(cfg, k) for k in ("planner", "planner_preset", "train_steps", "refine_steps")}}
+                "settings": {k: getattr(cfg, k) for k in ("planner", "planner_preset", "train_steps", "refine_steps",
+                                                         "refine_every")}}
 
 
 def main(argv=None) -> int:
@@ -112,17 +117,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     entries = [Entry(post, prof, args.env, args.device, args.episodes) for post in args.posteriors
                for prof in args.profiles]
+    out = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+           "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None, "threads": args.threads,
+           "env": args.env, "episodes": args.episodes, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     while not all(e.done for e in entries):
         for e in entries:
             if not e.done:
                 e.step()
                 r = e.records[-1]
-                print(f"{e.name:32s} episode {r['episode']:3d}: {r['episode_seconds']:6.1f} s (train "
+                print(f"{e.name:44s} episode {r['episode']:3d}: {r['episode_seconds']:6.1f} s (train "
                       f"{r['train_seconds']:.1f}, plan {r['plan_seconds']:.1f}, env {r['env_seconds']:.1f})", flush=True)
+        if args.json:       # after every round, so that a stopped benchmark keeps what it measured
+            write(args.json, {**out, "records": {e.name: e.records for e in entries}})
     summaries = {e.name: e.summary() for e in entries}
     print(f"\nepisodes per core-hour ({args.env}, {args.device}, {args.threads} thread(s); a {entries[0].cfg.episodes}"
           f"-episode run estimated from the median of {args.episodes - entries[0].cfg.seed_episodes} trained episodes)")
-    print(f"{'posterior/profile':32s} {'ep/core-h':>9s} {'x v1':>6s} {'s/episode':>9s} {'train':>6s} {'plan':>6s} "
+    print(f"{'posterior/profile':44s} {'ep/core-h':>9s} {'x v1':>6s} {'s/episode':>9s} {'train':>6s} {'plan':>6s} "
           f"{'env':>6s} {'GFLOP/decision':>14s}")
     for name, s in summaries.items():
         posterior = name.split("/")[0]
@@ -130,16 +140,18 @@ def main(argv=None) -> int:
         ratio = s["episodes_per_core_hour"] / base["episodes_per_core_hour"] if base else float("nan")
         s["speedup_over_v1"] = ratio
         med = s["median_trained_episode"]
-        print(f"{name:32s} {s['episodes_per_core_hour']:9.0f} {ratio:6.2f} {med['episode_seconds']:9.1f} "
+        print(f"{name:44s} {s['episodes_per_core_hour']:9.0f} {ratio:6.2f} {med['episode_seconds']:9.1f} "
               + " ".join(f"{med[k]:6.1f}" for k in PHASES) + f" {s['gflop_per_decision']:14.2f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None, "threads": args.threads,
-            "env": args.env, "episodes": args.episodes, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "summaries": summaries, "records": {e.name: e.records for e in entries}}, indent=1))
+        write(args.json, {**out, "summaries": summaries, "records": {e.name: e.records for e in entries}})
     return 0
+
+
+def write(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
