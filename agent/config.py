@@ -41,8 +41,8 @@ class AgentConfig:
     grad_clip: float = 1000.0
     explore_noise: float = 0.3      # std of the Gaussian noise added to planned actions while collecting
     eval_every: int = 10            # an evaluation episode (no noise) every this many episodes
-    planner: str = "cem"
-    planner_preset: str = "cpu"     # cpu: 300 candidates x 5 iterations; planet: 1000 x 10
+    planner: str = "icem"           # as good as cem's cpu preset with 3.3x fewer sequences (docs/throughput)
+    planner_preset: str = "cpu"     # icem cpu: 180 candidates decaying over 3 iterations; cem cpu: 300 x 5
     horizon: Optional[int] = None   # overrides the preset's
     refine_steps: int = 3           # semi_amortized: K at training time; per_sequence: warm-started steps per update
     refine_lr: float = 0.03         # 0.1 made semi_amortized training degrade after ~300 updates (docs/agent)

@@ -126,6 +126,13 @@ def _loaded() -> tuple[Optional[ctypes.CDLL], str]:
     return lib, f"native kernels ({path})"
 
 
+def set_enabled(enabled: bool) -> None:
+    """Switch the kernels on or off for this process from now on, as AGAP_NATIVE does at start (benchmarks use it to
+    time both paths in one run); loops set up after the call take the new path."""
+    os.environ["AGAP_NATIVE"] = "1" if enabled else "0"
+    _loaded.cache_clear()
+
+
 def kernels() -> Optional[ctypes.CDLL]:
     """The loaded library (functions as in elementwise.c), or None (status() says why)."""
     return _loaded()[0]
