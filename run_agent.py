@@ -37,6 +37,9 @@ HELP = {
     "grad_clip": "gradient norm clip",
     "explore_noise": "std of Gaussian noise on planned actions while collecting",
     "eval_every": "one evaluation episode (no noise) every this many episodes",
+    "eval_episodes": "evaluation episodes at every --eval-episodes-every-th episode and after the last (at most 10; "
+                     "metrics.jsonl: eval_return is their mean, eval_return_se its standard error, eval_returns each)",
+    "eval_episodes_every": "see --eval-episodes",
     "planner": "planner: " + ", ".join(PLANNERS) + " (icem: CEM with colored noise, kept and shifted elites, a "
                "decaying population and warm starts; Pinneri et al. 2020)",
     "planner_preset": "planner size: " + ", ".join(PLANNER_PRESETS) + " (cem cpu: 300 candidates x 5 iterations, "
@@ -179,7 +182,7 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str
     try:
         while agent.episode < cfg.episodes:
             record = agent.step()
-            wb.log(record, step=record["env_steps"])
+            wb.log({k: v for k, v in record.items() if not isinstance(v, list)}, step=record["env_steps"])
             line.episode_done(record)
     except FloatingPointError as e:   # a non-finite loss or gradient (training), or NaN returns (planning)
         print(f"run_agent.py: stopped in episode {agent.episode + 1}: {e}; the run keeps its last good checkpoint, "

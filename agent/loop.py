@@ -27,7 +27,7 @@ from world_models.training import gradient_step, make_adam
 
 from .belief import Belief
 from .checkpoint import KEEP_THE_RUN, check_resumable, load, remove_temp_files, save_atomic, trim_to_checkpoint
-from .config import AgentConfig
+from .config import MAX_EPISODES, AgentConfig
 from .replay import EpisodeBuilder, training_replay
 from .report import plot_learning_curve
 from .video import open_loop_video
@@ -179,10 +179,17 @@ class Agent:
         record.update(train_return=ret, collect_seconds=time.perf_counter() - t0, plan_seconds=plan_seconds)
         self.replay.add_episode(episode)
         self.env_steps += (len(episode["reward"]) - 1) * self.action_repeat
-        if cfg.evaluates_after(k + 1):
+        n_eval = cfg.eval_episodes_after(k + 1)
+        if n_eval:
             t0 = time.perf_counter()
-            evaluation, record["eval_return"], _ = self.run_episode("eval", seed=10**9 + cfg.seed * 1_000_003 + k)
-            record["eval_seconds"] = time.perf_counter() - t0
+            # env seeds apart from training's and from other evaluations' (config.py, MAX_EVAL_EPISODES)
+            seed = lambda i: 10**9 + cfg.seed * 1_000_003 + k + i * MAX_EPISODES
+            evaluation, first, _ = self.run_episode("eval", seed=seed(0))
+            returns = [first] + [self.run_episode("eval", seed=seed(i))[1] for i in range(1, n_eval)]
+            record.update(eval_return=float(np.mean(returns)), eval_episodes=n_eval,
+                          eval_seconds=time.perf_counter() - t0)
+            if n_eval > 1:
+                record.update(eval_returns=returns, eval_return_se=float(np.std(returns, ddof=1) / np.sqrt(n_eval)))
             if self.pixels:   # the evaluation episode beside the model's open-loop prediction
                 _, mse = open_loop_video(self.model, self.belief.encoder, evaluation, self.run_dir / "eval_video.gif")
                 record["open_loop_mse"] = float(np.nanmean(mse)) if mse else None

@@ -15,8 +15,8 @@ class RunETA:
     episodes done.
     - seed episode (random actions, no update): mean seconds of the seed episodes seen;
     - any later episode: mean of train + collect seconds over the last `window` such episodes,
-    - plus, where an evaluation follows it (AgentConfig.evaluates_after), the mean evaluation seconds seen
-      (an update episode's cost before any evaluation was seen).
+    - plus, per evaluation episode that follows it (AgentConfig.eval_episodes_after), the mean seconds of the
+      evaluation episodes seen (an update episode's cost before any evaluation was seen).
     None until an update episode has been seen (nothing to price the rest with)."""
 
     def __init__(self, cfg: AgentConfig, window: int = 10):
@@ -30,7 +30,7 @@ class RunETA:
         work = record.get("train_seconds", 0.0) + record["collect_seconds"]
         (self.seed_seconds if record["episode"] <= self.cfg.seed_episodes else self.update_seconds).append(work)
         if "eval_seconds" in record:
-            self.eval_seconds.append(record["eval_seconds"])
+            self.eval_seconds.append(record["eval_seconds"] / record.get("eval_episodes", 1))
 
     def remaining(self, done: int) -> Optional[float]:
         """Seconds for episodes done + 1 .. cfg.episodes."""
@@ -42,7 +42,7 @@ class RunETA:
         mean = lambda xs: sum(xs) / len(xs) if xs else 0.0
         per_update = mean(self.update_seconds[-self.window:])
         per_eval = mean(self.eval_seconds[-self.window:]) if self.eval_seconds else per_update
-        evals = sum(self.cfg.evaluates_after(e) for e in todo)
+        evals = sum(self.cfg.eval_episodes_after(e) for e in todo)
         per_seed = mean(self.seed_seconds) if self.seed_seconds else 0.0
         return len(seed) * per_seed + len(later) * per_update + evals * per_eval
 

@@ -9,7 +9,7 @@ The entries run round-robin, one episode each in turn, so that load changes on a
 From the medians over the trained episodes, a whole run of cfg.episodes episodes is estimated as
 
     seconds = seed_episodes x (random episode) + (episodes - seed_episodes) x (trained episode)
-              + evaluations x (a trained episode's collection, planner without noise)
+              + evaluation episodes x (a trained episode's collection, planner without noise)
 
 and episodes per core-hour = 3600 x episodes / seconds (one thread per process). The ratio of each posterior's
 figure under the current defaults to v1's is the speed-up, valid on any machine since both ran in the same
@@ -100,7 +100,7 @@ class Entry:
             raise ValueError(f"--episodes {self.episodes} leaves no trained episode after {cfg.seed_episodes} seed "
                              f"episodes")
         med = {k: statistics.median(r[k] for r in trained) for k in ("episode_seconds", "collect_seconds") + PHASES}
-        evaluations = sum(cfg.evaluates_after(e) for e in range(1, cfg.episodes + 1))
+        evaluations = sum(cfg.eval_episodes_after(e) for e in range(1, cfg.episodes + 1))
         run_seconds = (cfg.seed_episodes * statistics.median(r["episode_seconds"] for r in random_)
                        + (cfg.episodes - cfg.seed_episodes) * med["episode_seconds"]
                        + evaluations * med["collect_seconds"])

@@ -16,7 +16,8 @@ from world_models.posteriors import POSTERIORS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
-        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress"]
+        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress",
+        "--eval-episodes", "1"]
 
 
 def metrics(run_dir):
@@ -111,3 +112,16 @@ def test_resume_errors_touch_nothing(tmp_path, capsys):
     assert "checkpoint.pt is corrupt (truncated?)" in capsys.readouterr().err
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
     assert after == before
+
+
+def test_several_evaluation_episodes_after_the_last(tmp_path):
+    """--eval-episodes 3: after the last episode, three evaluation episodes on distinct env seeds; eval_return is
+    their mean, eval_return_se its standard error."""
+    assert main(TINY + ["--eval-episodes", "3", "--episodes", "2", "--action-repeat", "50",
+                        "--run-dir", str(tmp_path)]) == 0
+    rows = metrics(tmp_path)
+    assert "eval_return" not in rows[0]
+    last = rows[1]
+    assert last["eval_episodes"] == 3 and len(last["eval_returns"]) == 3 and len(set(last["eval_returns"])) == 3
+    assert last["eval_return"] == pytest.approx(np.mean(last["eval_returns"]))
+    assert last["eval_return_se"] == pytest.approx(np.std(last["eval_returns"], ddof=1) / np.sqrt(3))

@@ -11,7 +11,8 @@ from run_agent import main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--seed-episodes", "1", "--train-steps", "1", "--batch-size", "2", "--seq-len", "4", "--deter", "8",
-        "--stoch", "4", "--hidden", "8", "--horizon", "2", "--wandb", "disabled", "--no-progress"]
+        "--stoch", "4", "--hidden", "8", "--horizon", "2", "--wandb", "disabled", "--no-progress",
+        "--eval-episodes", "1"]
 
 
 def test_short_env_names_run_and_are_listed_in_help(tmp_path, capsys):
@@ -44,7 +45,7 @@ def test_errors_name_the_flag_the_user_typed(tmp_path, capsys):
 
 def recorded(name: str) -> tuple[AgentConfig, list[dict]]:
     stem = ROOT / "docs" / "agent" / name
-    cfg = AgentConfig(**json.loads(Path(f"{stem}.config.json").read_text()))
+    cfg = AgentConfig.load(Path(f"{stem}.config.json"))     # as a resumed run reads it
     return cfg, [json.loads(line) for line in Path(f"{stem}.metrics.jsonl").read_text().splitlines()]
 
 
@@ -66,13 +67,16 @@ def test_eta_after_10_episodes_of_a_recorded_100_episode_run_is_within_20_percen
 
 
 def test_eta_prices_each_kind_of_episode():
-    cfg = AgentConfig(episodes=30, seed_episodes=5, eval_every=10)
+    cfg = AgentConfig(episodes=30, seed_episodes=5, eval_every=10, eval_episodes=4, eval_episodes_every=20)
+    assert [cfg.eval_episodes_after(e) for e in (5, 9, 10, 20, 25, 30)] == [0, 0, 1, 4, 0, 4]
     eta = RunETA(cfg)
     for e in range(1, 6):
         eta.add({"episode": e, "train_seconds": 0.0, "collect_seconds": 0.1})
     assert eta.remaining(5) is None                   # no update episode seen: nothing to price them with
     eta.add({"episode": 6, "train_seconds": 6.0, "collect_seconds": 4.0})
-    assert eta.remaining(6) == pytest.approx(24 * 10.0 + 3 * 10.0)    # evaluations after 10, 20 and 30
+    assert eta.remaining(6) == pytest.approx(24 * 10.0 + 9 * 10.0)    # evaluation episodes: 1 after 10, 4 after 20, 30
     eta.add({"episode": 10, "train_seconds": 6.0, "collect_seconds": 4.0, "eval_seconds": 2.0})
-    assert eta.remaining(10) == pytest.approx(20 * 10.0 + 2 * 2.0)
+    assert eta.remaining(10) == pytest.approx(20 * 10.0 + 8 * 2.0)
+    eta.add({"episode": 20, "train_seconds": 6.0, "collect_seconds": 4.0, "eval_seconds": 12.0, "eval_episodes": 4})
+    assert eta.remaining(20) == pytest.approx(10 * 10.0 + 4 * 2.5)    # mean per evaluation episode: (2 + 3) / 2
     assert duration(3725) == "1h02m" and duration(75) == "1m15s" and duration(None) == "?"

@@ -19,7 +19,8 @@ from sweeps.execute import agent_command
 from world_models.training import NonFiniteLoss, gradient_step, make_adam
 
 TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
-        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress"]
+        "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress",
+        "--eval-episodes", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +209,14 @@ def test_profiles_set_defaults_that_given_settings_override(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--profile", "v0"])
     assert e.value.code == 2 and "invalid choice: 'v0'" in capsys.readouterr().err
+
+
+def test_a_config_from_before_a_setting_existed_keeps_what_the_run_did(tmp_path):
+    """A run config written before --eval-episodes existed loads with one evaluation episode (profile v1), as it ran."""
+    from dataclasses import asdict
+
+    from agent.config import AgentConfig
+    data = asdict(AgentConfig())
+    del data["eval_episodes"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert AgentConfig.load(tmp_path / "config.json").eval_episodes == 1 and AgentConfig().eval_episodes == 10

@@ -12,7 +12,7 @@ from sweeps.grid import SweepError, expand, parse_assignments, parse_value, run_
 from sweeps.launch import main
 
 SETTINGS = ["seed_episodes=1", "train_steps=1", "batch_size=2", "seq_len=4", "deter=8", "stoch=4", "hidden=8",
-            "horizon=2", "eval_every=2", "action_repeat=50"]     # a run takes a few seconds
+            "horizon=2", "eval_every=2", "action_repeat=50", "eval_episodes=1"]     # a run takes a few seconds
 
 
 def tiny(episodes: int = 2) -> list[str]:

@@ -47,7 +47,8 @@ def test_decomposition_with_estimated_log_px_reproduces_exact_gaps_on_lgssm():
 
 TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
         "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress",
-        "--action-repeat", "50", "--episodes", "2"]
+        "--action-repeat", "50", "--episodes", "2",
+        "--eval-episodes", "1"]
 
 
 @pytest.fixture(scope="module", params=["semi_amortized", "iterative_amortized"])
