@@ -1,4 +1,5 @@
-"""Train a PlaNet-style agent whose world model uses a swappable posterior, planning with CEM.
+"""Train a PlaNet-style agent whose world model uses a swappable posterior, planning with iCEM (or --planner cem,
+random_shooting).
 
     python run_agent.py --env cartpole --inference semi_amortized
 
