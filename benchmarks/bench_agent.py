@@ -44,7 +44,6 @@ from envs.registry import default_action_repeat, make_env, valid_env_names
 from planners.factory import make_planner
 from planners.objectives import imagined_return
 from world_models.base import ModelState
-from world_models.fused_imagine import elementwise_path
 from world_models.posteriors import Objective as TrainObjective
 from world_models.posteriors import make_posterior
 from world_models.posteriors.registry import FILTER
@@ -255,8 +254,7 @@ def machine_info() -> dict:
             "interop_threads": torch.get_num_interop_threads(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "MUJOCO_GL": os.environ.get("MUJOCO_GL"), "loadavg_start": load,
-            "imagination_elementwise": elementwise_path()}
+            "MUJOCO_GL": os.environ.get("MUJOCO_GL"), "loadavg_start": load}
 
 
 def run_rounds(entries: dict[str, Callable], repeats: int, warmup: int):

@@ -39,7 +39,6 @@ from bench_agent import parse_settings, rssm_step_flops  # noqa: E402
 from agent.config import PROFILES, profile_config  # noqa: E402
 from agent.loop import Agent  # noqa: E402
 from planners.timing import CountingPlanner  # noqa: E402
-from world_models.native import set_enabled as set_native  # noqa: E402
 from world_models.posteriors import POSTERIORS  # noqa: E402
 
 PHASES = ("train_seconds", "plan_seconds", "env_seconds")
@@ -51,8 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--posteriors", nargs="+", default=list(POSTERIORS), choices=POSTERIORS)
     p.add_argument("--profiles", nargs="+", default=["v1", "default"], metavar="PROFILE[:key=value,...]",
                    help=f"profiles ({', '.join(PROFILES)}), each optionally with settings changed, e.g. "
-                        f"default:refine_every=4; native=0 runs the planner's elementwise steps in eager PyTorch "
-                        f"instead of the native kernels (world_models/native)")
+                        f"default:refine_every=4")
     p.add_argument("--episodes", type=int, default=8, help="episodes per entry, the seed episodes included (the "
                    "profile's seed_episodes, 5 by default, are random; the rest are timed)")
     p.add_argument("--env", default="cartpole")
@@ -67,10 +65,9 @@ class Entry:
 
     def __init__(self, posterior: str, profile: str, env: str, device: str, episodes: int):
         self.name = f"{posterior}/{profile}"
-        name, _, text = profile.partition(":")
-        settings = parse_settings(text)
-        self.native = bool(settings.pop("native", 1))     # native=0: the eager elementwise steps (AGAP_NATIVE=0)
-        self.cfg = profile_config(name, **settings, inference=posterior, env=env, device=device, wandb="disabled")
+        name, _, settings = profile.partition(":")
+        self.cfg = profile_config(name, **parse_settings(settings), inference=posterior, env=env, device=device,
+                                  wandb="disabled")
         self.episodes = episodes
         self.dir = tempfile.TemporaryDirectory()
         self.agent = Agent(self.cfg, Path(self.dir.name))
@@ -83,7 +80,6 @@ class Entry:
         return self.agent.episode >= self.episodes
 
     def step(self) -> None:
-        set_native(self.native)
         t0 = time.perf_counter()
         record = self.agent.step()
         if self.cfg.device == "cuda":

@@ -226,7 +226,7 @@ def test_fast_elu_is_elu():
 def test_planning_objective_with_kept_buffers(dtype, monkeypatch):
     """imagined_return on the fused loop keeps its buffers (and its noise buffer) between calls, also across
     calls of other sizes: with prior means it returns what its step-by-step path returns (float64: to
-    rounding; float32, with the native kernels where they load: to float32 accuracy), and with sampled
+    rounding; float32: to float32 accuracy), and with sampled
     latents what a fresh objective returns from the same generator state."""
     import planners.objectives as objectives
     torch.manual_seed(0)

@@ -12,11 +12,11 @@ It computes what the step-by-step loop over model.prior_step and model.reward co
 - every intermediate is written in place into buffers (Workspace) that the planning objective keeps
   across the calls of one decision, as it keeps the weights laid out once (imagination_weights);
 - the reward head's last linear layer is applied once, to the summed hidden layer;
-- the elementwise steps (ELUs, the GRU's gate update, the latent sample) run as one pass each in C
-  kernels compiled on first use (world_models/native), or in eager PyTorch where those are unavailable.
-At PlaNet sizes (1000 candidates, horizon 12, 10 CEM iterations) a decision takes 0.68-0.70 of the plain
-loop's time and runs at 0.83-0.84 of its matmuls' rate alone; 0.74-0.78 with the eager elementwise steps
-(three runs of benchmarks/bench_targets.py; docs/performance.md).
+- the elementwise steps (ELUs, the GRU's gate update, the latent sample) run in place on those buffers.
+At PlaNet sizes (1000 candidates, horizon 12, 10 CEM iterations) a decision takes 0.74-0.78 of the plain loop's
+time (three runs of benchmarks/bench_targets.py; docs/performance.md). C kernels for the elementwise steps made it
+1.11-1.14x faster, but only 5-9% of the default agent's episodes per core-hour once iCEM cut planning to a third,
+and were removed (issue 16's rule: a fast path stays if it pays at least 10%; docs/throughput).
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ from typing import NamedTuple, Optional
 import torch
 from torch import nn
 
-from .native import kernels, rows, status as native_status
 from .networks import elu_, softplus_std
 from .rssm import RSSM
 
@@ -82,8 +81,8 @@ class StepViews(NamedTuple):
     one_h_z_new: torch.Tensor    # [1 | h_k | z_k]          (the reward MLP's input)
 
 
-class EagerSteps:
-    """The loop's elementwise steps in eager PyTorch (2-4 passes over memory each)."""
+class ElementwiseSteps:
+    """The loop's elementwise steps, in place (2-4 passes over memory each)."""
 
     def __init__(self, rows: int, width: int, like: torch.Tensor):
         self.scratch = like.new_empty(rows, width)       # for elu_
@@ -105,68 +104,6 @@ class EagerSteps:
         torch.addcmul(mu_raw[:, :D], softplus_std(mu_raw[:, D:], min_std), eps, out=z)
 
 
-class NativeSteps:
-    """The same steps, each one pass of a C kernel (world_models/native/elementwise.c); float32 only.
-    At PlaNet sizes they make the CEM decision 1.11-1.13x faster than EagerSteps (docs/performance.md).
-    Shapes are checked before each call: the kernels index raw memory."""
-
-    def __init__(self, lib):
-        self.lib = lib
-
-    def elu_(self, x: torch.Tensor) -> torch.Tensor:
-        ptr, ld = rows(x)
-        self.lib.elu_rows(ptr, x.shape[0], x.shape[1], ld)
-        return x
-
-    def add_elu_(self, acc: torch.Tensor, y: torch.Tensor) -> None:
-        _check_shapes(y.shape, acc=(acc, 1))
-        self.lib.add_elu_rows(*rows(acc), *rows(y), *y.shape)
-
-    def gru_(self, h: torch.Tensor, ru: torch.Tensor, gi_n: torch.Tensor, gh_n: torch.Tensor, h_prev: torch.Tensor) -> None:
-        _check_shapes(h.shape, ru=(ru, 2), gi_n=(gi_n, 1), gh_n=(gh_n, 1), h_prev=(h_prev, 1))
-        self.lib.gru_update_rows(*rows(h), *rows(ru), *rows(gi_n), *rows(gh_n), *rows(h_prev), *h.shape)
-
-    def sample_(self, z: torch.Tensor, mu_raw: torch.Tensor, eps: torch.Tensor, min_std: float) -> None:
-        _check_shapes(z.shape, mu_raw=(mu_raw, 2), eps=(eps, 1))
-        self.lib.sample_gaussian_rows(*rows(z), *rows(mu_raw), *rows(eps), min_std, *z.shape)
-
-
-def _check_shapes(shape: torch.Size, **operands: tuple[torch.Tensor, int]) -> None:
-    """Each operand (tensor, k) must be (rows, k * cols) for an output of shape (rows, cols)."""
-    for name, (t, k) in operands.items():
-        if t.shape != (shape[0], k * shape[1]):
-            raise ValueError(f"{name} must have shape {(shape[0], k * shape[1])} for an output of shape "
-                             f"{tuple(shape)}, got {tuple(t.shape)}")
-
-
-def _kernels_for(like: torch.Tensor, native: Optional[bool]):
-    """(the native kernels for a loop over `like`, or None; why) under the rule of elementwise_steps."""
-    if native is False:
-        return None, "eager PyTorch (native=False)"
-    if like.dtype != torch.float32 or like.device.type != "cpu":
-        return None, f"eager PyTorch (the native kernels take float32 CPU tensors; got {like.dtype} on {like.device})"
-    lib = kernels()
-    if lib is not None and not native and torch.get_num_threads() > 1:
-        return None, f"eager PyTorch (torch runs {torch.get_num_threads()} threads; the native kernels run on one)"
-    return lib, native_status()
-
-
-def elementwise_steps(like: torch.Tensor, rows_: int, width: int, native: Optional[bool] = None):
-    """NativeSteps or EagerSteps for a loop over `like`'s dtype and device. native=None: NativeSteps where the
-    kernels load, `like` is a float32 CPU tensor and torch runs one thread (the kernels run on one thread;
-    with two, eager PyTorch's passes use both and the decision was 4-6% faster with them, docs/performance.md);
-    True: NativeSteps, or an error naming why not; False: EagerSteps."""
-    lib, why = _kernels_for(like, native)
-    if native and lib is None:
-        raise RuntimeError(f"native elementwise kernels requested but unavailable: {why}")
-    return NativeSteps(lib) if lib is not None else EagerSteps(rows_, width, like)
-
-
-def elementwise_path() -> str:
-    """Which elementwise steps a float32 CPU loop takes by default now, and why."""
-    return _kernels_for(torch.empty(0), None)[1]
-
-
 class Workspace(NamedTuple):
     """The loop's buffers for N rows of one model: the state buffer (two rows [x | 1 | h | z | a | 1] per
     candidate: step k reads s_{k-1} from one and writes s_k to the other), the views a step takes of it for
@@ -184,13 +121,13 @@ class Workspace(NamedTuple):
     prior_out: torch.Tensor      # [mu | raw std]
     reward_hidden: torch.Tensor  # the reward MLP's last hidden layer y_k
     hidden_sum: torch.Tensor     # sum_k y_k
-    ops: EagerSteps | NativeSteps
+    ops: ElementwiseSteps
 
 
-def workspace(model: RSSM, rows: int, action_dim: int, like: torch.Tensor, native: Optional[bool] = None,
+def workspace(model: RSSM, rows: int, action_dim: int, like: torch.Tensor,
               reuse: Optional[Workspace] = None) -> Workspace:
     """Buffers for `rows` candidates (reuse: a previous workspace, returned as is where it fits)."""
-    key = (rows, action_dim, like.dtype, like.device, native, model.z_dim, model.deter_dim,
+    key = (rows, action_dim, like.dtype, like.device, model.z_dim, model.deter_dim,
            *(m.out_features for m in (model.embed_za[0], model.prior_net[0], model.reward_net[0], model.reward_net[2])))
     if reuse is not None and reuse.key == key:
         return reuse
@@ -206,19 +143,19 @@ def workspace(model: RSSM, rows: int, action_dim: int, like: torch.Tensor, nativ
     return Workspace(key, S, views, like.new_ones(rows, p1.out_features + 1), like.new_ones(rows, r1.out_features + 1),
                      *(like.new_empty(rows, d) for d in (2 * Dh, Dh, Dh, 2 * Dz, r2.out_features)),
                      like.new_empty(rows, r2.out_features),
-                     elementwise_steps(like, rows, max(He, p1.out_features, r1.out_features, r2.out_features), native))
+                     ElementwiseSteps(rows, max(He, p1.out_features, r1.out_features, r2.out_features), like))
 
 
 @torch.no_grad()
 def imagined_reward_sum(model: RSSM, h0: torch.Tensor, z0: torch.Tensor, actions: torch.Tensor,
                         noise: Optional[torch.Tensor], weights: Optional[ImaginationWeights] = None,
-                        native: Optional[bool] = None, ws: Optional[Workspace] = None) -> torch.Tensor:
+                        ws: Optional[Workspace] = None) -> torch.Tensor:
     """J (N,) for actions (N, H, A) from s_0 = (h0, z0) (one row, or N); noise (H, N, Dz) or None for the
-    prior means; weights: imagination_weights(model), prepared here when not given; native: the elementwise
-    steps' kernels (elementwise_steps); ws: workspace(...) to compute in, allocated here when not given."""
+    prior means; weights: imagination_weights(model), prepared here when not given; ws: workspace(...) to compute
+    in, allocated here when not given."""
     w = weights if weights is not None else imagination_weights(model)
     N, H, A = actions.shape
-    ws = workspace(model, N, A, h0, native, reuse=ws)
+    ws = workspace(model, N, A, h0, reuse=ws)
     first = ws.views[0]                              # s_0 goes where the first step reads s_{k-1}
     first.h_prev.copy_(h0.expand(N, -1))
     first.z_a_1[:, :model.z_dim].copy_(z0.expand(N, -1))
