@@ -16,3 +16,23 @@ def test_bench_targets_quick_reports_every_target(tmp_path, capsys):
     assert report["train_flops"] > 0 and report["per_sequence"]["steps"] > 0
     printed = capsys.readouterr().out
     assert "QUICK MODE" in printed and "target" in printed
+
+
+def test_bench_throughput_compares_profiles_and_counts_planner_work(tmp_path, capsys):
+    """Tiny agents under v1 and the defaults: per-episode records, a 100-episode estimate and the sequences each
+    planner evaluated per decision (CEM cpu preset: 300 x 5 = 1500; iCEM cpu preset: 452 on the first decision of
+    an episode, 454 warm-started)."""
+    from benchmarks import bench_throughput
+    tiny = "seed_episodes=1,train_steps=1,batch_size=2,seq_len=4,deter=8,stoch=4,hidden=8,horizon=2," \
+           "action_repeat=100,eval_episodes=1"
+    out = tmp_path / "throughput.json"
+    assert bench_throughput.main(["--posteriors", "amortized", "--profiles", f"v1:{tiny}", f"default:{tiny}",
+                                  "--episodes", "3", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    old, new = report["summaries"][f"amortized/v1:{tiny}"], report["summaries"][f"amortized/default:{tiny}"]
+    assert old["sequences_per_decision"] == 1500 and 452 <= new["sequences_per_decision"] <= 454
+    assert old["gflop_per_decision"] > 3 * new["gflop_per_decision"]
+    assert [r["episode"] for r in report["records"][f"amortized/v1:{tiny}"]] == [1, 2, 3]
+    for s in (old, new):
+        assert s["run_episodes"] == 100 and s["episodes_per_core_hour"] > 0 and s["settings"]["train_steps"] == 1
+    assert "episodes per core-hour" in capsys.readouterr().out
