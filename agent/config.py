@@ -107,9 +107,13 @@ class AgentConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"run config {path} has unknown settings: {', '.join(unknown)}")
-        # a config written before a setting existed: the value that does what that run did (profile v1), or the default
-        return cls(**{**{k: v for k, v in PROFILES["v1"].items() if k not in data}, **data})
+        return cls(**{**{k: v for k, v in BEFORE_SETTING.items() if k not in data}, **data})
 
+
+# What a run did about a setting before the setting existed (its config.json lacks it): load() fills in these, not
+# today's defaults. obs_std: the observation std was fixed at 1 (PlaNet's); physics_state: no physical states were
+# stored; eval_episodes: one evaluation episode at each evaluation; refine_every: refinement on every update.
+BEFORE_SETTING = {"obs_std": 1.0, "physics_state": False, "eval_episodes": 1, "refine_every": 1}
 
 # Named sets of settings that differ from the current defaults; a setting a profile does not name keeps its default,
 # and settings given explicitly override the profile's. "v1": the defaults before the throughput work (issue 16),

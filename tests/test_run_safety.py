@@ -212,11 +212,15 @@ def test_profiles_set_defaults_that_given_settings_override(tmp_path, capsys):
 
 
 def test_a_config_from_before_a_setting_existed_keeps_what_the_run_did(tmp_path):
-    """A run config written before --eval-episodes existed loads with one evaluation episode (profile v1), as it ran."""
+    """A run config written before --eval-episodes and --obs-std existed loads with what the run did (one evaluation
+    episode, the observation std fixed at 1), not with today's defaults; docs/agent's oldest configs are such."""
     from dataclasses import asdict
 
     from agent.config import AgentConfig
     data = asdict(AgentConfig())
-    del data["eval_episodes"]
+    del data["eval_episodes"], data["obs_std"]
     (tmp_path / "config.json").write_text(json.dumps(data))
-    assert AgentConfig.load(tmp_path / "config.json").eval_episodes == 1 and AgentConfig().eval_episodes == 10
+    old = AgentConfig.load(tmp_path / "config.json")
+    assert (old.eval_episodes, old.obs_std) == (1, 1.0) and (AgentConfig().eval_episodes, AgentConfig().obs_std) == (10, 0)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "agent"
+    assert AgentConfig.load(docs / "default-amortized-s0.config.json").obs_std == 1.0
