@@ -104,6 +104,9 @@ def make_config(args) -> tuple[AgentConfig, Path, dict]:
     if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
     if args.resume:
+        if args.profile != "default":
+            raise UsageError(f"--profile {args.profile} sets a new run's defaults; a resumed run keeps its own "
+                             f"settings (leave out --profile with --resume)")
         if run_dir is None:
             raise UsageError("--resume needs --run-dir (the run to continue)")
         config_path = run_dir / "config.json"

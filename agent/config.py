@@ -17,8 +17,9 @@ DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("offline", "online", "disabled")
 PLANNER_PRESETS = ("cpu", "planet")
 MAX_EPISODES = 100_000     # also keeps the per-episode env seeds of training, evaluation and analysis disjoint
-MAX_SEED = 999             # seed * 1_000_003 + episode < 1e9 (training), + 1e9 (evaluation), 2e9 + i (held-out)
-MAX_EVAL_EPISODES = 10     # evaluation episode i after episode k: 1e9 + seed * 1_000_003 + k + i * MAX_EPISODES
+MAX_SEED = 998             # seed * 1_000_003 + episode < 1e9 (training), + 1e9 (evaluation), 2e9 + i (held-out)
+MAX_EVAL_EPISODES = 10     # evaluation episode i after episode k: 1e9 + seed * 1_000_003 + k + i * MAX_EPISODES,
+#                            under 1e9 + 998 * 1_000_003 + 10 * MAX_EPISODES < 2e9 (seed 999 would reach 2e9 + 2996)
 
 
 @dataclass
@@ -85,11 +86,15 @@ class AgentConfig:
 
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not what the user wants."""
+        out = []
         if self.episodes <= self.seed_episodes:
-            return [f"{flag('episodes')} {self.episodes} <= {flag('seed_episodes')} {self.seed_episodes}: the model is "
-                    f"updated only after the seed episodes, so this run trains nothing and evaluates an untrained "
-                    f"model (give more {flag('episodes')} or fewer {flag('seed_episodes')})"]
-        return []
+            out.append(f"{flag('episodes')} {self.episodes} <= {flag('seed_episodes')} {self.seed_episodes}: the "
+                       f"model is updated only after the seed episodes, so this run trains nothing and evaluates an "
+                       f"untrained model (give more {flag('episodes')} or fewer {flag('seed_episodes')})")
+        if self.refine_every != 1 and self.inference != "semi_amortized":
+            out.append(f"{flag('refine_every')} {self.refine_every} does nothing with {flag('inference')} "
+                       f"{self.inference} (only semi_amortized refines on a fraction of its updates)")
+        return out
 
     def save(self, path: Path) -> None:
         write_atomic(path, lambda f: f.write(json.dumps(asdict(self), indent=2).encode()))
@@ -112,14 +117,17 @@ class AgentConfig:
 
 # What a run did about a setting before the setting existed (its config.json lacks it): load() fills in these, not
 # today's defaults. obs_std: the observation std was fixed at 1 (PlaNet's); physics_state: no physical states were
-# stored; eval_episodes: one evaluation episode at each evaluation; refine_every: refinement on every update.
-BEFORE_SETTING = {"obs_std": 1.0, "physics_state": False, "eval_episodes": 1, "refine_every": 1}
+# stored; eval_episodes(_every): one evaluation episode at each evaluation (every eval_every episodes and after the
+# last, none at other multiples of 50); refine_every: refinement on every update.
+BEFORE_SETTING = {"obs_std": 1.0, "physics_state": False, "eval_episodes": 1, "eval_episodes_every": MAX_EPISODES,
+                  "refine_every": 1}
 
 # Named sets of settings that differ from the current defaults; a setting a profile does not name keeps its default,
 # and settings given explicitly override the profile's. "v1": the defaults before the throughput work (issue 16),
 # kept so that benchmarks and studies can run the old and the new defaults side by side.
 PROFILES = {"default": {},
-            "v1": {"planner": "cem", "planner_preset": "cpu", "train_steps": 100, "eval_episodes": 1}}
+            "v1": {"planner": "cem", "planner_preset": "cpu", "train_steps": 100, "eval_episodes": 1,
+                   "eval_episodes_every": MAX_EPISODES}}
 
 
 def profile_config(profile: str = "default", **settings) -> AgentConfig:

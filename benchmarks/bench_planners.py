@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     results = {}
     for spec in args.planners:
         name, preset, settings = parse_spec(spec)
-        planner = CountingPlanner(make_planner(name, preset=preset, **settings))
+        run_horizon = {"horizon": cfg.horizon} if cfg.horizon else {}      # the run's own, as the agent plans
+        planner = CountingPlanner(make_planner(name, preset=preset, **{**run_horizon, **settings}))
         agent.planner = planner
         returns, seconds = [], 0.0
         for i in tqdm(range(args.episodes), desc=spec, unit="ep"):

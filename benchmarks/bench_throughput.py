@@ -11,7 +11,8 @@ From the medians over the trained episodes, a whole run of cfg.episodes episodes
     seconds = seed_episodes x (random episode) + (episodes - seed_episodes) x (trained episode)
               + evaluation episodes x (a trained episode's collection, planner without noise)
 
-and episodes per core-hour = 3600 x episodes / seconds (one thread per process). The ratio of each posterior's
+and episodes per core-hour = 3600 x episodes / seconds (one thread per process; with --device cuda, per GPU-hour with
+one CPU thread beside it). The ratio of each posterior's
 figure under the current defaults to v1's is the speed-up, valid on any machine since both ran in the same
 rounds. FLOPs per decision: the sequences the planner evaluated (counted) x horizon x one imagined step's FLOPs
 (bench_agent.rssm_step_flops). Whether the current defaults reach the same return is for full runs to show
@@ -65,9 +66,13 @@ class Entry:
 
     def __init__(self, posterior: str, profile: str, env: str, device: str, episodes: int):
         self.name = f"{posterior}/{profile}"
-        name, _, settings = profile.partition(":")
-        self.cfg = profile_config(name, **parse_settings(settings), inference=posterior, env=env, device=device,
-                                  wandb="disabled")
+        name, _, text = profile.partition(":")
+        settings = parse_settings(text)
+        fixed = dict(inference=posterior, env=env, device=device, wandb="disabled")
+        if set(settings) & set(fixed):
+            raise ValueError(f"profile {profile!r} sets {', '.join(sorted(set(settings) & set(fixed)))}: give those "
+                             f"with --posteriors, --env and --device")
+        self.cfg = profile_config(name, **settings, **fixed)
         self.episodes = episodes
         self.dir = tempfile.TemporaryDirectory()
         self.agent = Agent(self.cfg, Path(self.dir.name))
@@ -84,7 +89,8 @@ class Entry:
         record = self.agent.step()
         if self.cfg.device == "cuda":
             torch.cuda.synchronize()
-        record["episode_seconds"] = time.perf_counter() - t0
+        # the episode without its evaluation episodes (those are priced separately below)
+        record["episode_seconds"] = time.perf_counter() - t0 - record.get("eval_seconds", 0.0)
         record["env_seconds"] = record["collect_seconds"] - record["plan_seconds"]
         self.records.append({k: v for k, v in record.items() if isinstance(v, (int, float))})
 

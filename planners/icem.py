@@ -111,9 +111,11 @@ class ICEMPlanner:
         if self.mean is None:
             mean = torch.full(shape, (s.action_low + s.action_high) / 2, device=device)
         else:
-            mean = self._shifted(self.mean)
+            mean = self._shifted(self.mean).to(device)
         std = torch.full(shape, float(s.init_std), device=device)
-        carried = None if self.elites is None else self._shifted(self.elites[:round(s.shift_elites * s.top_k)])
+        carried = None
+        if self.elites is not None:
+            carried = self._shifted(self.elites[:round(s.shift_elites * s.top_k)]).to(device)
         for i in range(s.iterations):
             eps = powerlaw_noise(s.noise_beta, (s.population(i), action_dim), s.horizon, generator, device)
             parts = [(mean + std * eps.transpose(1, 2)).clamp_(s.action_low, s.action_high)]

@@ -20,7 +20,7 @@ def test_bench_targets_quick_reports_every_target(tmp_path, capsys):
 
 def test_bench_throughput_compares_profiles_and_counts_planner_work(tmp_path, capsys):
     """Tiny agents under v1 and the defaults: per-episode records, a 100-episode estimate and the sequences each
-    planner evaluated per decision (CEM cpu preset: 300 x 5 = 1500; iCEM cpu preset: 452 on the first decision of
+    planner evaluated per decision (CEM cpu preset: 300 x 5 = 1500; iCEM cpu preset: 450 on the first decision of
     an episode, 454 warm-started)."""
     from benchmarks import bench_throughput
     tiny = "seed_episodes=1,train_steps=1,batch_size=2,seq_len=4,deter=8,stoch=4,hidden=8,horizon=2," \
@@ -30,7 +30,7 @@ def test_bench_throughput_compares_profiles_and_counts_planner_work(tmp_path, ca
                                   "--episodes", "3", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     old, new = report["summaries"][f"amortized/v1:{tiny}"], report["summaries"][f"amortized/default:{tiny}"]
-    assert old["sequences_per_decision"] == 1500 and 452 <= new["sequences_per_decision"] <= 454
+    assert old["sequences_per_decision"] == 1500 and 450 < new["sequences_per_decision"] < 454
     assert old["gflop_per_decision"] > 3 * new["gflop_per_decision"]
     assert [r["episode"] for r in report["records"][f"amortized/v1:{tiny}"]] == [1, 2, 3]
     for s in (old, new):

@@ -84,7 +84,9 @@ class DetachedRefinementLoss(Loss):
 
     every = k > 1 refines on every k-th call only (the 1st, the (k+1)-th, ...); the calls between are amortized
     updates, -ELBO(lambda^0) for the model and the encoder together, at 1/(2 + K) of a refined update's rollouts.
-    In expectation the model then learns at lambda^K on 1/k of its updates and at lambda^0 on the others."""
+    In expectation the model then learns at lambda^K on 1/k of its updates and at lambda^0 on the others. Metrics:
+    elbo, kl and log_lik at lambda^K on refining calls and at lambda^0 on the others, `refined` 1 or 0 (so their means
+    over an episode's updates mix the two in the proportion given by the mean of `refined`)."""
 
     def __init__(self, every: int = 1):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -95,7 +97,8 @@ class DetachedRefinementLoss(Loss):
         self.calls += 1
         if (self.calls - 1) % self.every:
             ro0 = rollout(model, posterior, batch, posterior.initial_params(model, batch), objective.n_samples)
-            return negative_elbo(ro0, objective), {**metrics(ro0), "elbo_init": float(ro0.elbo.detach().mean())}
+            return negative_elbo(ro0, objective), {**metrics(ro0), "elbo_init": float(ro0.elbo.detach().mean()),
+                                                   "refined": 0.0}
         with frozen(model):
             lam0 = posterior.initial_params(model, batch)
             ro0 = rollout(model, posterior, batch, lam0)
@@ -103,7 +106,7 @@ class DetachedRefinementLoss(Loss):
         lam_k, improvement_loss = self.improved(model, posterior, batch, lam0, objective)
         with frozen(posterior):
             ro = rollout(model, posterior, batch, lam_k.detach(), objective.n_samples)
-        out = {**metrics(ro), "elbo_init": float(ro0.elbo.detach().mean())}
+        out = {**metrics(ro), "elbo_init": float(ro0.elbo.detach().mean()), "refined": 1.0}
         return negative_elbo(ro, objective) + encoder_loss + improvement_loss, out
 
     def improved(self, model, posterior, batch, lam0, objective) -> tuple[torch.Tensor, torch.Tensor | float]:
