@@ -43,6 +43,18 @@ def check_common(horizon, candidates, action_low, action_high) -> None:
         raise ValueError(f"action bounds need action_low < action_high, got [{action_low}, {action_high}]")
 
 
+def check_elite_settings(s) -> None:
+    """Checks the settings of the elite-refitting planners (cem, icem): the common ones, iterations, top_k <=
+    candidates and init_std > 0."""
+    check_common(s.horizon, s.candidates, s.action_low, s.action_high)
+    check_positive_int("iterations", s.iterations)
+    check_positive_int("top_k", s.top_k)
+    if s.top_k > s.candidates:
+        raise ValueError(f"top_k must be <= candidates, got top_k={s.top_k} > candidates={s.candidates}")
+    if not s.init_std > 0:
+        raise ValueError(f"init_std must be > 0, got {s.init_std}")
+
+
 def evaluate(objective: Objective, actions: torch.Tensor) -> torch.Tensor:
     """objective(actions) as a float tensor (N,) on the actions' device; a wrong shape or NaN raises."""
     returns = objective(actions)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .base import Objective, check_common, check_positive_int, evaluate, sample_device
+from .base import Objective, check_elite_settings, check_positive_int, evaluate, sample_device
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,7 @@ class CEMSettings:
     init_std: float = 1.0
 
     def __post_init__(self):
-        check_common(self.horizon, self.candidates, self.action_low, self.action_high)
-        check_positive_int("iterations", self.iterations)
-        check_positive_int("top_k", self.top_k)
-        if self.top_k > self.candidates:
-            raise ValueError(f"top_k must be <= candidates, got top_k={self.top_k} > candidates={self.candidates}")
-        if not self.init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std}")
+        check_elite_settings(self)
 
 
 # "cpu": 300 x 5 = 1500 sequences per decision instead of 10000 (about 6.7x cheaper). The horizon stays

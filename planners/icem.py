@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from .base import Objective, check_common, check_positive_int, evaluate, sample_device
+from .base import Objective, check_elite_settings, check_positive_int, evaluate, sample_device
 from .colored_noise import powerlaw_noise
 
 
@@ -47,13 +47,7 @@ class ICEMSettings:
     init_std: float = 0.5
 
     def __post_init__(self):
-        check_common(self.horizon, self.candidates, self.action_low, self.action_high)
-        check_positive_int("iterations", self.iterations)
-        check_positive_int("top_k", self.top_k)
-        if self.top_k > self.candidates:
-            raise ValueError(f"top_k must be <= candidates, got top_k={self.top_k} > candidates={self.candidates}")
-        if not self.init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {self.init_std}")
+        check_elite_settings(self)
         if not self.noise_beta >= 0:
             raise ValueError(f"noise_beta must be >= 0 (0: white noise), got {self.noise_beta}")
         for name in ("keep_elites", "shift_elites"):
