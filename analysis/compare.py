@@ -1,5 +1,6 @@
 """Compare agent runs by task variant and inference type: learning curves, final returns (IQM with percentile-bootstrap
-confidence intervals over seeds), gaps, calibration and wall-clock, written to OUT/report.md, OUT/report.json and PNGs.
+confidence intervals over seeds), the probability of improvement over a baseline, gaps, calibration, their rank
+correlation with the final return across runs, and wall-clock, written to OUT/report.md, OUT/report.json and PNGs.
 
     python -m analysis.compare runs/* --out results/compare [--metric eval_return] [--final-episodes K]
 """
@@ -23,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
-from analysis.stats import bootstrap_ci, iqm, stratified_bootstrap_ci  # noqa: E402
+from analysis.stats import (bootstrap_ci, iqm, probability_of_improvement, probability_of_improvement_ci,  # noqa: E402
+                            spearman, spearman_ci, stratified_bootstrap_ci)
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
@@ -37,6 +39,13 @@ GAP_COLUMNS = {**{name: ("heldout", "gaps", name, "mean_per_step")
 GAP_TITLES = {name: "log p(x)" if name == "log_px" else f"{name} gap" for name in GAP_COLUMNS}
 TARGETS = ("obs", "reward", "state")
 CALIBRATION = ("nll", "crps", "coverage50", "coverage90")  # RUN_DIR/analysis/uncertainty.json: summary.TARGET.*
+# what each run's final return is set against in the scatter plots: {name: (title, value of one run)}
+CORRELATES = {
+    "amortization_gap": ("amortization gap (nats / step, held out)",
+                         lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["amortization"])),
+    "coverage_error": ("observation coverage error: (|c50 - 0.5| + |c90 - 0.9|) / 2",
+                       lambda run: coverage_error(run.analysis["uncertainty"], "obs")),
+}
 SECONDS = ("train_seconds", "collect_seconds", "eval_seconds")  # planning is part of collecting
 SMOOTH = 5  # train returns: trailing mean over this many episodes
 LEVEL = 0.95
@@ -197,6 +206,12 @@ def _number(data, keys):
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) else None
 
 
+def coverage_error(uncertainty: dict | None, target: str) -> float | None:
+    """Mean absolute miscalibration of the 50% and 90% predictive intervals of `target` (0 = calibrated)."""
+    c50, c90 = (_number(uncertainty, ("summary", target, m)) for m in ("coverage50", "coverage90"))
+    return None if c50 is None or c90 is None else (abs(c50 - 0.5) + abs(c90 - 0.9)) / 2
+
+
 def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.random.Generator) -> dict:
     """Everything report.json holds about one group (task variant x inference type), its seeds in order."""
     runs = sorted(runs, key=lambda r: r.config.seed)
@@ -236,6 +251,42 @@ def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -
         pooled = np.concatenate([finals[v] for v in variants])
         out.append({"inference": inference, "task_variants": variants, "n": len(pooled), "iqm": float(iqm(pooled)),
                     "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng))})
+    return out
+
+
+def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator, n_boot: int) -> list[dict]:
+    """P(final return of X > the baseline's) for each other inference type X (rliable's probability of
+    improvement): per task variant, and over all variants (each variant a task, runs resampled within it) where
+    there are several; with a stratified-bootstrap CI where both sides have at least 2 seeds."""
+    finals = {(g["task_variant"], g["inference"]): [p["final_return"] for p in g["runs"]] for g in groups}
+    variants = sorted({v for v, _ in finals})
+    scopes = [[v] for v in variants] + ([variants] if len(variants) > 1 else [])
+    out = []
+    for inference in sorted({i for _, i in finals} - {baseline}):
+        for scope in scopes:
+            if not all((v, inference) in finals and (v, baseline) in finals for v in scope):
+                continue
+            x, y = ({v: finals[(v, name)] for v in scope} for name in (inference, baseline))
+            resamplable = min(len(r) for r in [*x.values(), *y.values()]) > 1
+            out.append({"inference": inference, "baseline": baseline, "task_variants": scope,
+                        "n": [sum(len(r) for r in x.values()), sum(len(r) for r in y.values())],
+                        "probability": probability_of_improvement(x, y),
+                        "ci": list(probability_of_improvement_ci(x, y, n_boot, LEVEL, rng=rng)) if resamplable else None})
+    return out
+
+
+def correlations(by_group: dict[tuple[str, str], list[Run]], args, rng: np.random.Generator) -> dict:
+    """Per CORRELATES entry: each run's (value, final return) where the run has the value, and Spearman's rank
+    correlation over those runs with its bootstrap CI (at least 3 runs; 4 for the CI)."""
+    out = {}
+    for name, (title, value) in CORRELATES.items():
+        points = [{"dir": str(r.dir), "task_variant": variant, "inference": inference, "x": x,
+                   "final_return": final_value(r, args.metric, args.final_episodes)}
+                  for (variant, inference), runs in sorted(by_group.items()) for r in runs if (x := value(r)) is not None]
+        xs, ys = (np.array([p[k] for p in points]) for k in ("x", "final_return"))
+        rho = float(spearman(xs, ys)) if len(points) >= 3 else None
+        ci = list(spearman_ci(xs, ys, args.n_boot, LEVEL, rng=rng)) if len(points) >= 4 and np.isfinite(rho) else None
+        out[name] = {"title": title, "points": points, "spearman": rho, "ci": ci}
     return out
 
 
@@ -297,6 +348,29 @@ def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dic
     _save_png(fig, path)
 
 
+def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None:
+    """Final return against one correlate, one point per run, coloured by inference type, marked by task variant."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    markers = {v: m for v, m in zip(sorted({p["task_variant"] for p in entry["points"]}), "osD^v<>")}
+    for p in entry["points"]:
+        ax.scatter(p["x"], p["final_return"], color=colors[p["inference"]], marker=markers[p["task_variant"]], s=28,
+                   alpha=0.85)
+    for name in sorted({p["inference"] for p in entry["points"]}):
+        ax.scatter([], [], color=colors[name], label=name)
+    if len(markers) > 1:
+        for v, m in markers.items():
+            ax.scatter([], [], color="gray", marker=m, label=v)
+    rho = "" if entry["spearman"] is None else f"Spearman {entry['spearman']:.2f}" + (
+        "" if entry["ci"] is None else f" [{entry['ci'][0]:.2f}, {entry['ci'][1]:.2f}]")
+    ax.set_title(f"{len(entry['points'])} runs. {rho}", fontsize=9)
+    ax.set_xlabel(entry["title"], fontsize=8)
+    ax.set_ylabel(f"final {metric}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
 # --- report ----------------------------------------------------------------------------------------
 def _fmt(x, digits: int) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
@@ -352,6 +426,16 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += _table(["inference", "runs", f"IQM [{LEVEL:.0%} CI]"],
                         [[a["inference"], str(a["n"]), _iqm_ci(a)]
                          for a in report["across_variants"]])
+    if report["improvement"]:
+        lines += [f"Probability of improvement over `{report['baseline']}`: P(final return of a run of X > one of "
+                  f"the baseline's), ties counted half (rliable's definition; over several variants, the mean of "
+                  f"the per-variant probabilities); 0.5 = no difference. {LEVEL:.0%} stratified-bootstrap CI (each "
+                  "side's seeds resampled within each variant).", ""]
+        lines += _table(["inference", "task variants", "runs (X, baseline)", f"P(X > {report['baseline']}) [CI]"],
+                        [[e["inference"], ", ".join(e["task_variants"]), f"{e['n'][0]}, {e['n'][1]}",
+                          f"{e['probability']:.2f}" + ("" if e["ci"] is None else f" [{e['ci'][0]:.2f}, "
+                                                                                      f"{e['ci'][1]:.2f}]")]
+                         for e in report["improvement"]])
     lines += ["## Learning curves", "",
               f"Top: {metric}, mean over seeds at the episodes all seeds share, against environment steps, with a "
               f"pointwise {LEVEL:.0%} bootstrap CI. Middle: the training episodes' return (exploration noise on), "
@@ -375,6 +459,17 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += _table(["task variant", "inference", "target", *CALIBRATION],
                         [[g["task_variant"], g["inference"], t, *(_pm(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
                          for g, t in calib])
+    shown = {k: c for k, c in report["correlations"].items() if c["spearman"] is not None}
+    if shown:
+        lines += ["## Across runs: what goes with the final return", "",
+                  f"One point per run with the value; Spearman's rank correlation with a {LEVEL:.0%} bootstrap CI "
+                  "(runs resampled). A correlation across runs of different inference types mixes the effect of "
+                  "the inference type with that of the quantity.", ""]
+        lines += _table(["final return against", "runs", "Spearman [CI]"],
+                        [[c["title"], str(len(c["points"])), f"{c['spearman']:.2f}" + (
+                            "" if c["ci"] is None else f" [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]")]
+                         for c in shown.values()])
+        lines += [f"![final return against {c['title']}](scatter_{k}.png)" for k, c in shown.items()] + [""]
     lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
               "seconds over its episodes (checkpointing and plotting not counted); mean over seeds ± standard error.",
               ""]
@@ -404,6 +499,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="final return = mean of the metric over each run's last K episodes that have it (default 1)")
     p.add_argument("--n-boot", type=_positive_int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's random generator (default 0)")
+    p.add_argument("--baseline", default="amortized",
+                   help="the group label (inference type, plus settings where a group is split by them, e.g. "
+                        "'amortized planner=cem') that the probability of improvement is taken against "
+                        "(default amortized; nothing is reported when no group has that label)")
     p.add_argument("--until-episode", type=_positive_int, default=None, metavar="N",
                    help="compare the runs up to episode N only (e.g. runs of different lengths at equal data)")
     return p.parse_args(argv)
@@ -431,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": "python -m analysis.compare " + shlex.join(argv), "metric": args.metric,
               "final_episodes": args.final_episodes, "until_episode": args.until_episode, "level": LEVEL, "n_boot": args.n_boot,
               "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
-              "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot)}
+              "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot),
+              "baseline": args.baseline, "improvement": improvement_over(groups, args.baseline, rng, args.n_boot),
+              "correlations": correlations(by_group, args, rng)}
 
     args.out.mkdir(parents=True, exist_ok=True)
     inferences = sorted({g["inference"] for g in groups})
@@ -445,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     if report["across_variants"]:
         panels["all variants (pooled)"] = report["across_variants"]
     plot_final(panels, inferences, colors, f"final {args.metric}: IQM, {LEVEL:.0%} CI", args.out / "final_iqm.png")
+    for name, entry in report["correlations"].items():
+        if entry["spearman"] is not None:
+            plot_correlation(entry, args.metric, colors, args.out / f"scatter_{name}.png")
     write_atomic(args.out / "report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     write_atomic(args.out / "report.md", lambda f: f.write(markdown(report, curve_pngs).encode()))
     print(f"wrote {args.out / 'report.md'}")

@@ -1,6 +1,7 @@
 """Statistics for comparing runs over seeds, after rliable (Agarwal et al. 2021, "Deep reinforcement learning at the
 edge of the statistical precipice"): the interquartile mean and percentile-bootstrap confidence intervals, plain or
-stratified by task.
+stratified by task, the probability of improvement with its stratified-bootstrap interval, and Spearman's rank
+correlation with a bootstrap interval over runs. tests/test_stats.py checks the first three against rliable itself.
 
 A statistic here is a function `statistic(samples, axis=-1)` that reduces the last axis (np.mean, np.median, iqm), so
 that all bootstrap resamples are scored in one vectorized call.
@@ -41,21 +42,100 @@ def stratified_bootstrap_ci(groups: Mapping[str, np.ndarray], statistic: Statist
     Resample b = 1..B: for each group with runs x_1..x_n draw n of them uniformly with replacement;
     theta*_b = statistic(all groups' resampled runs, concatenated). The interval is the (1 - level)/2 and
     (1 + level)/2 quantiles of theta*_1..theta*_B. Deterministic given `rng`."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    _check_bootstrap(n_boot, level)
     if not groups:
         raise ValueError("no groups to bootstrap")
     resamples = []
     for name, x in groups.items():
-        x = _finite(x, f"bootstrap group {name!r}")
-        if x.ndim != 1:
-            raise ValueError(f"bootstrap group {name!r} must be 1-D (one value per run), got shape {x.shape}")
+        x = _one_dimensional(x, f"bootstrap group {name!r}")
         resamples.append(x[rng.integers(0, len(x), size=(n_boot, len(x)))])
-    thetas = statistic(np.concatenate(resamples, axis=1), axis=-1)
+    return _percentile_interval(statistic(np.concatenate(resamples, axis=1), axis=-1), level)
+
+
+def _percentile_interval(thetas: np.ndarray, level: float) -> tuple[float, float]:
     low, high = np.quantile(thetas, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def _check_bootstrap(n_boot: int, level: float) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 of the runs x (..., n) against y (..., m): the Mann-Whitney U statistic / (n m)."""
+    d = x[..., :, None] - y[..., None, :]
+    return (d > 0).mean((-2, -1)) + 0.5 * (d == 0).mean((-2, -1))
+
+
+def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> float:
+    """P(X > Y) averaged over tasks (rliable's definition): for each task m, with X's runs x_1..x_n and Y's runs
+    y_1..y_k there, P_m = (1 / (n k)) sum_ij [1(x_i > y_j) + 1(x_i = y_j) / 2]; the result is the mean of P_m over
+    the tasks, which x and y must share (a task is a dict key; runs may differ in number)."""
+    return float(np.mean([_improvement(*_pair(x, y, task)) for task in _tasks(x, y)]))
+
+
+def probability_of_improvement_ci(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], n_boot: int = 2000,
+                                  level: float = 0.95, *, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile-bootstrap interval of probability_of_improvement(x, y), resampling each algorithm's runs within
+    each task independently (stratified, as rliable does). Deterministic given `rng`."""
+    _check_bootstrap(n_boot, level)
+    per_task = []
+    for task in _tasks(x, y):
+        a, b = _pair(x, y, task)
+        per_task.append(_improvement(a[rng.integers(0, len(a), size=(n_boot, len(a)))],
+                                     b[rng.integers(0, len(b), size=(n_boot, len(b)))]))
+    return _percentile_interval(np.mean(per_task, axis=0), level)
+
+
+def _tasks(x: Mapping, y: Mapping) -> list:
+    if set(x) != set(y) or not x:
+        raise ValueError(f"probability of improvement needs runs of both algorithms on the same tasks; got "
+                         f"{sorted(x)} and {sorted(y)}")
+    return sorted(x)
+
+
+def _pair(x: Mapping, y: Mapping, task) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(_one_dimensional(d[task], f"task {task!r}") for d in (x, y))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n along the last axis, ties given their average rank."""
+    below = (x[..., None, :] < x[..., :, None]).sum(-1)
+    ties = (x[..., None, :] == x[..., :, None]).sum(-1)
+    return below + (ties + 1) / 2
+
+
+def spearman(x, y) -> np.ndarray:
+    """Spearman's rank correlation of paired samples along the last axis: the Pearson correlation of their ranks,
+    rho = cov(r(x), r(y)) / (sd(r(x)) sd(r(y))); nan where either sample is constant."""
+    rx, ry = _ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float))
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(-1) / np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+
+
+def spearman_ci(x, y, n_boot: int = 2000, level: float = 0.95, *, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile-bootstrap interval of spearman(x, y), resampling the (x_i, y_i) pairs (runs) with replacement;
+    resamples whose ranks are constant (no correlation defined) are left out."""
+    _check_bootstrap(n_boot, level)
+    x, y = _one_dimensional(x, "spearman x"), _one_dimensional(y, "spearman y")
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"spearman needs paired samples of equal length >= 3, got {len(x)} and {len(y)}")
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    rho = spearman(x[idx], y[idx])
+    if not np.isfinite(rho).any():
+        raise ValueError("spearman_ci: every resample has constant ranks (too few distinct values)")
+    return _percentile_interval(rho[np.isfinite(rho)], level)
+
+
+def _one_dimensional(x, what: str) -> np.ndarray:
+    x = _finite(x, what)
+    if x.ndim != 1:
+        raise ValueError(f"{what} must be 1-D (one value per run), got shape {x.shape}")
+    return x
 
 
 def _finite(x, what: str) -> np.ndarray:

@@ -111,6 +111,15 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.suffix not in (".png", ".md", ".json")]  # no temp files left
 
+    # semi_amortized's finals 300, 330, 360 each beat amortized's 100 and 200 and lose to 600: P = 6 / 9
+    (improvement,) = report["improvement"]
+    assert (improvement["inference"], improvement["baseline"], improvement["n"]) == ("semi_amortized", "amortized", [3, 3])
+    assert improvement["probability"] == pytest.approx(2 / 3)
+    low, high = improvement["ci"]
+    assert 0 <= low < 2 / 3 < high <= 1
+    assert "P(X > amortized)" in md and "0.67 [" in md
+    assert report["correlations"]["amortization_gap"]["spearman"] is None   # 2 runs with gaps: too few
+
     # the last 2 evaluations: amortized seeds (10 + 100) / 2, (20 + 200) / 2, (30 + 600) / 2
     assert main([str(runs / "*"), "--out", str(out), "--final-episodes", "2"]) == 0
     final = by_inference(json.loads((out / "report.json").read_text()))["amortized"]["final_return"]
@@ -193,3 +202,28 @@ def test_until_episode_compares_runs_at_equal_data(runs, tmp_path):
     assert groups["amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["amortized"][3] + [50]))
     assert groups["semi_amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["semi_amortized"][3]))
     assert "cut at episode 4" in (out / "report.md").read_text()
+
+
+def test_final_return_against_gaps_and_calibration_across_runs(tmp_path):
+    """Five runs whose amortization gap falls and whose coverage error rises as the final return grows: rank
+    correlations -1 and +1, a scatter plot for each, and no improvement table without the baseline's group."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    finals = [100, 200, 300, 400, 500]
+    for seed, final in enumerate(finals):
+        gap = {"heldout": {"gaps": {"amortization": {"mean_per_step": 1.0 / final}}}}
+        coverage = 0.9 - final / 10_000       # coverage error (|0.45 - 0.5| + final / 10000) / 2
+        calibration = {"summary": {"obs": {"coverage50": 0.45, "coverage90": coverage}}}
+        write_run(root, "semi_amortized", seed, {6: {seed: final}}, {"gaps": gap, "uncertainty": calibration})
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--baseline", "per_sequence"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    gap, calib = report["correlations"]["amortization_gap"], report["correlations"]["coverage_error"]
+    assert (len(gap["points"]), gap["spearman"], calib["spearman"]) == (5, pytest.approx(-1), pytest.approx(1))
+    assert calib["points"][0]["x"] == pytest.approx((0.05 + 0.01) / 2)
+    assert gap["ci"] == pytest.approx([-1, -1])                 # every resample with two distinct runs ranks alike
+    assert report["improvement"] == []
+    md = (out / "report.md").read_text()
+    assert "## Across runs" in md and "Probability of improvement" not in md
+    for name in ("amortization_gap", "coverage_error"):
+        assert f"(scatter_{name}.png)" in md and (out / f"scatter_{name}.png").read_bytes()[:4] == b"\x89PNG"
