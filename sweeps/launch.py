@@ -102,9 +102,12 @@ def main(argv=None) -> int:
     return 1 if any(r["status"] == FAILED for r in ordered) else 0
 
 
-def run_on_ray(plans: list[Plan], args, group: str) -> dict[str, dict]:
+def run_on_ray(plans: list[Plan], args, group: str, task_fn=run_logged, task_args=None, on_record=None) -> dict[str, dict]:
     """Run the plans as Ray tasks, at most --max-concurrent at once, on the Ray session already started in
-    this process, or else on --address or a new local instance; return each run's record by name."""
+    this process, or else on --address or a new local instance; return each run's record by name.
+    Each task is task_fn(*task_args(plan)), which returns (exit code, seconds); by default the run's
+    run_agent.py command with its output appended to log.txt. on_record(plan, record) is called in this process
+    as each run ends (e.g. to commit its results)."""
     import ray
 
     started = not ray.is_initialized()
@@ -113,28 +116,29 @@ def run_on_ray(plans: list[Plan], args, group: str) -> dict[str, dict]:
     elif started:
         cpus = args.max_concurrent * args.cpus_per_run if args.max_concurrent else max(os.cpu_count(), args.cpus_per_run)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False)
+    task_args = task_args or (lambda plan: (agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME,
+                                                          args.cpus_per_run, group),
+                                            str(plan.run_dir), args.cpus_per_run))
     try:
         limit = args.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.cpus_per_run)
-        return wait_for_runs(ray, plans, limit, args, group)
+        return wait_for_runs(ray, plans, limit, ray.remote(task_fn).options(num_cpus=args.cpus_per_run, max_retries=0),
+                             task_args, on_record or (lambda plan, r: None))
     finally:
         if started:
             ray.shutdown()
 
 
-def wait_for_runs(ray, plans: list[Plan], limit: int, args, group: str) -> dict[str, dict]:
+def wait_for_runs(ray, plans: list[Plan], limit: int, task, task_args, on_record) -> dict[str, dict]:
     """Submit the runs, keeping at most `limit` in flight, and collect their records as they end (with a
     progress bar); failures are printed with their exit code and the end of their log as they happen."""
     from tqdm import tqdm
 
-    task = ray.remote(run_logged).options(num_cpus=args.cpus_per_run, max_retries=0)
     queue, in_flight, records = list(plans), {}, {}
     with tqdm(total=len(plans), desc="sweep", unit="run") as bar:
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 plan = queue.pop(0)
-                command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run,
-                                        group)
-                in_flight[task.remote(command, str(plan.run_dir), args.cpus_per_run)] = plan
+                in_flight[task.remote(*task_args(plan))] = plan
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=10)
             if not done:
                 bar.refresh()   # the elapsed time
@@ -144,6 +148,7 @@ def wait_for_runs(ray, plans: list[Plan], limit: int, args, group: str) -> dict[
             if r["status"] == FAILED:
                 bar.write(f"{r['name']} failed: {r['message']}; last lines of {plan.run_dir / 'log.txt'}:\n"
                           f"{r['log_tail']}", file=sys.stderr)
+            on_record(plan, r)
             bar.update(1)
     return records
 

@@ -1,0 +1,224 @@
+"""The study (docs/study/README.md): does better inference give better world models and better control?
+
+    python -m sweeps.study --dry-run       # every run, whether it is done, and the core-hours the rest needs
+    python -m sweeps.study --commit        # run what is missing (local Ray, one run per core), committing each
+    python -m sweeps.study --report        # regenerate the reports from the committed results only
+
+The study knows every run it needs:
+- main: cartpole swingup from state with full observations, and with each observation missing with probability
+  0.5 (the obs-valid flag goes to model and posterior); every registered posterior at its defaults; seeds 0-4;
+  100 episodes, one evaluation episode every 10 and ten at episodes 50 and 100 (the agent's defaults): 50 runs.
+- ablation: amortized and semi_amortized with free nats 0 on full observations, seeds 0-4: 10 runs. Their free
+  nats 3 counterparts are the main study's full-observation runs (3 is the default), not run twice.
+Each run also gets, on its frozen final model, the gap decomposition (analysis.world_model_gaps at STUDY_GAPS:
+same-family q*, AIS log p(x), a BDMC sandwich) and the calibration (analysis.uncertainty at its defaults).
+
+A run is done when RESULTS/<name>/ holds its config, complete metrics and both analyses; nothing else is looked at,
+so a fresh clone continues where the committed results end. Every other run is started or resumed in WORK/<name>
+(checkpoints and replay, never committed): training resumes from its last checkpoint, an analysis that did not
+finish is rerun, and the light results (config.json, metrics.jsonl, learning_curve.png, analysis/*.json|md|png) are
+copied to RESULTS/<name>/ when all three steps are done, and committed there with --commit. A failed run's log is
+copied to RESULTS/../failed/<name>.log (committed with --commit) and the run is retried on the next call.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import WANDB_MODES
+from agent.report import read_metrics
+from world_models.posteriors.registry import POSTERIORS
+
+from .execute import ROOT, agent_command, run_logged
+from .grid import RunSpec, expand
+from .launch import run_on_ray
+from .status import NEW, RESUME, Plan, is_finished
+from .summary import FAILED
+
+SEEDS = (0, 1, 2, 3, 4)
+FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
+MAIN_GRID = {"missing_prob": [None, 0.5]}
+ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
+# the gap decomposition per run: 8 windows of 50 steps per split (the command's default is 16) and a BDMC sandwich on
+# 2 simulated sequences (default 4), about half the default's cost (78 min for one cartpole run in docs/agent)
+STUDY_GAPS = ("--sequences", "8", "--bdmc-sequences", "2")
+LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
+ANALYSIS_FILES = ("*.json", "*.md", "*.png")
+# core-hours per run on this project's 2-core CPU, for --dry-run's estimate of what is left: training (100 episodes
+# at the defaults, docs/throughput's seconds per episode x 100 plus evaluations) plus both analyses (about 45 min)
+CORE_HOURS = {"amortized": 1.0, "amortized_smoothing": 1.1, "semi_amortized": 1.5, "per_sequence": 1.2,
+              "iterative_amortized": 1.9}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    part: str             # "main" or "ablation"
+    spec: RunSpec
+
+
+def study_runs(wandb: str = "offline") -> list[StudyRun]:
+    """Every run of the study, main part first, in a fixed order."""
+    fixed = {**FIXED, "wandb": wandb}
+    main = expand(["cartpole"], list(POSTERIORS), list(SEEDS), MAIN_GRID, fixed)
+    inferences, grid = ABLATION
+    ablation = expand(["cartpole"], list(inferences), list(SEEDS), grid, fixed)
+    return [StudyRun("main", s) for s in main] + [StudyRun("ablation", s) for s in ablation]
+
+
+def is_done(results: Path) -> bool:
+    """The run's committed results are complete: config, all episodes' metrics, both analyses."""
+    try:
+        return is_finished(results) and all((results / "analysis" / f"{a}.json").is_file()
+                                            for a in ("gaps", "uncertainty"))
+    except (OSError, ValueError):       # absent or unreadable: not done
+        return False
+
+
+def analysis_commands(run_dir: Path, threads: int) -> list[tuple[str, list[str]]]:
+    """(output file, command) of each analysis of a trained run."""
+    py, t = sys.executable, ("--threads", str(threads))
+    return [(f"{name}.json", [py, "-m", f"analysis.{module}", str(run_dir), *extra, *t])
+            for name, module, extra in (("gaps", "world_model_gaps", STUDY_GAPS), ("uncertainty", "uncertainty", ()))]
+
+
+def study_task(command: list[str], run_dir: str, results: str, threads: int) -> tuple[int, float]:
+    """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output is missing,
+    then copy the light results to `results`. Returns (exit code of the first failing step or 0, seconds)."""
+    start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
+    steps = [] if (run_dir / "config.json").exists() and is_finished(run_dir) else [command]
+    steps += [c for out, c in analysis_commands(run_dir, threads) if not (run_dir / "analysis" / out).is_file()]
+    for step in steps:
+        code, _ = run_logged(step, str(run_dir), threads)
+        if code:
+            return code, time.monotonic() - start
+    copy_light_results(run_dir, results)
+    return 0, time.monotonic() - start
+
+
+def copy_light_results(run_dir: Path, results: Path) -> None:
+    """The files that are committed: config, metrics, learning curve and the analyses' JSON, markdown and PNGs,
+    written to a temporary folder first so that `results` is either complete or absent."""
+    tmp = results.with_name(results.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "analysis").mkdir(parents=True)
+    for name in LIGHT:
+        shutil.copy2(run_dir / name, tmp / name)
+    for path in sorted((run_dir / "analysis").iterdir()):
+        if any(fnmatch.fnmatch(path.name, p) for p in ANALYSIS_FILES) and path.is_file():
+            shutil.copy2(path, tmp / "analysis" / path.name)
+    shutil.rmtree(results, ignore_errors=True)
+    tmp.rename(results)
+
+
+def git_commit(paths: list[Path], message: str) -> None:
+    """Commit `paths` (and nothing else that is staged) in the repository; a failure is reported, not raised."""
+    rel = [str(p.resolve().relative_to(ROOT)) for p in paths]
+    for command in (["git", "add", "--", *rel], ["git", "commit", "-q", "-m", message, "--", *rel]):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode:
+            print(f"sweeps.study: {' '.join(command[:2])} failed: {done.stderr.strip()}", file=sys.stderr)
+            return
+
+
+def final_eval(results: Path) -> str:
+    rows = [r for r in read_metrics(results) if r.get("eval_return") is not None]
+    return f"eval return {rows[-1]['eval_return']:.1f} at episode {rows[-1]['episode']}" if rows else "no evaluation"
+
+
+def report(results: Path, out: Path) -> int:
+    """The main study's and the ablation's comparison reports (analysis.compare) from the committed results."""
+    from analysis import compare
+
+    runs = {r.spec.name: r for r in study_runs()}
+    done = {name: r for name, r in runs.items() if is_done(results / name)}
+    main_dirs = [str(results / n) for n, r in done.items() if r.part == "main"]
+    ablation_dirs = [str(results / n) for n, r in done.items() if r.part == "ablation" or (
+        r.spec.config.inference in ABLATION[0] and r.spec.config.missing_prob is None)]
+    print(f"{len(done)} of {len(runs)} runs done")
+    code = 0
+    for dirs, folder, baseline in ((main_dirs, "report", "amortized"), (ablation_dirs, "ablation", "amortized free_nats=3.0")):
+        if dirs:
+            code |= compare.main([*dirs, "--out", str(out / folder), "--baseline", baseline])
+    return code
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sweeps.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=ROOT / "docs/study/runs",
+                   help="where each run's light results are committed (default docs/study/runs)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs/study2",
+                   help="where runs train, with checkpoints and replay (default runs/study2; not committed)")
+    p.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                   help="run only the runs whose names match one of these glob patterns (e.g. '*-amortized-*')")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="most runs at once (default: one per CPU of the local Ray instance)")
+    p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (and torch threads) per run (default 1)")
+    p.add_argument("--address", default=None, help="an existing Ray cluster (default: a new local instance)")
+    p.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="wandb mode of every run (default offline)")
+    p.add_argument("--commit", action="store_true", help="git-commit each run's results (and failure logs) as it ends")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
+    p.add_argument("--report", action="store_true",
+                   help="write docs/study/report (main study) and docs/study/ablation from the committed results")
+    args = p.parse_args(argv)
+    if args.max_concurrent is not None and args.max_concurrent < 1 or args.cpus_per_run < 1:
+        p.error("--max-concurrent and --cpus-per-run must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.report:
+        return report(args.results, args.results.parent)
+    runs = [r for r in study_runs(args.wandb)
+            if args.only is None or any(fnmatch.fnmatch(r.spec.name, p) for p in args.only)]
+    if not runs:
+        print(f"sweeps.study: error: no run matches --only {' '.join(args.only)}; run names look like "
+              f"{study_runs()[0].spec.name}", file=sys.stderr)
+        return 2
+    todo = [r for r in runs if not is_done(args.results / r.spec.name)]
+    hours = sum(CORE_HOURS[r.spec.config.inference] for r in todo)
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {hours:.0f} core-hours")
+    if args.dry_run:
+        for r in runs:
+            state = "done" if r not in todo else ("resume" if (args.work / r.spec.name / "config.json").exists()
+                                                  else "new")
+            print(f"  {r.part:8s} {r.spec.name}: {state}")
+        return 0
+    if not todo:
+        return 0
+    failed_logs = args.results.parent / "failed"
+
+    def task_args(plan: Plan):
+        command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run, "study")
+        return command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run
+
+    def on_record(plan: Plan, record: dict) -> None:
+        results = args.results / plan.spec.name
+        if record["status"] == FAILED:
+            failed_logs.mkdir(parents=True, exist_ok=True)
+            log = failed_logs / f"{plan.spec.name}.log"
+            if (plan.run_dir / "log.txt").exists():
+                shutil.copy2(plan.run_dir / "log.txt", log)
+                if args.commit:
+                    git_commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log")
+        elif args.commit:
+            git_commit([results], f"study: {plan.spec.name} ({final_eval(results)})")
+
+    plans = [Plan(r.spec, args.work / r.spec.name,
+                  RESUME if (args.work / r.spec.name / "config.json").exists() else NEW) for r in todo]
+    records = run_on_ray(plans, args, "study", study_task, task_args, on_record)
+    failed = [name for name, r in records.items() if r["status"] == FAILED]
+    print(f"{len(records) - len(failed)} runs finished, {len(failed)} failed" +
+          (f": {', '.join(failed)} (logs in {failed_logs})" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

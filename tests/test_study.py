@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agent.config import AgentConfig
+from sweeps.study import ABLATION, copy_light_results, is_done, study_runs
+from world_models.posteriors.registry import POSTERIORS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_study_knows_its_60_runs():
+    runs = study_runs()
+    names = [r.spec.name for r in runs]
+    assert len(names) == len(set(names)) == 60
+    main = [r.spec.config for r in runs if r.part == "main"]
+    assert len(main) == 50 and {c.inference for c in main} == set(POSTERIORS)
+    assert {c.missing_prob for c in main} == {None, 0.5} and {c.seed for c in main} == set(range(5))
+    assert all(c.episodes == 100 and c.free_nats == 3.0 and c.eval_episodes == 10 and c.eval_every == 10
+               and c.eval_episodes_every == 50 and c.physics_state for c in main)
+    ablation = [r.spec.config for r in runs if r.part == "ablation"]
+    assert len(ablation) == 10 and {c.inference for c in ablation} == set(ABLATION[0])
+    assert {(c.free_nats, c.missing_prob) for c in ablation} == {(0.0, None)}
+    assert "cartpole-semi_amortized-missing_prob0.5-s4" in names and "cartpole-amortized-free_nats0.0-s0" in names
+
+
+def write_run(run_dir: Path, episodes: int, rows: int, analyses=("gaps", "uncertainty")) -> None:
+    (run_dir / "analysis").mkdir(parents=True)
+    AgentConfig(episodes=episodes).save(run_dir / "config.json")
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"episode": e + 1}) + "\n" for e in range(rows)))
+    (run_dir / "learning_curve.png").write_bytes(b"\x89PNG")
+    for name in analyses:
+        (run_dir / "analysis" / f"{name}.json").write_text("{}")
+    (run_dir / "analysis" / "heldout_episodes.pt").write_bytes(b"not light")
+    (run_dir / "checkpoint.pt").write_bytes(b"not light")
+
+
+def test_a_run_is_done_only_with_all_episodes_and_both_analyses(tmp_path):
+    write_run(tmp_path / "done", 3, 3)
+    write_run(tmp_path / "short", 3, 2)
+    write_run(tmp_path / "unanalysed", 3, 3, analyses=("gaps",))
+    assert is_done(tmp_path / "done")
+    assert not is_done(tmp_path / "short") and not is_done(tmp_path / "unanalysed")
+    assert not is_done(tmp_path / "absent")
+
+
+def test_only_light_results_are_copied_and_replace_an_old_copy(tmp_path):
+    write_run(tmp_path / "run", 3, 3)
+    results = tmp_path / "results" / "run"
+    (results / "analysis").mkdir(parents=True)
+    (results / "stale.txt").write_text("from an earlier copy")
+    copy_light_results(tmp_path / "run", results)
+    files = sorted(str(p.relative_to(results)) for p in results.rglob("*") if p.is_file())
+    assert files == ["analysis/gaps.json", "analysis/uncertainty.json", "config.json", "learning_curve.png",
+                     "metrics.jsonl"]
+    assert is_done(results) and not (tmp_path / "results" / "run.tmp").exists()
+
+
+def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
+    results = tmp_path / "runs"
+    write_run(results / "cartpole-amortized-missing_probnone-s0", 100, 100)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(results),
+                                     "--work", str(tmp_path / "work"), *a], cwd=REPO, capture_output=True, text=True)
+    out = run("--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "1 of 60 runs done; 59 to run" in out.stdout
+    assert "cartpole-amortized-missing_probnone-s0: done" in out.stdout
+    assert "cartpole-amortized-free_nats0.0-s1: new" in out.stdout
+    out = run("--dry-run", "--only", "*-per_sequence-*")
+    assert "0 of 10 runs done; 10 to run" in out.stdout
+    out = run("--only", "nothing-like-this")
+    assert out.returncode == 2 and "no run matches" in out.stderr and "cartpole-amortized" in out.stderr
