@@ -44,7 +44,8 @@ HELP = {
     "planner": "planner: " + ", ".join(PLANNERS) + " (icem: CEM with colored noise, kept and shifted elites, a "
                "decaying population and warm starts; Pinneri et al. 2020)",
     "planner_preset": "planner size: " + ", ".join(PLANNER_PRESETS) + " (cem cpu: 300 candidates x 5 iterations, "
-                      "planet: 1000 x 10; icem cpu: 180 decaying by 1.25 over 3 iterations, planet: 1000 over 4)",
+                      "planet: 1000 x 10; icem cpu: 180 decaying by 1.25 over 3 iterations, small: 90 over 3, planet: 1000 "
+                      "over 4)",
     "horizon": "planning horizon (default: the preset's, 12)",
     "refine_steps": "semi_amortized: refinement steps K in training; per_sequence: warm-started steps per update",
     "refine_lr": "refinement step size (Adam)",

@@ -8,14 +8,14 @@ from typing import Optional
 
 from envs.checks import Range, check_ranges
 from envs.registry import OBS_TYPES, check_variant_settings, valid_env_names
-from planners.factory import PLANNERS
+from planners.factory import PLANNERS, presets
 from world_models.posteriors import POSTERIORS
 
 from .checkpoint import write_atomic
 
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("offline", "online", "disabled")
-PLANNER_PRESETS = ("cpu", "planet")
+PLANNER_PRESETS = tuple(sorted({p for name in PLANNERS for p in presets(name)}))
 MAX_EPISODES = 100_000     # also keeps the per-episode env seeds of training, evaluation and analysis disjoint
 MAX_SEED = 998             # seed * 1_000_003 + episode < 1e9 (training), + 1e9 (evaluation), 2e9 + i (held-out)
 MAX_EVAL_EPISODES = 10     # evaluation episode i after episode k: 1e9 + seed * 1_000_003 + k + i * MAX_EPISODES,
@@ -69,6 +69,9 @@ class AgentConfig:
         if self.physics_state not in (0, 1) or isinstance(self.physics_state, float):
             _fail(f"{flag('physics_state')} must be 0 or 1; got {self.physics_state!r}")
         self.physics_state = bool(self.physics_state)
+        if self.planner_preset not in presets(self.planner):
+            _fail(f"{flag('planner')} {self.planner} has no preset {self.planner_preset!r}; its presets: "
+                  f"{', '.join(presets(self.planner))}")
         check_ranges(vars(self), RANGES, flag)
         if self.train_steps % self.refine_every:
             _fail(f"{flag('refine_every')} {self.refine_every} must divide {flag('train_steps')} {self.train_steps}, "

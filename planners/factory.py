@@ -14,9 +14,14 @@ _KINDS = {"cem": (cem.CEMPlanner, cem.CEMSettings, cem.PRESETS),
                               random_shooting.PRESETS)}
 
 
+def presets(name: str) -> tuple[str, ...]:
+    """The preset names of planner `name`."""
+    return tuple(_KINDS[name][2])
+
+
 def make_planner(name: str, preset: Optional[str] = None, **settings) -> Planner:
     """The planner called `name`, with its settings dataclass's defaults (PlaNet's sizes), or a preset
-    ("planet" | "cpu"), overridden by `settings` (horizon, candidates, action_low, action_high; for cem and icem
+    ("planet" | "cpu", and icem's "small"), overridden by `settings` (horizon, candidates, action_low, action_high; for cem and icem
     also iterations, top_k, init_std; for icem noise_beta, keep_elites, shift_elites, population_decay, momentum)."""
     if name not in _KINDS:
         raise ValueError(f"unknown planner {name!r}; valid choices: {', '.join(PLANNERS)}")

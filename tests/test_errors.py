@@ -79,3 +79,10 @@ def test_agent_config_rejects_bad_task_variant_settings_up_front():
                       ({"obs_noise": -1.0}, "--obs-noise"), ({"action_repeat": 0}, "--action-repeat")):
         with pytest.raises(ValueError, match=name):
             AgentConfig(**bad)
+
+
+def test_a_preset_the_chosen_planner_lacks_is_an_error_naming_its_presets():
+    from agent.config import AgentConfig
+    assert AgentConfig(planner="icem", planner_preset="small").planner_preset == "small"
+    with pytest.raises(ValueError, match="--planner cem has no preset 'small'; its presets: planet, cpu"):
+        AgentConfig(planner="cem", planner_preset="small")
