@@ -55,10 +55,11 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     bound, so the larger is the tighter; the bootstrap guards against a poor proposal). extra {label: (posterior,
     ctx)} adds IWAE-K with those proposals (e.g. q*, which makes the estimate >= L[q*] in expectation);
     ais_from (label, posterior, ctx) adds AIS (world_models/ais.py) from that posterior, e.g. the tightest q*; where
-    it is computed it is the estimate (the others are recorded, and `above_ais` lists those significantly above
-    it, a sign that AIS has not converged): on an LGSSM (8 sequences of 10 steps, mean-field proposals) IWAE-4000
-    scattered by +-0.3 nats per sequence around the exact value and the largest of seven estimators was 0.26 too
-    high on an independent rerun, while AIS-500x16 was 0.006 below. Without AIS the values come from a second,
+    it is computed it is the estimate (the others are recorded: on an LGSSM, 8 sequences of 10 steps, mean-field
+    proposals, IWAE-4000 scattered by +-0.3 nats per sequence around the exact value and the largest of seven
+    estimators was 0.26 too high on an independent rerun, while AIS-500x16 was 0.006 below), unless some are
+    significantly above it (`above_ais`): then AIS has missed posterior mass and the largest of those, rerun, is
+    the estimate. Without AIS the values come from a second,
     independent run of the estimator with the largest mean: picking the largest of several noisy runs biases
     log p(x) upwards. Returns (values (B,), record)."""
     if exact and hasattr(model, "log_marginal"):
@@ -83,7 +84,13 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     if ais_from is not None:       # AIS, whose trust the BDMC sandwich measures, over the heavy-tailed IWAE / SMC
         best = next(k for k in est if k.startswith("ais-"))
         above = [k for k in est if k != best and excess_over(est[best], est[k]) is not None]
-        return est[best], {"estimator": best, **record, "above_ais": above}
+        if not above:
+            return est[best], {"estimator": best, **record, "above_ais": above}
+        # another stochastic lower bound is significantly above AIS: its chains, started from a unimodal q*, missed
+        # posterior mass (on `square`, whose posterior has a mode per sign, AIS from q* was 1.8 nats per sequence
+        # below the exact value and bootstrap SMC 0.2; tests/test_gaps.py); the tightest of those is the estimate
+        record["above_ais"] = above
+        est = {k: est[k] for k in above}
     best = max(est, key=lambda k: float(est[k].mean()))
     values = runs[best]()
     return values, {"estimator": best, **record, "mean_chosen_rerun": float(values.mean())}

@@ -1,5 +1,6 @@
 """Gap decomposition on a linear-Gaussian model, where the approximation gap is known exactly."""
 import json
+import math
 
 import pytest
 import torch
@@ -216,3 +217,44 @@ def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path
     path.write_text(json.dumps(again))
     with pytest.raises(SystemExit, match="other settings.*protocol"):
         toy_main(args + ["--resume"])
+
+
+def grid_log_px(obs: torch.Tensor, n: int = 1001, bound: float = 10.0) -> torch.Tensor:
+    """Exact log p(x) of `square`'s true model (z_1 ~ N(0, 1), z_t ~ N(0.9 z_{t-1}, 1), x_t ~ N(z_t^2, 0.5)) per
+    sequence (B, T) by the forward recursion on a grid of z (quadrature; on the test's data a grid of 4001 points
+    over [-14, 14] agrees to 1e-11)."""
+    g = torch.linspace(-bound, bound, n, dtype=torch.float64)
+    log_dz = math.log(float(g[1] - g[0]))
+    log_normal = lambda v, m, var: -0.5 * math.log(2 * math.pi * var) - 0.5 * (v - m) ** 2 / var
+    transition = log_normal(g[:, None], 0.9 * g[None, :], 1.0)      # [z_t, z_{t-1}]
+    out = []
+    for x in obs.double():
+        log_alpha = log_normal(g, 0.0, 1.0) + log_normal(x[0], g ** 2, 0.5)
+        for xt in x[1:]:
+            log_alpha = torch.logsumexp(transition + log_alpha[None, :], 1) + log_dz + log_normal(xt, g ** 2, 0.5)
+        out.append(torch.logsumexp(log_alpha, 0) + log_dz)
+    return torch.stack(out)
+
+
+def test_log_px_does_not_trust_ais_that_missed_a_mode():
+    """On `square` the posterior has a mode for each sign of z. AIS started from a mean-field q on the positive
+    mode (short chains) stays there and falls well below the exact log p(x); bootstrap SMC is significantly above
+    it, so log_px must report (an independent rerun of) SMC, which is close to the exact value."""
+    from analysis.gaps import log_px
+    from envs.toy_tasks import generate, make_task
+    from world_models.ais import AISSettings
+    from world_models.posteriors.registry import Q_STAR
+    torch.manual_seed(0)
+    task = make_task("square")
+    data, _ = generate(task, 24, seed=7, dtype=torch.float64)
+    exact = grid_log_px(data.obs[..., 0])
+    q = make_posterior(Q_STAR, task.true_model).double()
+    mode = data.obs.clamp(min=1e-2).sqrt()                             # z = +sqrt(x): one sign only
+    ctx = torch.cat([mode, torch.full_like(mode, math.log(0.3))], -1)
+    values, record = log_px(task.true_model, data, None, smc_n=2000, exact=False, ais_from=("one mode", q, ctx),
+                            ais_settings=AISSettings(steps=100, chains=4))
+    ais_mean = record["mean_ais-100x4 (one mode)"]
+    assert ais_mean < float(exact.mean()) - 1.0                         # AIS missed the other mode
+    assert record["above_ais"] == ["smc-2000 (bootstrap)"] and record["estimator"] == "smc-2000 (bootstrap)"
+    error = (values - exact).double()
+    assert abs(float(error.mean())) < 3 * float(error.std() / len(error) ** 0.5) + 0.1
