@@ -109,14 +109,18 @@ def test_toy_experiment_end_to_end(tmp_path):
 
 
 def test_toy_experiment_on_a_multimodal_task_with_missing_runs(tmp_path):
-    """No exact log p(x): AIS gives it, the BDMC sandwich says how far to trust it; gaps at the true model too."""
+    """No exact log p(x): AIS gives it (or, where another lower bound is significantly above AIS, as 5 steps of AIS
+    from a unimodal q* on this bimodal posterior may well be, the tightest of those), the BDMC sandwich says how far
+    to trust it; gaps at the true model too."""
     toy_main(["--task", "square_gaps", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
               "--steps", "3", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "8", "--encoder-steps", "2",
               "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1", "--ais-steps", "5",
               "--ais-chains", "2", "--bdmc-sequences", "2", "--posteriors", "amortized", "--threads", "1", "--seeds", "1"])
     r = json.loads((tmp_path / "results.json").read_text())
     for gaps in (r["true_model"]["gaps"], r["methods"]["amortized"]["gaps"]):
-        assert gaps["test"]["log_px_estimator"]["estimator"].startswith("ais-5x2")
+        record = gaps["test"]["log_px_estimator"]
+        assert any(k.startswith("mean_ais-5x2") for k in record)
+        assert record["estimator"].startswith("ais-5x2") or record["estimator"] in record["above_ais"]
         assert gaps["bdmc"]["sequences"] == 2 and "markov" in gaps["test"]["q_star"]
     assert "BDMC sandwich" in (tmp_path / "results.md").read_text()
 
