@@ -178,8 +178,9 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
                                 own="own" if own is not None else None)
         res["log_px_estimator"] = rec
         res["encoder_fit_seconds"] = {k: q.fit_seconds for k, q in posteriors.items() if k != "own"}
-        res["warnings"] += [f"{k} is above the AIS estimate of log p(x) by more than 3 standard errors: AIS may not "
-                            f"have converged (more --ais-steps)" for k in rec.get("above_ais", [])]
+        res["warnings"] += [f"{k} is above AIS by more than 3 standard errors: AIS missed posterior mass (a mode its "
+                            f"chains from q* did not reach, or too few --ais-steps); log p(x) is {rec['estimator']}"
+                            for k in rec.get("above_ais", [])]
         res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()
         bar.update(1)
         if split == curve_split:
