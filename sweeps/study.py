@@ -10,7 +10,7 @@ The study knows every run it needs:
   100 episodes, one evaluation episode every 10 and ten at episodes 50 and 100 (the agent's defaults): 50 runs.
 - ablation: amortized and semi_amortized with free nats 0 on full observations, seeds 0-4: 10 runs. Their free
   nats 3 counterparts are the main study's full-observation runs (3 is the default), not run twice.
-Each run also gets, on its frozen final model, the gap decomposition (analysis.world_model_gaps at STUDY_GAPS:
+Each run also gets, on its frozen final model, the gap decomposition (analysis.world_model_gaps, sized in ANALYSES:
 same-family q*, AIS log p(x), a BDMC sandwich) and the calibration (analysis.uncertainty at its defaults).
 
 A run is done when RESULTS/<name>/ holds its config, complete metrics and both analyses; nothing else is looked at,
@@ -45,9 +45,11 @@ SEEDS = (0, 1, 2, 3, 4)
 FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
 MAIN_GRID = {"missing_prob": [None, 0.5]}
 ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
-# the gap decomposition per run: 8 windows of 50 steps per split (the command's default is 16) and a BDMC sandwich on
-# 2 simulated sequences (default 4), about half the default's cost (78 min for one cartpole run in docs/agent)
-STUDY_GAPS = ("--sequences", "8", "--bdmc-sequences", "2")
+# the analyses per run, {output: (module, options)}: the gap decomposition at 8 windows of 50 steps per split (the
+# command's default is 16) and a BDMC sandwich on 2 simulated sequences (default 4), about half the default's cost
+# (78 min for one cartpole run in docs/agent); the calibration at its defaults
+ANALYSES = {"gaps": ("world_model_gaps", ("--sequences", "8", "--bdmc-sequences", "2")),
+            "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # core-hours per run on this project's 2-core CPU, for --dry-run's estimate of what is left: training (100 episodes
@@ -74,25 +76,20 @@ def study_runs(wandb: str = "offline") -> list[StudyRun]:
 def is_done(results: Path) -> bool:
     """The run's committed results are complete: config, all episodes' metrics, both analyses."""
     try:
-        return is_finished(results) and all((results / "analysis" / f"{a}.json").is_file()
-                                            for a in ("gaps", "uncertainty"))
+        return is_finished(results) and all((results / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
     except (OSError, ValueError):       # absent or unreadable: not done
         return False
 
 
-def analysis_commands(run_dir: Path, threads: int) -> list[tuple[str, list[str]]]:
-    """(output file, command) of each analysis of a trained run."""
-    py, t = sys.executable, ("--threads", str(threads))
-    return [(f"{name}.json", [py, "-m", f"analysis.{module}", str(run_dir), *extra, *t])
-            for name, module, extra in (("gaps", "world_model_gaps", STUDY_GAPS), ("uncertainty", "uncertainty", ()))]
-
-
-def study_task(command: list[str], run_dir: str, results: str, threads: int) -> tuple[int, float]:
-    """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output is missing,
-    then copy the light results to `results`. Returns (exit code of the first failing step or 0, seconds)."""
+def study_task(command: list[str], run_dir: str, results: str, threads: int,
+               analyses: dict = ANALYSES) -> tuple[int, float]:
+    """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output
+    (RUN/analysis/<name>.json) is missing, then copy the light results to `results`. Returns (exit code of the
+    first failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
     steps = [] if (run_dir / "config.json").exists() and is_finished(run_dir) else [command]
-    steps += [c for out, c in analysis_commands(run_dir, threads) if not (run_dir / "analysis" / out).is_file()]
+    steps += [[sys.executable, "-m", f"analysis.{module}", str(run_dir), *options, "--threads", str(threads)]
+              for name, (module, options) in analyses.items() if not (run_dir / "analysis" / f"{name}.json").is_file()]
     for step in steps:
         code, _ = run_logged(step, str(run_dir), threads)
         if code:

@@ -71,3 +71,22 @@ def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
     assert "0 of 10 runs done; 10 to run" in out.stdout
     out = run("--only", "nothing-like-this")
     assert out.returncode == 2 and "no run matches" in out.stderr and "cartpole-amortized" in out.stderr
+
+
+def test_one_small_run_end_to_end_and_again(tmp_path):
+    """study_task on a tiny run with missing observations (quick analyses): it trains, analyses, copies the light
+    results, and a second call on the finished run trains nothing and copies them again."""
+    from sweeps.execute import agent_command
+    from sweeps.study import study_task
+    cfg = AgentConfig(episodes=3, seed_episodes=2, train_steps=2, batch_size=4, seq_len=8, deter=16, stoch=4, hidden=16,
+                      eval_every=1, eval_episodes=2, eval_episodes_every=3, horizon=3, action_repeat=50,
+                      missing_prob=0.5, wandb="disabled")
+    work, results = tmp_path / "work" / "run", tmp_path / "results" / "run"
+    quick = {"gaps": ("world_model_gaps", ("--quick",)), "uncertainty": ("uncertainty", ("--quick",))}
+    command = agent_command(cfg, work, False, 1, "test")
+    assert study_task(command, str(work), str(results), 1, quick)[0] == 0
+    assert is_done(results) and not list(results.rglob("*.pt")) and not (results / "episodes").exists()
+    assert (results / "analysis" / "gaps.md").exists() and (results / "analysis" / "calibration.png").exists()
+    log = (work / "log.txt").read_text()
+    assert study_task(command, str(work), str(results), 1, quick)[0] == 0
+    assert (work / "log.txt").read_text() == log           # nothing ran the second time
