@@ -44,6 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--heldout-episodes", type=int, default=4, help="held-out episodes to collect (or reuse)")
     p.add_argument("--heldout-policy", default="eval", choices=HELDOUT_POLICIES,
                    help="how held-out episodes are collected: eval = planner without noise")
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                   help="where to decompose: windows of held-out episodes and/or of the training replay (default both; "
+                        "each split costs about as much as the other)")
     p.add_argument("--sequences", type=int, default=16, help="windows per split (held-out, train)")
     p.add_argument("--length", type=int, default=50, help="steps per window")
     p.add_argument("--encoder-windows", type=int, default=1000,
@@ -55,6 +58,7 @@ def parse_args(argv=None):
         "q_star_max_steps", "encoder_steps", "encoder_batch_size", "curve_samples", "threads", "ais_chains",
         "ais_leapfrog"))
     check_gap_arguments(p, args)
+    args.splits = list(dict.fromkeys(args.splits))
     return args
 
 
@@ -64,26 +68,33 @@ def run(args) -> dict:
     settings = gap_settings_from(args, NOT_OPTIONS)
     held = heldout_replay(agent, args.heldout_episodes, args.heldout_policy)
     length = min(args.length, min(len(e["reward"]) for e in held.episodes + agent.replay.episodes))
-    gap_sets = {"heldout": windows(held, args.sequences, length, args.seed),
-                "train": windows(agent.replay, args.sequences, length, args.seed + 1)}
+    sources = {"heldout": (held, args.seed), "train": (agent.replay, args.seed + 1)}
+    gap_sets = {split: windows(sources[split][0], args.sequences, length, sources[split][1]) for split in args.splits}
     encoder_data = windows(agent.replay, args.encoder_windows, length, args.seed + 2)
     t0 = time.perf_counter()
     own = agent.posterior if agent.posterior.has_encoder else None      # without one, its posterior is q*
-    gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split="heldout",
+    gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split=args.splits[0],
                      label=f"{args.run_dir.name}")
     return {"run_dir": str(args.run_dir), "checkpoint_episode": agent.episode, "env_steps": agent.env_steps,
             "inference": cfg.inference, "env": cfg.env, "config": asdict(cfg),
+            "splits": list(args.splits),
             "settings": {**asdict(settings), "heldout_episodes": args.heldout_episodes,
                          "heldout_policy": args.heldout_policy, "sequences": args.sequences, "length": length,
                          "encoder_windows": args.encoder_windows},
             "seconds": time.perf_counter() - t0,
             "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
             "bdmc": gaps.get("bdmc"),
-            **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in SPLITS}}
+            **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in args.splits}}
+
+
+def splits_of(r: dict) -> list[str]:
+    """The splits a gaps.json holds (files from before --splits hold both)."""
+    return r.get("splits", list(SPLITS))
 
 
 def markdown(r: dict) -> str:
-    by_name = {r["inference"]: {s: r[s] for s in SPLITS}}
+    splits = splits_of(r)
+    by_name = {r["inference"]: {s: r[s] for s in splits}}
     s = r["settings"]
     lines = [f"# Gaps of {r['run_dir']} ({r['env']}, {r['inference']}, checkpoint after episode "
              f"{r['checkpoint_episode']}, {r['env_steps']} env steps)", "",
@@ -91,20 +102,21 @@ def markdown(r: dict) -> str:
              f"episodes collected with policy `{s['heldout_policy']}`; {s['eval_samples']} samples per ELBO, IWAE and "
              f"SMC estimate; fresh encoders fitted for {s['encoder_steps']} steps on {s['encoder_windows']} training "
              f"windows; {r['seconds']:.0f} s on {r['machine']}.", ""]
-    for split in SPLITS:
+    for split in splits:
         lines += gap_table(by_name, split)
         lines += log_px_lines({r["inference"]: r[split]}, split)
     lines += bdmc_lines(r.get("bdmc"))
-    lines += curve_table(by_name, "heldout")
+    lines += curve_table(by_name, splits[0])
     return "\n".join(lines) + "\n"
 
 
 def write(r: dict, out: Path) -> None:
     write_report(out, "gaps", r, markdown(r))
-    by_name = {r["inference"]: {s: r[s] for s in SPLITS}}
+    splits = splits_of(r)
+    by_name = {r["inference"]: {s: r[s] for s in splits}}
     title = f"{r['env']} {r['inference']}"
-    plot_gap_bars(by_name, SPLITS, out / "gaps.png", f"{title}: gap decomposition")
-    plot_refinement(by_name, "heldout", out / "refinement.png", f"{title}: amortization gap vs refinement")
+    plot_gap_bars(by_name, splits, out / "gaps.png", f"{title}: gap decomposition")
+    plot_refinement(by_name, splits[0], out / "refinement.png", f"{title}: amortization gap vs refinement")
 
 
 def main(argv=None) -> int:

@@ -89,6 +89,17 @@ def test_gap_command_on_a_tiny_run(tiny_run):
     assert len(list((out / "heldout-eval-ep2").glob("episode_*.npz"))) == 2
     assert _snapshot(tiny_run) == before                  # the run itself is untouched
 
+    # --splits heldout: the decomposition of held-out windows only, everything else alike
+    one = tiny_run / "one-split"
+    assert world_model_gaps.main([str(tiny_run), "--out", str(one), "--splits", "heldout", "heldout", "--heldout-episodes", "2",
+                                  "--sequences", "4", "--length", "10", "--encoder-windows", "20", "--eval-samples",
+                                  "50", "--q-star-max-steps", "100", "--encoder-steps", "10", "--curve-steps", "0", "2",
+                                  "--ais-steps", "20", "--ais-chains", "4", "--bdmc-sequences", "0"]) == 0
+    r = json.loads((one / "gaps.json").read_text())
+    assert r["splits"] == ["heldout"] and "train" not in r and r["heldout"]["refinement_curve"]
+    md = (one / "gaps.md").read_text()
+    assert "on heldout sequences" in md and "on train sequences" not in md
+
 
 def test_uncertainty_command_on_a_tiny_run(tiny_run):
     assert uncertainty.main([str(tiny_run), "--heldout-episodes", "2", "--horizon", "4", "--samples", "8",
