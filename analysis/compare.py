@@ -275,17 +275,19 @@ def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator
     return out
 
 
-def correlations(by_group: dict[tuple[str, str], list[Run]], args, rng: np.random.Generator) -> dict:
-    """Per CORRELATES entry: each run's (value, final return) where the run has the value, and Spearman's rank
-    correlation over those runs with its bootstrap CI (at least 3 runs; 4 for the CI)."""
+def correlations(by_group: dict[tuple[str, str], list[Run]], groups: list[dict], rng: np.random.Generator,
+                 n_boot: int) -> dict:
+    """Per CORRELATES entry: each run's (value, final return as in `groups`) where the run has the value, and
+    Spearman's rank correlation over those runs with its bootstrap CI (at least 3 runs; 4 for the CI)."""
+    finals = {p["dir"]: p["final_return"] for g in groups for p in g["runs"]}
     out = {}
     for name, (title, value) in CORRELATES.items():
         points = [{"dir": str(r.dir), "task_variant": variant, "inference": inference, "x": x,
-                   "final_return": final_value(r, args.metric, args.final_episodes)}
+                   "final_return": finals[str(r.dir)]}
                   for (variant, inference), runs in sorted(by_group.items()) for r in runs if (x := value(r)) is not None]
         xs, ys = (np.array([p[k] for p in points]) for k in ("x", "final_return"))
         rho = float(spearman(xs, ys)) if len(points) >= 3 else None
-        ci = list(spearman_ci(xs, ys, args.n_boot, LEVEL, rng=rng)) if len(points) >= 4 and np.isfinite(rho) else None
+        ci = list(spearman_ci(xs, ys, n_boot, LEVEL, rng=rng)) if len(points) >= 4 and np.isfinite(rho) else None
         out[name] = {"title": title, "points": points, "spearman": rho, "ci": ci}
     return out
 
@@ -360,8 +362,7 @@ def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None
     if len(markers) > 1:
         for v, m in markers.items():
             ax.scatter([], [], color="gray", marker=m, label=v)
-    rho = "" if entry["spearman"] is None else f"Spearman {entry['spearman']:.2f}" + (
-        "" if entry["ci"] is None else f" [{entry['ci'][0]:.2f}, {entry['ci'][1]:.2f}]")
+    rho = "" if entry["spearman"] is None else "Spearman " + _with_ci(entry["spearman"], entry["ci"])
     ax.set_title(f"{len(entry['points'])} runs. {rho}", fontsize=9)
     ax.set_xlabel(entry["title"], fontsize=8)
     ax.set_ylabel(f"final {metric}")
@@ -376,10 +377,13 @@ def _fmt(x, digits: int) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _with_ci(value: float, ci, digits: int = 2) -> str:
+    """'value [low, high]', or the value alone where there is no interval."""
+    return f"{value:.{digits}f}" + ("" if ci is None else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]")
+
+
 def _iqm_ci(stat: dict) -> str:
-    if stat["iqm_ci"] is None:
-        return f"{stat['iqm']:.1f} (one seed: no CI)"
-    return f"{stat['iqm']:.1f} [{stat['iqm_ci'][0]:.1f}, {stat['iqm_ci'][1]:.1f}]"
+    return _with_ci(stat["iqm"], stat["iqm_ci"], 1) + (" (one seed: no CI)" if stat["iqm_ci"] is None else "")
 
 
 def _pm(stat: dict, digits: int) -> str:
@@ -433,9 +437,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   "side's seeds resampled within each variant).", ""]
         lines += _table(["inference", "task variants", "runs (X, baseline)", f"P(X > {report['baseline']}) [CI]"],
                         [[e["inference"], ", ".join(e["task_variants"]), f"{e['n'][0]}, {e['n'][1]}",
-                          f"{e['probability']:.2f}" + ("" if e["ci"] is None else f" [{e['ci'][0]:.2f}, "
-                                                                                      f"{e['ci'][1]:.2f}]")]
-                         for e in report["improvement"]])
+                          _with_ci(e["probability"], e["ci"])] for e in report["improvement"]])
     lines += ["## Learning curves", "",
               f"Top: {metric}, mean over seeds at the episodes all seeds share, against environment steps, with a "
               f"pointwise {LEVEL:.0%} bootstrap CI. Middle: the training episodes' return (exploration noise on), "
@@ -466,8 +468,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   "(runs resampled). A correlation across runs of different inference types mixes the effect of "
                   "the inference type with that of the quantity.", ""]
         lines += _table(["final return against", "runs", "Spearman [CI]"],
-                        [[c["title"], str(len(c["points"])), f"{c['spearman']:.2f}" + (
-                            "" if c["ci"] is None else f" [{c['ci'][0]:.2f}, {c['ci'][1]:.2f}]")]
+                        [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"])]
                          for c in shown.values()])
         lines += [f"![final return against {c['title']}](scatter_{k}.png)" for k, c in shown.items()] + [""]
     lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
               "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
               "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot),
               "baseline": args.baseline, "improvement": improvement_over(groups, args.baseline, rng, args.n_boot),
-              "correlations": correlations(by_group, args, rng)}
+              "correlations": correlations(by_group, groups, rng, args.n_boot)}
 
     args.out.mkdir(parents=True, exist_ok=True)
     inferences = sorted({g["inference"] for g in groups})

@@ -59,9 +59,8 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     proposals, IWAE-4000 scattered by +-0.3 nats per sequence around the exact value and the largest of seven
     estimators was 0.26 too high on an independent rerun, while AIS-500x16 was 0.006 below), unless some are
     significantly above it (`above_ais`): then AIS has missed posterior mass and the largest of those, rerun, is
-    the estimate. Without AIS the values come from a second,
-    independent run of the estimator with the largest mean: picking the largest of several noisy runs biases
-    log p(x) upwards. Returns (values (B,), record)."""
+    the estimate. Without AIS the values come from a second, independent run of the estimator with the largest
+    mean: picking the largest of several noisy runs biases log p(x) upwards. Returns (values (B,), record)."""
     if exact and hasattr(model, "log_marginal"):
         return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
     runs = {f"smc-{smc_n} (bootstrap)": lambda: bounds.smc(model, None, batch, smc_n)}

@@ -20,9 +20,10 @@ def presets(name: str) -> tuple[str, ...]:
 
 
 def make_planner(name: str, preset: Optional[str] = None, **settings) -> Planner:
-    """The planner called `name`, with its settings dataclass's defaults (PlaNet's sizes), or a preset
-    ("planet" | "cpu", and icem's "small"), overridden by `settings` (horizon, candidates, action_low, action_high; for cem and icem
-    also iterations, top_k, init_std; for icem noise_beta, keep_elites, shift_elites, population_decay, momentum)."""
+    """The planner called `name`, with its settings dataclass's defaults (PlaNet's sizes), or a preset (presets(name):
+    "planet", "cpu", and icem's "small"), overridden by `settings` (horizon, candidates, action_low, action_high;
+    for cem and icem also iterations, top_k, init_std; for icem noise_beta, keep_elites, shift_elites,
+    population_decay, momentum)."""
     if name not in _KINDS:
         raise ValueError(f"unknown planner {name!r}; valid choices: {', '.join(PLANNERS)}")
     planner, settings_cls, presets = _KINDS[name]

@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import WANDB_MODES
-from agent.report import read_metrics
 from world_models.posteriors.registry import POSTERIORS
 
 from .execute import ROOT, agent_command, run_logged
 from .grid import RunSpec, expand
 from .launch import run_on_ray
 from .status import NEW, RESUME, Plan, is_finished
-from .summary import FAILED
+from .summary import FAILED, final_eval_return
 
 SEEDS = (0, 1, 2, 3, 4)
 FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
@@ -124,9 +123,9 @@ def git_commit(paths: list[Path], message: str) -> None:
             return
 
 
-def final_eval(results: Path) -> str:
-    rows = [r for r in read_metrics(results) if r.get("eval_return") is not None]
-    return f"eval return {rows[-1]['eval_return']:.1f} at episode {rows[-1]['episode']}" if rows else "no evaluation"
+def action(work: Path, name: str) -> str:
+    """RESUME where the run has started in `work` (its config.json is there), NEW otherwise."""
+    return RESUME if (work / name / "config.json").exists() else NEW
 
 
 def report(results: Path, out: Path) -> int:
@@ -185,9 +184,7 @@ def main(argv=None) -> int:
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {hours:.0f} core-hours")
     if args.dry_run:
         for r in runs:
-            state = "done" if r not in todo else ("resume" if (args.work / r.spec.name / "config.json").exists()
-                                                  else "new")
-            print(f"  {r.part:8s} {r.spec.name}: {state}")
+            print(f"  {r.part:8s} {r.spec.name}: {'done' if r not in todo else action(args.work, r.spec.name)}")
         return 0
     if not todo:
         return 0
@@ -207,10 +204,11 @@ def main(argv=None) -> int:
                 if args.commit:
                     git_commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log")
         elif args.commit:
-            git_commit([results], f"study: {plan.spec.name} ({final_eval(results)})")
+            final = final_eval_return(results)
+            git_commit([results], f"study: {plan.spec.name} (final evaluation return "
+                                  f"{'none' if final is None else f'{final:.1f}'})")
 
-    plans = [Plan(r.spec, args.work / r.spec.name,
-                  RESUME if (args.work / r.spec.name / "config.json").exists() else NEW) for r in todo]
+    plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record)
     failed = [name for name, r in records.items() if r["status"] == FAILED]
     print(f"{len(records) - len(failed)} runs finished, {len(failed)} failed" +
