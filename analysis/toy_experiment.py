@@ -33,6 +33,8 @@ METHODS = ("kalman", *SSM_POSTERIORS)
 PROTOCOL = 2
 # gap settings the toy experiment sets from its own options (gap_settings), or that its models decide
 TOY_FIXED = ("encoder_batch_size", "encoder_lr", "seed", "exact_log_px")
+# settings added after some results.json were written, with the value that does what those calls did
+SETTINGS_BEFORE = {"q_star_lr_halvings": 0}
 QUICK = {"steps": 300, "gap_sequences": 20, "eval_samples": 200, "q_star_max_steps": 300, "encoder_steps": 150,
          "curve_steps": [0, 1, 5, 20], "ais_steps": 200, "ais_chains": 8, "bdmc_sequences": 2}
 
@@ -136,7 +138,8 @@ def finished_runs(out: Path, settings: dict) -> dict:
         prev = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise SystemExit(f"--resume: {path} is not valid JSON ({e}); move it away to start afresh")
-    changed = sorted(k for k in set(settings) | set(prev["settings"]) if settings.get(k) != prev["settings"].get(k))
+    before = {**SETTINGS_BEFORE, **prev["settings"]}
+    changed = sorted(k for k in set(settings) | set(before) if settings.get(k) != before.get(k))
     if changed:
         raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); use the same "
                          f"options, or another --out")

@@ -36,3 +36,17 @@ def test_bench_throughput_compares_profiles_and_counts_planner_work(tmp_path, ca
     for s in (old, new):
         assert s["run_episodes"] == 100 and s["episodes_per_core_hour"] > 0 and s["settings"]["train_steps"] == 1
     assert "episodes per core-hour" in capsys.readouterr().out
+
+
+def test_q_star_halvings_compares_settings_against_the_exact_log_px(capsys):
+    import re
+
+    from benchmarks import q_star_halvings
+    assert q_star_halvings.main(["--task", "synthetic9", "--sequences", "3", "--halvings", "0", "2",
+                                 "--encoder-steps", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"halvings 0: \d+ steps, halved at \[\], stopped by patience", printed), printed
+    assert re.search(r"halvings 2: \d+ steps, halved at \[\d+, \d+\]", printed), printed
+    gaps = [float(g) for g in re.findall(r"log p\(x\) - L\[q\*\] (-?[\d.]+)", printed)]
+    assert len(gaps) == 2 and all(g > -0.05 for g in gaps)      # an ELBO, below the exact log p(x)
+    assert "halvings 2 minus 0:" in printed

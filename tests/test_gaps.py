@@ -217,6 +217,13 @@ def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path
     assert again["true_model"]["gaps"] == first["true_model"]["gaps"]
     with pytest.raises(SystemExit, match="other settings.*steps"):
         toy_main([a if a != "2" else "3" for a in args[:12]] + args[12:] + ["--resume"])
+    del again["settings"]["q_star_lr_halvings"]                  # written before the setting existed: it did 0
+    path.write_text(json.dumps(again))
+    toy_main(args + ["--resume"])
+    assert json.loads(path.read_text())["methods"]["amortized"]["seeds"] == kept
+    with pytest.raises(SystemExit, match="other settings.*q_star_lr_halvings"):
+        toy_main(args + ["--q-star-lr-halvings", "1", "--resume"])
+    again = json.loads(path.read_text())
     again["settings"]["protocol"] = 1                            # results of an earlier measurement protocol
     path.write_text(json.dumps(again))
     with pytest.raises(SystemExit, match="other settings.*protocol"):

@@ -62,3 +62,21 @@ def test_only_the_free_part_moves():
     fixed, delta = sa.split(lam)
     assert torch.equal(fixed, fixed0) and delta.abs().max() > 0
     assert report.elbo_per_step >= report.start_elbo_per_step
+
+
+def test_halving_the_step_size_on_plateaus_gets_closer_to_the_optimum():
+    """Adam at a fixed step size stops in a noise ball around the optimum whose size scales with the step; halving it
+    on each plateau (from the kept averages) ends closer, and the report says where it halved."""
+    model = random_lgssm(27, z_dim=2, obs_dim=2)
+    batch = lgssm_data(model, 8, 8, seed=28)
+    _, best = analytic_optimum(model, batch)
+    below = {}
+    for halvings in (0, 5):
+        q = make_posterior("per_sequence", model, lr=0.2, n_samples=2, window=20, patience=2, max_steps=1000,
+                           lr_halvings=halvings)
+        torch.manual_seed(2)
+        lam, report = q.optimize(model, batch)
+        below[halvings] = float((best - closed_form(model, batch, lam)).mean()) / batch.length
+        assert len(report.lr_halved_at) == halvings and report.stopped_by == "patience"
+        assert report.lr_halved_at == sorted(report.lr_halved_at) and report.steps < 1000
+    assert 0 <= below[5] < below[0] / 2, below      # measured 0.036 -> 0.011-0.014 nats per step, 3 seeds

@@ -9,14 +9,15 @@ family from N(0, I), or an encoder's family with free per-step offsets from the 
 L[q*] - L[q_phi] >= 0 by construction:
 - every `window` steps the ELBO of the window's iterates is averaged per sequence; a sequence keeps the average
   of the iterates of its best window (Polyak averaging, which removes most of the Monte Carlo jitter);
-- stop after `patience` windows without improvement of the batch mean, or at `max_steps`;
+- after `patience` windows without improvement of the batch mean, halve the step size and continue from the kept
+  averages, `lr_halvings` times; then stop (or at `max_steps`);
 - at the end, the start and the kept candidate are compared per sequence with `select_samples`-sample ELBOs,
   and the better is returned: q* is never worse than where it started (up to that comparison's noise).
 Cost per step: one model rollout forward and backward with n_samples samples.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -32,11 +33,13 @@ class OptimumSettings:
     patience: int = 5            # windows without improvement before stopping
     max_steps: int = 1500        # step budget
     select_samples: int = 100    # samples of the final start-versus-candidate comparison
+    lr_halvings: int = 0         # plateaus met by halving the step size (from the kept averages) before stopping
 
     def __post_init__(self):
-        if min(self.window, self.patience, self.max_steps, self.n_samples, self.select_samples) < 1 or self.lr <= 0:
-            raise ValueError(f"q* settings need lr > 0 and window, patience, max_steps, n_samples, select_samples "
-                             f">= 1; got {self}")
+        if min(self.window, self.patience, self.max_steps, self.n_samples, self.select_samples) < 1 or self.lr <= 0 \
+                or self.lr_halvings < 0:
+            raise ValueError(f"q* settings need lr > 0, lr_halvings >= 0 and window, patience, max_steps, n_samples, "
+                             f"select_samples >= 1; got {self}")
 
 
 @dataclass
@@ -51,6 +54,7 @@ class OptimumReport:
     elbo_per_step: float = float("nan")
     kept_start: int = 0
     trace: list = field(default_factory=list)
+    lr_halved_at: list = field(default_factory=list)
 
 
 def optimize(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor,
@@ -87,7 +91,12 @@ def optimize(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tens
             best_mean, stale, report.last_improvement_step = mean, 0, k
         else:
             stale += 1
-            if stale >= s.patience:
+            if stale >= s.patience and len(report.lr_halved_at) < s.lr_halvings:
+                # Adam's steps keep the iterates in a noise ball whose size scales with lr: halve it, from the kept
+                # averages (closer to the optimum than the last iterate)
+                opt.s, free, stale = replace(opt.s, lr=opt.s.lr / 2), best_free.clone(), 0
+                report.lr_halved_at.append(k)
+            elif stale >= s.patience:
                 report.stopped_by = "patience"
                 break
     lam_found = context(best_free)

@@ -44,14 +44,14 @@ class PerSequencePosterior(LocalGaussian):
     def __init__(self, model: SequenceModel, lr: float = 1e-3, n_samples: int = 50, window: int = 100,
                  patience: int = 10, max_steps: int = 5000, init: str = "standard_normal",
                  steps_per_update: int = 10, train_lr: float = 0.05, train_samples: int = 1,
-                 num_sequences: int = 0, max_length: int = 0, select_samples: int = 100):
+                 num_sequences: int = 0, max_length: int = 0, select_samples: int = 100, lr_halvings: int = 0):
         super().__init__(model, WarmStartedSviLoss())
         if init not in INITS:
             raise ValueError(f"unknown per-sequence init {init!r}; valid choices: {', '.join(INITS)}")
         if steps_per_update < 0:
             raise ValueError(f"per-sequence training needs steps_per_update >= 0, got {steps_per_update}")
         self.fit = OptimumSettings(lr=lr, n_samples=n_samples, window=window, patience=patience, max_steps=max_steps,
-                                   select_samples=select_samples)
+                                   select_samples=select_samples, lr_halvings=lr_halvings)
         self.train_refine = RefineSettings(steps=steps_per_update, lr=train_lr, optimizer="adam", clip=None,
                                            n_samples=train_samples)
         self.init = init

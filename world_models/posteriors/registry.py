@@ -40,7 +40,7 @@ REGISTRY: dict[str, Registered] = {
         lambda cfg: {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr},
         lambda args: {"steps_per_update": args.per_sequence_steps, "train_lr": args.refine_lr, "lr": args.q_star_lr,
                       "n_samples": args.q_star_samples, "max_steps": args.q_star_max_steps, "window": 50,
-                      "patience": 5}),
+                      "patience": 5, "lr_halvings": args.q_star_lr_halvings}),
     "amortized_markov": Registered(AmortizedMarkovPosterior, ssm_only=True),
 }
 POSTERIORS = tuple(name for name, r in REGISTRY.items() if not r.ssm_only)   # every model kind, the agent's choices
@@ -57,8 +57,8 @@ def make_posterior(name: str, model, **settings) -> Posterior:
     """Build the posterior called `name` for `model`. Settings go to its constructor: encoder sizes
     (hidden, embed_dim, rnn_dim, min_std) for the amortized ones; refine_settings (RefineSettings),
     variant ('detached' | 'unrolled') and smoothing_init for semi_amortized; iterations and update_hidden (and the
-    encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, init, steps_per_update,
-    train_lr for per_sequence; refine_settings and the encoder sizes for amortized_markov (models without h_t)."""
+    encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, lr_halvings, init,
+    steps_per_update, train_lr for per_sequence; refine_settings and the encoder sizes for amortized_markov (models without h_t)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown posterior {name!r}; valid choices: {', '.join(POSTERIORS)} (and for models without "
                          f"h_t: {', '.join(n for n in SSM_POSTERIORS if n not in POSTERIORS)})")
