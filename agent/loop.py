@@ -150,6 +150,7 @@ class Agent:
         objective = Objective(free_nats=cfg.free_nats)
         sums: dict[str, float] = {}
         length = min(cfg.seq_len, min(len(e["reward"]) for e in self.replay.episodes))
+        self.posterior.loss.new_round()      # e.g. refine_every counts the updates of each episode from 1
         for i in range(cfg.train_steps):
             batch, start = self.replay.sample(cfg.batch_size, length, rng)
             batch.offset = torch.as_tensor(start)

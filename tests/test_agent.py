@@ -53,15 +53,20 @@ def test_pixels_run(tmp_path):
     assert (tmp_path / "eval_video.gif").stat().st_size > 1000
 
 
-def test_same_seed_same_returns_and_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("inference", [["amortized"], ["semi_amortized", "--refine-every", "3"]])
+def test_same_seed_same_returns_and_resume_continues_exactly(tmp_path, inference):
+    """semi_amortized refining on the 1st, 4th, ... update after each episode (2 per episode here): a resumed run
+    refines at the same updates as an uninterrupted one."""
     a, b = tmp_path / "a", tmp_path / "b"
-    args = TINY + ["--inference", "amortized", "--eval-every", "2"]
+    args = TINY + ["--inference", *inference, "--eval-every", "2"]
     assert main(args + ["--episodes", "3", "--run-dir", str(a)]) == 0
     assert main(args + ["--episodes", "2", "--run-dir", str(b)]) == 0
     assert main(["--resume", "--run-dir", str(b), "--episodes", "3", "--no-progress"]) == 0
     ra, rb = metrics(a), metrics(b)
     assert [r["train_return"] for r in ra] == [r["train_return"] for r in rb]
     assert ra[-1]["eval_return"] == rb[-1]["eval_return"] and ra[-1]["loss"] == rb[-1]["loss"]
+    if inference[0] == "semi_amortized":
+        assert [r["refined"] for r in ra[1:]] == [r["refined"] for r in rb[1:]] == [0.5, 0.5]
 
 
 def test_sigkill_then_resume_counts_every_episode_once(tmp_path):

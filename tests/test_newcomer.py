@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, profile_config
 from agent.progress import RunETA, duration
 from run_agent import main, parse_args
 
@@ -35,8 +35,9 @@ def test_a_run_that_would_train_nothing_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: --episodes 2 <= --seed-episodes 5: the model is updated only after the seed episodes" in err
     assert AgentConfig(episodes=6, seed_episodes=5).warnings() == []
-    assert "--refine-every 5 does nothing with --inference amortized" in AgentConfig(refine_every=5).warnings()[0]
-    assert AgentConfig(refine_every=5, inference="semi_amortized").warnings() == []
+    assert "--refine-every 3 does nothing with --inference amortized" in AgentConfig(refine_every=3).warnings()[0]
+    assert AgentConfig(refine_every=3, inference="semi_amortized").warnings() == []
+    assert AgentConfig().warnings() == [] == profile_config("v1").warnings()    # the defaults and v1's (1) are quiet
 
 
 def test_errors_name_the_flag_the_user_typed(tmp_path, capsys):

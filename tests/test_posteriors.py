@@ -127,7 +127,8 @@ def test_detached_training_loss_gives_the_encoder_only_its_own_gradient():
 
 def test_refine_every_k_th_update_and_amortized_updates_between():
     """refine_every = 3: calls 1 and 4 are the full detached loss, calls 2 and 3 exactly -ELBO(lambda^0) with gradients
-    for the model and the encoder together; bad k and the unrolled variant are refused."""
+    for the model and the encoder together; new_round() starts the count again; bad k and the unrolled variant are
+    refused."""
     model = RSSM((3,), 1, deter_dim=16, z_dim=4, hidden=16)
     batch = _batch(model, B=4, T=5)
     every = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=2, lr=0.1), refine_every=3)
@@ -151,6 +152,11 @@ def test_refine_every_k_th_update_and_amortized_updates_between():
         for g, p in zip(grads, [*model.parameters(), *always.parameters()]):
             torch.testing.assert_close(g, p.grad if p.grad is not None else torch.zeros_like(g))
         model.zero_grad(), always.zero_grad()
+        assert info["refined"] == float(call in (1, 4))
+    # the count starts again at each round of updates (the agent: after each episode), whatever k and the round's size
+    assert every.training_loss(model, batch, Objective())[1]["refined"] == 0.0           # call 5
+    every.loss.new_round()
+    assert [every.training_loss(model, batch, Objective())[1]["refined"] for _ in range(4)] == [1.0, 0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="integer k >= 1, got 0"):
         make_posterior("semi_amortized", model, refine_every=0)
     with pytest.raises(ValueError, match="refine_every = 2 needs the detached variant"):

@@ -61,7 +61,7 @@ CASES = {
     "lr 0": (NEW, None, ["--lr", "0"], "--lr must be a finite number in (0, 1]; got 0.0"),
     "seed too large for the env's seeds": (NEW, None, ["--seed", "5000"], "--seed must be an integer in [0, 998]"),
     "physics state 3": (NEW, None, ["--physics-state", "3"], "--physics-state must be 0 or 1; got 3"),
-    "refine every 3 of 100 updates": (NEW, None, ["--refine-every", "3"], "--refine-every 3 must divide --train-steps"),
+    "refine every 0th update": (NEW, None, ["--refine-every", "0"], "--refine-every must be an integer in [1, 100000]"),
     "unknown env names the flag": (NEW, None, ["--env", "pong"], "unknown --env 'pong'; valid choices: cartpole"),
     "run dir is a file": (NEW, lambda tmp: (tmp / "new").write_text("x"), [], "is a file, not a directory"),
     "run dir under a file": (NEW, lambda tmp: (tmp / "file").write_text("x"), ["--run-dir", "{tmp}/file/new"],

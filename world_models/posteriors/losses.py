@@ -62,7 +62,13 @@ def frozen(module: torch.nn.Module):
 
 
 class Loss(ABC):
-    """A training loss: __call__(model, posterior, batch, objective) -> (loss (scalar), metrics {name: float})."""
+    """A training loss: __call__(model, posterior, batch, objective) -> (loss (scalar), metrics {name: float}).
+    new_round() is called before each round of updates (the agent: the updates after each episode); a loss whose
+    behaviour depends on the update's place in the round resets its count there (so a run resumed at an episode
+    boundary goes on as an uninterrupted one)."""
+
+    def new_round(self) -> None:
+        pass
 
     @abstractmethod
     def __call__(self, model: SequenceModel, posterior, batch: SequenceBatch,
@@ -82,16 +88,19 @@ class DetachedRefinementLoss(Loss):
     """-ELBO(lambda^0) for the encoder (model held fixed) + -ELBO(lambda^K) for the model (posterior held fixed), with
     lambda^K = posterior.improve(lambda^0) detached. Metrics are those at lambda^K, plus elbo_init at lambda^0.
 
-    every = k > 1 refines on every k-th call only (the 1st, the (k+1)-th, ...); the calls between are amortized
-    updates, -ELBO(lambda^0) for the model and the encoder together, at 1/(2 + K) of a refined update's rollouts.
-    In expectation the model then learns at lambda^K on 1/k of its updates and at lambda^0 on the others. Metrics:
-    elbo, kl and log_lik at lambda^K on refining calls and at lambda^0 on the others, `refined` 1 or 0 (so their means
-    over an episode's updates mix the two in the proportion given by the mean of `refined`)."""
+    every = k > 1 refines on every k-th call of a round only (the 1st, the (k+1)-th, ... since new_round()); the calls
+    between are amortized updates, -ELBO(lambda^0) for the model and the encoder together, at 1/(2 + K) of a refined
+    update's rollouts. The model then learns at lambda^K on about 1/k of its updates and at lambda^0 on the others.
+    Metrics: elbo, kl and log_lik at lambda^K on refining calls and at lambda^0 on the others, `refined` 1 or 0 (so
+    their means over an episode's updates mix the two in the proportion given by the mean of `refined`)."""
 
     def __init__(self, every: int = 1):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"refine every k-th update needs an integer k >= 1, got {every!r}")
         self.every, self.calls = every, 0
+
+    def new_round(self) -> None:
+        self.calls = 0
 
     def __call__(self, model, posterior, batch, objective):
         self.calls += 1
