@@ -65,12 +65,14 @@ class StudyRun:
 
 
 def study_runs(wandb: str = "offline") -> list[StudyRun]:
-    """Every run of the study, main part first, in a fixed order."""
+    """Every run of the study in the order they run: seed by seed (every group's seed 0, then every group's seed 1,
+    ...; within a seed the main part first), so that a study stopped at any point has comparable groups."""
     fixed = {**FIXED, "wandb": wandb}
     main = expand(["cartpole"], list(POSTERIORS), list(SEEDS), MAIN_GRID, fixed)
     inferences, grid = ABLATION
     ablation = expand(["cartpole"], list(inferences), list(SEEDS), grid, fixed)
-    return [StudyRun("main", s) for s in main] + [StudyRun("ablation", s) for s in ablation]
+    runs = [StudyRun("main", s) for s in main] + [StudyRun("ablation", s) for s in ablation]
+    return sorted(runs, key=lambda r: r.spec.config.seed)       # stable: the parts and groups keep their order
 
 
 def is_done(results: Path) -> bool:

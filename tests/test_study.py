@@ -23,6 +23,9 @@ def test_the_study_knows_its_60_runs():
     assert len(ablation) == 10 and {c.inference for c in ablation} == set(ABLATION[0])
     assert {(c.free_nats, c.missing_prob) for c in ablation} == {(0.0, None)}
     assert "cartpole-semi_amortized-missing_prob0.5-s4" in names and "cartpole-amortized-free_nats0.0-s0" in names
+    # seed by seed: the first 12 runs are every group's seed 0 (10 main, then 2 ablation)
+    assert [r.spec.config.seed for r in runs] == sorted(r.spec.config.seed for r in runs)
+    assert [r.part for r in runs[:12]] == ["main"] * 10 + ["ablation"] * 2
 
 
 def write_run(run_dir: Path, episodes: int, rows: int, analyses=("gaps", "uncertainty")) -> None:
