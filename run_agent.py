@@ -82,7 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", default="default", choices=list(PROFILES), metavar="NAME",
                    help="a named set of defaults, overridden by the settings given: " + "; ".join(
                        f"{k}: {', '.join(f'{flag(n)} {v}' for n, v in d.items()) or 'the defaults above'}"
-                       for k, d in PROFILES.items()) + " (v1: the defaults before the throughput work; for new runs: a resumed run keeps its settings)")
+                       for k, d in PROFILES.items()) + " (v1: the defaults before the throughput work; fast: 3x v1's "
+                       "episodes per core-hour at a lower return, docs/throughput; for new runs: a resumed run keeps "
+                       "its settings)")
     p.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<env>-<inference>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint; only "
                    + ", ".join(map(flag, RESUME_SAFE)) + " may differ from the run's settings")

@@ -205,7 +205,10 @@ def test_profiles_set_defaults_that_given_settings_override(tmp_path, capsys):
     assert all(getattr(cfg, k) == v for k, v in PROFILES["v1"].items() if k != "train_steps")
     cfg, _, _ = make_config(parse_args(["--run-dir", str(tmp_path / "b")]))
     assert cfg == AgentConfig()
-    with pytest.raises(ValueError, match="unknown --profile 'v0'; valid choices: default, v1"):
+    cfg, _, _ = make_config(parse_args(["--profile", "fast", "--inference", "semi_amortized", "--run-dir",
+                                        str(tmp_path / "c")]))
+    assert (cfg.train_steps, cfg.planner, cfg.planner_preset, cfg.inference) == (50, "icem", "small", "semi_amortized")
+    with pytest.raises(ValueError, match="unknown --profile 'v0'; valid choices: default, v1, fast"):
         profile_config("v0")
     with pytest.raises(SystemExit) as e:
         parse_args(["--profile", "v0"])
