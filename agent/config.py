@@ -87,6 +87,10 @@ class AgentConfig:
             return self.eval_episodes
         return int(episode > self.seed_episodes and episode % self.eval_every == 0)
 
+    def unused_settings(self) -> set[str]:
+        """Settings that change nothing for this config's posterior (runs that differ only in them are the same)."""
+        return set() if self.inference == "semi_amortized" else {"refine_every"}
+
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not what the user wants."""
         out = []
@@ -94,7 +98,7 @@ class AgentConfig:
             out.append(f"{flag('episodes')} {self.episodes} <= {flag('seed_episodes')} {self.seed_episodes}: the "
                        f"model is updated only after the seed episodes, so this run trains nothing and evaluates an "
                        f"untrained model (give more {flag('episodes')} or fewer {flag('seed_episodes')})")
-        if self.refine_every not in (1, REFINE_EVERY) and self.inference != "semi_amortized":
+        if self.refine_every not in (1, REFINE_EVERY) and "refine_every" in self.unused_settings():
             out.append(f"{flag('refine_every')} {self.refine_every} does nothing with {flag('inference')} "
                        f"{self.inference} (only semi_amortized refines on a fraction of its updates)")
         return out

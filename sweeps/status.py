@@ -26,9 +26,11 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def config_differences(stored: AgentConfig, requested: AgentConfig) -> list[str]:
-    """'name (stored X, requested Y)' for every setting but `episodes` that differs."""
+    """'name (stored X, requested Y)' for every setting that differs, but `episodes` and those that change nothing
+    for either run (AgentConfig.unused_settings, e.g. refine_every for amortized runs)."""
     old, new = asdict(stored), asdict(requested)
-    return [f"{k} (stored {old[k]!r}, requested {new[k]!r})" for k in old if k != "episodes" and old[k] != new[k]]
+    skip = {"episodes"} | (stored.unused_settings() & requested.unused_settings())
+    return [f"{k} (stored {old[k]!r}, requested {new[k]!r})" for k in old if k not in skip and old[k] != new[k]]
 
 
 def plan_run(spec: RunSpec, out: Path) -> Plan:

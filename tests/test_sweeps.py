@@ -175,3 +175,16 @@ def test_more_episodes_resume_a_finished_run(first_sweep, tmp_path):
     assert main(["--out", str(out), "--seeds", "0"] + tiny(episodes=3)) == 0
     assert summary(out)[NAMES[0]]["status"] == "resumed"
     assert [r["episode"] for r in map(json.loads, lines(out / NAMES[0] / "metrics.jsonl"))] == [1, 2, 3]
+
+
+def test_settings_a_run_does_not_use_are_not_a_conflict():
+    """refine_every changes only semi_amortized runs: an amortized run stored with another value is the same run
+    (e.g. after its default changed); a semi_amortized one is not."""
+    from sweeps.status import config_differences
+    amortized = AgentConfig(inference="amortized", refine_every=1)
+    assert config_differences(amortized, AgentConfig(inference="amortized", refine_every=5)) == []
+    semi = AgentConfig(inference="semi_amortized", refine_every=1)
+    assert config_differences(semi, AgentConfig(inference="semi_amortized", refine_every=5)) == [
+        "refine_every (stored 1, requested 5)"]
+    assert config_differences(amortized, AgentConfig(inference="semi_amortized", refine_every=5)) == [
+        "inference (stored 'amortized', requested 'semi_amortized')", "refine_every (stored 1, requested 5)"]

@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=1
 sweep() { python -m sweeps.launch --out runs/throughput --env cartpole --seeds 0 1 2 "$@"; }
 sweep --inference amortized --grid planner=cem,icem --max-concurrent 2 "$@"
 sweep --inference amortized --set planner=icem --set train_steps=50 --grid planner_preset=small --max-concurrent 2 "$@"
-sweep --inference semi_amortized --grid planner=icem --max-concurrent 2 "$@"
+sweep --inference semi_amortized --set refine_every=1 --grid planner=icem --max-concurrent 2 "$@"
 sweep --inference semi_amortized --set planner=icem --grid refine_every=5 --max-concurrent 2 "$@"
 sweep --inference amortized --set planner=icem --grid train_steps=50 --max-concurrent 2 "$@"
-sweep --inference semi_amortized --grid planner=cem --max-concurrent 2 "$@"
+sweep --inference semi_amortized --set refine_every=1 --grid planner=cem --max-concurrent 2 "$@"
