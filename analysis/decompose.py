@@ -20,6 +20,7 @@ from agent.config import flag
 from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel
 from world_models.posteriors import Objective, make_posterior
+from world_models.posteriors.optimum import PATIENCE, WINDOW
 from world_models.posteriors.registry import FILTER, MARKOV_ENCODER, Q_STAR, SMOOTHER
 from world_models.posteriors.losses import frozen
 from world_models.training import train
@@ -38,7 +39,8 @@ class GapSettings:
     eval_samples: int = _setting(1000, "samples of every final ELBO, IWAE-K and SMC-N (Cremer used 5000)")
     q_star_lr: float = _setting(0.05, "Adam step size of every q* optimizer")
     q_star_samples: int = _setting(20, "samples per q* optimizer step (every q*)")
-    q_star_max_steps: int = _setting(1500, "step budget of each q* (stopping windows of 50 steps, patience 5)")
+    q_star_max_steps: int = _setting(1500, f"step budget of each q* (stopping windows of {WINDOW} steps, patience "
+                                           f"{PATIENCE})")
     q_star_lr_halvings: int = _setting(0, "times each q* halves its step size on a plateau before it stops (3: "
                                           "vsmc_lgssm's Markov q* 0.041 -> 0.013 nats per step from log p(x), the "
                                           "RSSM's +0.0005; about 3-4x the q* time)")
@@ -154,7 +156,8 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     if own is not None:
         posteriors["own"] = own
     q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples,
-                            max_steps=s.q_star_max_steps, window=50, patience=5, lr_halvings=s.q_star_lr_halvings)
+                            max_steps=s.q_star_max_steps, window=WINDOW, patience=PATIENCE,
+                            lr_halvings=s.q_star_lr_halvings)
     out = {}
     for split, batch in gap_sets.items():
         t0 = time.perf_counter()

@@ -25,12 +25,16 @@ from ..base import SequenceBatch, SequenceModel
 from .refine import FunctionalOptimizer, RefineSettings, sequence_elbo
 
 
+# the stopping rule of the gap decomposition's q* (analysis.decompose, the toy experiment's per_sequence method)
+WINDOW, PATIENCE = 50, 5
+
+
 @dataclass
 class OptimumSettings:
     lr: float = 0.05
     n_samples: int = 20          # samples per optimizer step
-    window: int = 50             # steps per averaging / stopping window
-    patience: int = 5            # windows without improvement before stopping
+    window: int = WINDOW         # steps per averaging / stopping window
+    patience: int = PATIENCE     # windows without improvement before stopping
     max_steps: int = 1500        # step budget
     select_samples: int = 100    # samples of the final start-versus-candidate comparison
     lr_halvings: int = 0         # plateaus met by halving the step size (from the kept averages) before stopping

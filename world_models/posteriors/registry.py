@@ -9,6 +9,7 @@ from .amortized import AmortizedPosterior
 from .base import Posterior
 from .iterative import IterativeAmortizedPosterior
 from .markov import AmortizedMarkovPosterior
+from .optimum import PATIENCE, WINDOW
 from .per_sequence import PerSequencePosterior
 from .refine import RefineSettings
 from .semi_amortized import SemiAmortizedPosterior
@@ -39,8 +40,8 @@ REGISTRY: dict[str, Registered] = {
         PerSequencePosterior,
         lambda cfg: {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr},
         lambda args: {"steps_per_update": args.per_sequence_steps, "train_lr": args.refine_lr, "lr": args.q_star_lr,
-                      "n_samples": args.q_star_samples, "max_steps": args.q_star_max_steps, "window": 50,
-                      "patience": 5, "lr_halvings": args.q_star_lr_halvings}),
+                      "n_samples": args.q_star_samples, "max_steps": args.q_star_max_steps, "window": WINDOW,
+                      "patience": PATIENCE, "lr_halvings": args.q_star_lr_halvings}),
     "amortized_markov": Registered(AmortizedMarkovPosterior, ssm_only=True),
 }
 POSTERIORS = tuple(name for name, r in REGISTRY.items() if not r.ssm_only)   # every model kind, the agent's choices
