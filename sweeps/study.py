@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import shutil
 import subprocess
 import sys
@@ -52,9 +53,10 @@ ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
 ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
-# core-hours per run on this project's 2-core CPU beside other jobs, for --dry-run's estimate of what is left:
-# training (amortized 20 min for 100 episodes at the defaults, docs/throughput/return; the others scaled by
-# docs/throughput's seconds per episode) plus the analyses (about 55 min: the gaps on one split, 25 s calibration)
+# core-hours per run on this project's 2-core CPU beside other jobs, for --dry-run's estimate of what is left where
+# no run of that posterior is done yet (measured_core_hours replaces it as runs finish): training (amortized 20 min
+# for 100 episodes at the defaults, docs/throughput/return; the others scaled by docs/throughput's seconds per
+# episode) plus the analyses (about 55 min: the gaps on one split, 25 s calibration)
 CORE_HOURS = {"amortized": 1.3, "amortized_smoothing": 1.4, "semi_amortized": 1.6, "per_sequence": 1.5,
               "iterative_amortized": 2.4}
 
@@ -82,6 +84,32 @@ def is_done(results: Path) -> bool:
         return is_finished(results) and all((results / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
     except (OSError, ValueError):       # absent or unreadable: not done
         return False
+
+
+def measured_core_hours(results: Path) -> float | None:
+    """Core-hours a done run took, from what its committed results record: every episode's training, collecting
+    and evaluation seconds plus both analyses' seconds, as hours of one core (the study's default of one torch
+    thread per run; checkpointing and plotting are not counted); None where the run is not done."""
+    if not is_done(results):
+        return None
+    from analysis.compare import SECONDS
+    rows = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds = sum(row.get(k, 0.0) for row in rows for k in SECONDS)
+    seconds += sum(json.loads((results / "analysis" / f"{a}.json").read_text()).get("seconds", 0.0) for a in ANALYSES)
+    return seconds / 3600
+
+
+def hours_left(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[float, str]:
+    """(core-hours the runs in `todo` need, how that was estimated): per posterior, the mean of its done runs'
+    measured_core_hours, or CORE_HOURS where none of its runs is done."""
+    measured: dict[str, list[float]] = {}
+    for r in runs:
+        if r not in todo and (h := measured_core_hours(results / r.spec.name)) is not None:
+            measured.setdefault(r.spec.config.inference, []).append(h)
+    per_run = {k: sum(v) / len(v) for k, v in measured.items()}
+    hours = sum(per_run.get(r.spec.config.inference, CORE_HOURS[r.spec.config.inference]) for r in todo)
+    how = "; ".join(f"{k} {h:.1f} per run, measured on {len(measured[k])}" for k, h in per_run.items())
+    return hours, (how + "; " if how else "") + "estimated from docs/throughput where none is done"
 
 
 def study_task(command: list[str], run_dir: str, results: str, threads: int,
@@ -183,8 +211,8 @@ def main(argv=None) -> int:
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
     todo = [r for r in runs if not is_done(args.results / r.spec.name)]
-    hours = sum(CORE_HOURS[r.spec.config.inference] for r in todo)
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {hours:.0f} core-hours")
+    hours, how = hours_left(runs, todo, args.results)
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {hours:.0f} core-hours ({how})")
     if args.dry_run:
         for r in runs:
             print(f"  {r.part:8s} {r.spec.name}: {'done' if r not in todo else action(args.work, r.spec.name)}")

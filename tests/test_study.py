@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig
-from sweeps.study import ABLATION, copy_light_results, is_done, study_runs
+from sweeps.study import (ABLATION, CORE_HOURS, copy_light_results, hours_left, is_done, measured_core_hours,
+                          study_runs)
 from world_models.posteriors.registry import POSTERIORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +94,25 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
     log = (work / "log.txt").read_text()
     assert study_task(command, str(work), str(results), 1, quick)[0] == 0
     assert (work / "log.txt").read_text() == log           # nothing ran the second time
+
+
+def test_what_is_left_uses_the_measured_hours_of_done_runs(tmp_path):
+    """--dry-run's estimate: a posterior with done runs costs their mean measured hours per run, the others
+    CORE_HOURS; a run that is not done is not measured."""
+    runs, results = study_runs(), tmp_path / "runs"
+    first = [r for r in runs if r.spec.config.inference == "amortized"][:2]
+    for r, (train, gaps) in zip(first, ((3.0, 1800.0), (5.0, 3600.0))):
+        d = results / r.spec.name
+        write_run(d, 100, 100)
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"episode": e + 1, "train_seconds": train,
+                                                             "collect_seconds": 20.0, "plan_seconds": 19.0})
+                                                 + "\n" for e in range(100)))
+        (d / "analysis" / "gaps.json").write_text(json.dumps({"seconds": gaps}))
+    hours = [measured_core_hours(results / r.spec.name) for r in first]
+    assert hours == [(100 * 23 + 1800) / 3600, (100 * 25 + 3600) / 3600]    # planning is part of collecting
+    assert measured_core_hours(results / "absent") is None
+    todo = [r for r in runs if r not in first]
+    left, how = hours_left(runs, todo, results)
+    expected = sum(sum(hours) / 2 if r.spec.config.inference == "amortized" else CORE_HOURS[r.spec.config.inference]
+                   for r in todo)
+    assert abs(left - expected) < 1e-9 and "amortized 1.4 per run, measured on 2" in how
