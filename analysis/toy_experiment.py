@@ -20,6 +20,7 @@ from analysis.cli import parse_with_quick, parser
 from analysis.decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, fit, gap_settings_from
 from analysis.gaps import log_px, over_seeds, summarize
 from envs.toy_tasks import TASKS, generate, make_task
+from sweeps.commit import commit, not_committable
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors import SSM_POSTERIORS, Objective, toy_posterior
@@ -59,6 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=3,
                    help="training seeds per method (the data stay fixed); means ± s.e. over seeds are reported")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are tiny: 1 is fastest)")
+    p.add_argument("--commit", action="store_true",
+                   help="git-commit OUT (results, tables and plots; not the models) each time a stage finishes: the "
+                        "true model's gaps, then each (method, seed) run, so that a stopped call continues from git")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs (method, seed) and true-model gaps that OUT/results.json already holds from a "
                         "call with the same settings, and run the rest")
@@ -69,6 +73,8 @@ def parse_args(argv=None):
         p.error("refinement step counts must be >= 0")
     check_gap_arguments(p, args)
     args.out = Path(args.out or f"results/toy_{args.task}")
+    if args.commit and (why := not_committable(args.out)):
+        p.error(f"--commit: {why}; give an --out that git tracks, e.g. docs/toy/{args.task}")
     return args
 
 
@@ -89,7 +95,7 @@ def run(args) -> dict:
     test_data, _ = generate(task, args.test_sequences, seed=args.seed + 1)
     gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
                 "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "resume"}
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("resume", "commit")}
     results = {"task": task.name, "settings": {**settings, "protocol": PROTOCOL},
                "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "methods": {}}
     done = finished_runs(args.out, results["settings"]) if args.resume else {}
@@ -111,6 +117,7 @@ def run(args) -> dict:
                                                   gap_settings(args), curve_split="test")
         for split in exact_sets:
             results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
+        write(results, args.out, args.commit and "gaps at the true model")
     stages.update(1)
     write(results, args.out)
     for method in methods:
@@ -119,11 +126,13 @@ def run(args) -> dict:
             if (method, str(k)) in done:                      # --resume: finished in an earlier call
                 runs[str(k)] = done[(method, str(k))]
                 stages.update(1 if method == "kalman" else 2)
+                results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
+                write(results, args.out)
             else:
                 runs[str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
                                                   train_data, test_data, gap_sets, stages, f"{method} seed {k}")
-            results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
-            write(results, args.out)
+                results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
+                write(results, args.out, args.commit and f"{method} seed {k}")
     stages.close()
     return results
 
@@ -231,13 +240,19 @@ def gap_settings(args) -> GapSettings:
     return gap_settings_from(args, TOY_FIXED, encoder_batch_size=args.batch_size, encoder_lr=args.lr, seed=args.seed)
 
 
-def write(results: dict, out: Path):
+def write(results: dict, out: Path, commit_stage: str | None = None):
+    """results.json (atomically), results.md and the PNGs in out; with commit_stage (what just finished), also a
+    git commit of those (not of the models)."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(out / "results.json")
     (out / "results.md").write_text(toy_plots.markdown(results))
     toy_plots.plot_all(results, out)
+    if commit_stage:
+        runs = sum(len(m.get("seeds", {})) for m in results["methods"].values())
+        commit([out / "results.json", out / "results.md", *sorted(out.glob("*.png"))],
+               f"toy experiment {results['task']}: {commit_stage} ({runs} (method, seed) runs)", "toy_experiment")
 
 
 def main(argv=None):

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from agent.config import AgentConfig, flag
 
+from .commit import ROOT
 from .grid import OWN_OPTIONS
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def agent_command(config: AgentConfig, run_dir: Path, resume: bool, threads: int, wandb_group: str) -> list[str]:

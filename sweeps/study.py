@@ -26,7 +26,6 @@ import argparse
 import fnmatch
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 from agent.config import WANDB_MODES
 from world_models.posteriors.registry import POSTERIORS
 
+from .commit import commit
 from .execute import ROOT, agent_command, run_logged
 from .grid import RunSpec, expand
 from .launch import run_on_ray
@@ -144,16 +144,6 @@ def copy_light_results(run_dir: Path, results: Path) -> None:
     tmp.rename(results)
 
 
-def git_commit(paths: list[Path], message: str) -> None:
-    """Commit `paths` (and nothing else that is staged) in the repository; a failure is reported, not raised."""
-    rel = [str(p.resolve().relative_to(ROOT)) for p in paths]
-    for command in (["git", "add", "--", *rel], ["git", "commit", "-q", "-m", message, "--", *rel]):
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode:
-            print(f"sweeps.study: {' '.join(command[:2])} failed: {done.stderr.strip()}", file=sys.stderr)
-            return
-
-
 def action(work: Path, name: str) -> str:
     """RESUME where the run has started in `work` (its config.json is there), NEW otherwise."""
     return RESUME if (work / name / "config.json").exists() else NEW
@@ -233,11 +223,11 @@ def main(argv=None) -> int:
             if (plan.run_dir / "log.txt").exists():
                 shutil.copy2(plan.run_dir / "log.txt", log)
                 if args.commit:
-                    git_commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log")
+                    commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log", "sweeps.study")
         elif args.commit:
             final = final_eval_return(results)
-            git_commit([results], f"study: {plan.spec.name} (final evaluation return "
-                                  f"{'none' if final is None else f'{final:.1f}'})")
+            commit([results], f"study: {plan.spec.name} (final evaluation return "
+                              f"{'none' if final is None else f'{final:.1f}'})", "sweeps.study")
 
     plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record)

@@ -269,3 +269,23 @@ def test_log_px_does_not_trust_ais_that_missed_a_mode():
     assert record["above_ais"] == ["smc-2000 (bootstrap)"] and record["estimator"] == "smc-2000 (bootstrap)"
     error = (values - exact).double()
     assert abs(float(error.mean())) < 3 * float(error.std() / len(error) ** 0.5) + 0.1
+
+
+def test_toy_experiment_commits_each_finished_stage_and_nothing_on_a_resume_with_nothing_left(tmp_path, monkeypatch):
+    import analysis.toy_experiment as toy
+    made = []
+    monkeypatch.setattr(toy, "commit", lambda paths, message, who: made.append((paths, message)) or True)
+    monkeypatch.setattr(toy, "not_committable", lambda out: None)     # tmp_path stands for a tracked folder
+    args = ["--task", "synthetic10", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
+            "--steps", "2", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "4", "--encoder-steps", "1",
+            "--q-star-max-steps", "2", "--q-star-samples", "1", "--curve-steps", "0", "--ais-steps", "0",
+            "--posteriors", "amortized", "--seeds", "2", "--commit"]
+    toy_main(args)
+    assert [m for _, m in made] == ["toy experiment synthetic10: gaps at the true model (0 (method, seed) runs)",
+                                    "toy experiment synthetic10: amortized seed 0 (1 (method, seed) runs)",
+                                    "toy experiment synthetic10: amortized seed 1 (2 (method, seed) runs)"]
+    paths = {p.name for p in made[-1][0]}
+    assert {"results.json", "results.md", "gaps.png"} <= paths and not any(p.suffix == ".pt" for p in made[-1][0])
+    assert "commit" not in json.loads((tmp_path / "results.json").read_text())["settings"]
+    toy_main(args + ["--resume"])                                    # nothing left: nothing new to commit
+    assert len(made) == 3
