@@ -89,6 +89,11 @@ def read_run(run_dir: Path, metric: str, until_episode: int | None = None) -> Ru
                                        for name in ("gaps", "uncertainty")})
 
 
+def episode_seconds(row: dict) -> float:
+    """Wall-clock of one metrics.jsonl row (episode): training, collecting (planning included) and evaluation."""
+    return sum(row.get(k, 0.0) for k in SECONDS)
+
+
 def _read_analysis(path: Path):
     if not path.exists():
         return None
@@ -183,7 +188,7 @@ def curve(runs: list[Run], key: str, rng: np.random.Generator, n_boot: int, smoo
     series = [dict(zip(*_series(r, key))) for r in runs]
     steps = [{r["episode"]: r["env_steps"] for r in run.rows} for run in runs]
     minutes = [dict(zip([r["episode"] for r in run.rows],
-                        np.cumsum([sum(r.get(k, 0.0) for k in SECONDS) for r in run.rows]) / 60)) for run in runs]
+                        np.cumsum([episode_seconds(r) for r in run.rows]) / 60)) for run in runs]
     episodes = sorted(set.intersection(*(set(s) for s in series)))
     values = trailing_mean(np.array([[s[e] for e in episodes] for s in series]).reshape(len(runs), -1), smooth)
     return {"episode": episodes, "env_steps": [float(np.mean([s[e] for s in steps])) for e in episodes],
@@ -218,7 +223,7 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
     per_run = [{"dir": str(r.dir), "seed": r.config.seed,
                 "final_return": final_value(r, args.metric, args.final_episodes),
                 "final_episode": _series(r, args.metric)[0][-1],
-                "minutes": sum(row.get(k, 0.0) for row in r.rows for k in SECONDS) / 60,
+                "minutes": sum(map(episode_seconds, r.rows)) / 60,
                 "env_steps": r.rows[-1]["env_steps"]} for r in runs]
     gaps = [r.analysis["gaps"] for r in runs]
     calibration = [r.analysis["uncertainty"] for r in runs]

@@ -107,6 +107,7 @@ def run(args) -> dict:
                   unit="stage", position=0)
     # gaps at the true model: what inference gets wrong before any model adapts to its posterior
     stages.set_postfix_str("gaps at the true model")
+    finished = None                                           # the stage this call just finished, for --commit
     if "true_model_gaps" in done:
         results["true_model"]["gaps"] = done["true_model_gaps"]
     else:
@@ -117,22 +118,21 @@ def run(args) -> dict:
                                                   gap_settings(args), curve_split="test")
         for split in exact_sets:
             results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
-        write(results, args.out, args.commit and "gaps at the true model")
+        finished = "gaps at the true model"
     stages.update(1)
-    write(results, args.out)
+    write(results, args.out, args.commit and finished)
     for method in methods:
         runs = {}
         for k in range(args.seeds):
             if (method, str(k)) in done:                      # --resume: finished in an earlier call
-                runs[str(k)] = done[(method, str(k))]
+                runs[str(k)], finished = done[(method, str(k))], None
                 stages.update(1 if method == "kalman" else 2)
-                results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
-                write(results, args.out)
             else:
-                runs[str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
-                                                  train_data, test_data, gap_sets, stages, f"{method} seed {k}")
-                results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
-                write(results, args.out, args.commit and f"{method} seed {k}")
+                runs[str(k)], finished = train_and_evaluate(
+                    task, method, args, args.seed + 1000 * k + METHODS.index(method), train_data, test_data, gap_sets,
+                    stages, f"{method} seed {k}"), f"{method} seed {k}"
+            results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
+            write(results, args.out, args.commit and finished)
     stages.close()
     return results
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import WANDB_MODES
+from agent.report import read_metrics
 from world_models.posteriors.registry import POSTERIORS
 
 from .commit import commit
@@ -92,9 +93,8 @@ def measured_core_hours(results: Path) -> float | None:
     thread per run; checkpointing and plotting are not counted); None where the run is not done."""
     if not is_done(results):
         return None
-    from analysis.compare import SECONDS
-    rows = [json.loads(line) for line in (results / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    seconds = sum(row.get(k, 0.0) for row in rows for k in SECONDS)
+    from analysis.compare import episode_seconds
+    seconds = sum(map(episode_seconds, read_metrics(results)))
     seconds += sum(json.loads((results / "analysis" / f"{a}.json").read_text()).get("seconds", 0.0) for a in ANALYSES)
     return seconds / 3600
 
