@@ -217,6 +217,12 @@ def coverage_error(uncertainty: dict | None, target: str) -> float | None:
     return None if c50 is None or c90 is None else (abs(c50 - 0.5) + abs(c90 - 0.9)) / 2
 
 
+def learned_obs_std(uncertainty: dict | None) -> float | None:
+    """The model's observation noise std, sqrt of its mean emission variance (analysis.uncertainty's noise.model)."""
+    var = _number(uncertainty, ("noise", "model", "emission_var"))
+    return None if var is None else var ** 0.5
+
+
 def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.random.Generator) -> dict:
     """Everything report.json holds about one group (task variant x inference type), its seeds in order."""
     runs = sorted(runs, key=lambda r: r.config.seed)
@@ -227,6 +233,8 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
                 "env_steps": r.rows[-1]["env_steps"]} for r in runs]
     gaps = [r.analysis["gaps"] for r in runs]
     calibration = [r.analysis["uncertainty"] for r in runs]
+    # (injected, learned) observation noise std of each run with a calibration analysis
+    noise = [(r.config.obs_noise, std) for r, c in zip(runs, calibration) if (std := learned_obs_std(c)) is not None]
     return {
         "task_variant": variant, "inference": inference, "n_seeds": len(runs), "runs": per_run,
         "final_return": summarize([p["final_return"] for p in per_run], rng, args.n_boot),
@@ -236,6 +244,8 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
         "gap_estimators": sorted({str(e) for g in gaps if (e := _get(g, ("heldout", "estimator"))) is not None}),
         "uncertainty": {t: {m: mean_sem(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
                         for t in TARGETS},
+        "noise": {"injected_obs_std": mean_sem(i for i, _ in noise), "learned_obs_std": mean_sem(s for _, s in noise),
+                  "learned_minus_injected": mean_sem(s - i for i, s in noise)},
         "wall_clock": {"minutes": mean_sem(p["minutes"] for p in per_run),
                        "env_steps": mean_sem(p["env_steps"] for p in per_run)},
     }
@@ -466,6 +476,15 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += _table(["task variant", "inference", "target", *CALIBRATION],
                         [[g["task_variant"], g["inference"], t, *(_pm(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
                          for g, t in calib])
+    noise = [g for g in groups if g["noise"]["learned_obs_std"]["n"]]
+    if noise:
+        lines += ["", "Learned observation noise next to the injected one (`obs_noise`, the std of the Gaussian "
+                  "noise added to each observation): the learned std is the square root of the model's mean emission "
+                  "variance; with nothing injected it measures what the model cannot predict, not an error.", ""]
+        lines += _table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
+                        [[g["task_variant"], g["inference"],
+                          *(_pm(g["noise"][k], 4) for k in ("injected_obs_std", "learned_obs_std", "learned_minus_injected"))]
+                         for g in noise])
     shown = {k: c for k, c in report["correlations"].items() if c["spearman"] is not None}
     if shown:
         lines += ["## Across runs: what goes with the final return", "",

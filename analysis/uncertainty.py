@@ -202,7 +202,7 @@ def run(args) -> dict:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Uncertainty of {r['run_dir']} ({r['env']}, {r['inference']}, checkpoint after episode "
+    lines = [f"# Uncertainty of {Path(r['run_dir']).name} ({r['env']}, {r['inference']}, checkpoint after episode "
              f"{r['checkpoint_episode']})", "",
              f"Open-loop predictions over horizons 1..{r['horizon']} from the posterior belief after steps {r['starts']} "
              f"of {r['episodes']} held-out episodes, {r['settings']['samples']} samples each; scores averaged over "

@@ -96,7 +96,7 @@ def markdown(r: dict) -> str:
     splits = splits_of(r)
     by_name = {r["inference"]: {s: r[s] for s in splits}}
     s = r["settings"]
-    lines = [f"# Gaps of {r['run_dir']} ({r['env']}, {r['inference']}, checkpoint after episode "
+    lines = [f"# Gaps of {Path(r['run_dir']).name} ({r['env']}, {r['inference']}, checkpoint after episode "
              f"{r['checkpoint_episode']}, {r['env_steps']} env steps)", "",
              f"{s['sequences']} windows of {s['length']} steps per split; held-out windows from {s['heldout_episodes']} "
              f"episodes collected with policy `{s['heldout_policy']}`; {s['eval_samples']} samples per ELBO, IWAE and "

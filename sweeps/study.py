@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import shutil
 import sys
 import time
@@ -155,14 +156,15 @@ def report(results: Path, out: Path) -> int:
 
     runs = {r.spec.name: r for r in study_runs()}
     done = {name: r for name, r in runs.items() if is_done(results / name)}
-    main_dirs = [str(results / n) for n, r in done.items() if r.part == "main"]
-    ablation_dirs = [str(results / n) for n, r in done.items() if r.part == "ablation" or (
+    # paths relative to the working directory, so that the reports' command lines are the same on every checkout
+    main_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "main"]
+    ablation_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "ablation" or (
         r.spec.config.inference in ABLATION[0] and r.spec.config.missing_prob is None)]
     print(f"{len(done)} of {len(runs)} runs done")
     code = 0
     for dirs, folder, baseline in ((main_dirs, "report", "amortized"), (ablation_dirs, "ablation", "amortized free_nats=3.0")):
         if dirs:
-            code |= compare.main([*dirs, "--out", str(out / folder), "--baseline", baseline])
+            code |= compare.main([*dirs, "--out", os.path.relpath(out / folder), "--baseline", baseline])
     return code
 
 

@@ -18,7 +18,8 @@ EVALS = {"amortized": {3: [10, 20, 30], 6: [100, 200, 600]},
          "semi_amortized": {3: [0, 0, 30], 6: [300, 330, 360]}}
 GAPS = {0: {"amortization": 0.1, "inference": 0.5, "log_px": -2.0},
         1: {"amortization": 0.3, "inference": 0.7, "log_px": -3.0}}
-UNCERTAINTY = {"summary": {"obs": {"nll": 1.5, "crps": 0.2, "coverage50": 0.45, "coverage90": 0.875}}}
+UNCERTAINTY = {"summary": {"obs": {"nll": 1.5, "crps": 0.2, "coverage50": 0.45, "coverage90": 0.875}},
+               "noise": {"model": {"emission_var": 0.04}}}
 
 
 def write_run(root: Path, inference: str, seed: int, evals: dict, analysis: dict | None = None, **settings) -> Path:
@@ -97,6 +98,10 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     assert groups["semi_amortized"]["gaps"]["amortization"]["n"] == 0
     assert groups["amortized"]["uncertainty"]["obs"]["coverage90"] == {"mean": 0.875, "sem": None, "n": 1}
     assert groups["amortized"]["uncertainty"]["state"]["nll"]["n"] == 0
+    noise = groups["amortized"]["noise"]   # learned std sqrt(0.04), nothing injected
+    assert noise["learned_obs_std"]["mean"] == pytest.approx(0.2) and noise["injected_obs_std"]["mean"] == 0
+    assert noise["learned_minus_injected"]["mean"] == pytest.approx(0.2)
+    assert groups["semi_amortized"]["noise"]["learned_obs_std"]["n"] == 0
 
     clock = groups["semi_amortized"]["wall_clock"]
     assert clock["minutes"]["mean"] == pytest.approx((6 * 9 + 2 * 3) / 60)
@@ -105,6 +110,7 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     md = (out / "report.md").read_text()
     assert report["command"] in md and "--out" in report["command"]
     assert "0.200 ± 0.100 (2)" in md and "## Calibration" in md and "smc-100" in md
+    assert "| cartpole | amortized | 0.0000 (1) | 0.2000 (1) | 0.2000 (1) |" in md
     pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
     assert set(pngs) == {"final_iqm.png", "curves_cartpole.png"}
     for png in pngs:
@@ -227,3 +233,20 @@ def test_final_return_against_gaps_and_calibration_across_runs(tmp_path):
     assert "## Across runs" in md and "Probability of improvement" not in md
     for name in ("amortization_gap", "coverage_error"):
         assert f"(scatter_{name}.png)" in md and (out / f"scatter_{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learned_noise_is_set_against_the_injected_noise(tmp_path):
+    """Two runs with observation noise of std 0.1 injected and learned emission variances 0.04 and 0.09: learned
+    std 0.25 ± 0.05, 0.15 above the injected one."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    for seed, var in enumerate([0.04, 0.09]):
+        calibration = {"noise": {"model": {"emission_var": var}}}
+        write_run(root, "amortized", seed, EVALS["amortized"], {"uncertainty": calibration}, obs_noise=0.1)
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
+    noise = json.loads((out / "report.json").read_text())["groups"][0]["noise"]
+    assert noise["injected_obs_std"] == pytest.approx({"mean": 0.1, "sem": 0.0, "n": 2})
+    assert noise["learned_obs_std"] == pytest.approx({"mean": 0.25, "sem": 0.05, "n": 2})
+    assert noise["learned_minus_injected"] == pytest.approx({"mean": 0.15, "sem": 0.05, "n": 2})
+    assert "| 0.1000 ± 0.0000 (2) | 0.2500 ± 0.0500 (2) | 0.1500 ± 0.0500 (2) |" in (out / "report.md").read_text()
