@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
-from analysis.stats import (bootstrap_ci, iqm, probability_of_improvement, probability_of_improvement_ci,  # noqa: E402
-                            spearman, spearman_ci, stratified_bootstrap_ci)
+from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, probability_of_improvement,  # noqa: E402
+                            probability_of_improvement_ci, spearman, spearman_ci, stratified_bootstrap_ci)
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
@@ -39,13 +39,21 @@ GAP_COLUMNS = {**{name: ("heldout", "gaps", name, "mean_per_step")
 GAP_TITLES = {name: "log p(x)" if name == "log_px" else f"{name} gap" for name in GAP_COLUMNS}
 TARGETS = ("obs", "reward", "state")
 CALIBRATION = ("nll", "crps", "coverage50", "coverage90")  # RUN_DIR/analysis/uncertainty.json: summary.TARGET.*
-# what each run's final return is set against in the scatter plots: {name: (title, value of one run)}
-CORRELATES = {
+# what a run's world model and inference are measured by on its frozen final model: {name: (title, value of one
+# run or None, whether higher is better)}
+MEASURES = {
+    "log_px": ("held-out log p(x) (nats / step)", lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["log_px"]),
+               True),
+    "inference_gap": ("inference gap (nats / step, held out)",
+                      lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["inference"]), False),
     "amortization_gap": ("amortization gap (nats / step, held out)",
-                         lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["amortization"])),
+                         lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["amortization"]), False),
+    "obs_nll": ("open-loop observation NLL (nats, horizons 1-50)",
+                lambda run: _number(run.analysis["uncertainty"], ("summary", "obs", "nll")), False),
     "coverage_error": ("observation coverage error: (|c50 - 0.5| + |c90 - 0.9|) / 2",
-                       lambda run: coverage_error(run.analysis["uncertainty"], "obs")),
+                       lambda run: coverage_error(run.analysis["uncertainty"], "obs"), False),
 }
+CORRELATES = ("amortization_gap", "coverage_error")  # what each run's final return is set against in scatter plots
 SECONDS = ("train_seconds", "collect_seconds", "eval_seconds")  # planning is part of collecting
 SMOOTH = 5  # train returns: trailing mean over this many episodes
 LEVEL = 0.95
@@ -290,13 +298,33 @@ def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator
     return out
 
 
+def differences(by_group: dict[tuple[str, str], list[Run]], baseline: str, rng: np.random.Generator,
+                n_boot: int) -> list[dict]:
+    """Per task variant, inference type X other than the baseline and MEASURES entry: mean over X's runs minus mean
+    over the baseline's runs (runs with the value), with a bootstrap CI where both sides have at least 2 runs."""
+    out = []
+    for (variant, inference), runs in sorted(by_group.items()):
+        if inference == baseline or (variant, baseline) not in by_group:
+            continue
+        for name, (title, value, higher_is_better) in MEASURES.items():
+            x, y = ([v for r in rs if (v := value(r)) is not None] for rs in (runs, by_group[(variant, baseline)]))
+            if x and y:
+                resamplable = min(len(x), len(y)) > 1
+                out.append({"inference": inference, "baseline": baseline, "task_variant": variant, "measure": name,
+                            "title": title, "higher_is_better": higher_is_better, "n": [len(x), len(y)],
+                            "difference": float(np.mean(x) - np.mean(y)),
+                            "ci": list(mean_difference_ci(x, y, n_boot, LEVEL, rng=rng)) if resamplable else None})
+    return out
+
+
 def correlations(by_group: dict[tuple[str, str], list[Run]], groups: list[dict], rng: np.random.Generator,
                  n_boot: int) -> dict:
     """Per CORRELATES entry: each run's (value, final return as in `groups`) where the run has the value, and
     Spearman's rank correlation over those runs with its bootstrap CI (at least 3 runs; 4 for the CI)."""
     finals = {p["dir"]: p["final_return"] for g in groups for p in g["runs"]}
     out = {}
-    for name, (title, value) in CORRELATES.items():
+    for name in CORRELATES:
+        title, value, _ = MEASURES[name]
         points = [{"dir": str(r.dir), "task_variant": variant, "inference": inference, "x": x,
                    "final_return": finals[str(r.dir)]}
                   for (variant, inference), runs in sorted(by_group.items()) for r in runs if (x := value(r)) is not None]
@@ -414,6 +442,49 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows), ""]
 
 
+def _reading(ci, null: float, above: str, below: str) -> str:
+    """What an interval says against the value of no effect."""
+    if ci is None:
+        return "no interval (one run on a side): no claim"
+    if ci[0] > null:
+        return above
+    if ci[1] < null:
+        return below
+    return f"no difference shown (the interval contains {null:g})"
+
+
+def findings(report: dict) -> list[str]:
+    """The section 'what the data shows and what it does not': every comparison the report makes, read only by
+    whether its interval excludes the value of no effect."""
+    base = f"`{report['baseline']}`"
+    rows = [[f"`{e['inference']}` vs {base}", ", ".join(e["task_variants"]), "final return: P(X > baseline)",
+             f"{e['n'][0]}, {e['n'][1]}", _with_ci(e["probability"], e["ci"]),
+             _reading(e["ci"], 0.5, "X better", "X worse")] for e in report["improvement"]]
+    rows += [[f"`{d['inference']}` vs {base}", d["task_variant"], f"{d['title']}: X - baseline",
+              f"{d['n'][0]}, {d['n'][1]}", _with_ci(d["difference"], d["ci"], 3),
+              _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
+             for d in report["differences"]]
+    shown = [c for c in report["correlations"].values() if c["spearman"] is not None]
+    corr = [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"]),
+             _reading(c["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns")]
+            for c in shown]
+    if not rows and not corr:
+        return []
+    n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"], *shown])
+    lines = ["## What the data shows and what it does not", "",
+             f"Every comparison below, read only by whether its {LEVEL:.0%} interval excludes the value of no effect "
+             "(0.5 for a probability of improvement, 0 for a difference or a correlation). Intervals over few seeds "
+             f"are rough and tend to be too narrow, and with {n_intervals} intervals about "
+             f"{n_intervals * (1 - LEVEL):.1f} would exclude that value by chance alone if nothing differed: a single "
+             "excluded value is a lead to follow with more seeds, not a finding.", ""]
+    if rows:
+        lines += _table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
+                         "reading"], rows)
+    if corr:
+        lines += _table(["final return against", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
+    return lines
+
+
 def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
     metric, k, groups = report["metric"], report["final_episodes"], report["groups"]
     lines = ["# Run comparison", "", "Produced by:", "", "```bash", report["command"], "```", "",
@@ -425,6 +496,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += ["Skipped run directories:", "", *(f"- `{s['dir']}`: {s['reason']}" for s in report["skipped"]), ""]
     if report["warnings"]:
         lines += ["Warnings:", "", *(f"- {w}" for w in report["warnings"]), ""]
+    lines += findings(report)
     lines += ["## Final returns", "",
               f"Final return of a run: the mean {metric} over its last {k} episode(s) that have one"
               + (", i.e. its final evaluation." if k == 1 and metric == "eval_return" else "."),
@@ -557,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
               "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
               "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot),
               "baseline": args.baseline, "improvement": improvement_over(groups, args.baseline, rng, args.n_boot),
+              "differences": differences(by_group, args.baseline, rng, args.n_boot),
               "correlations": correlations(by_group, groups, rng, args.n_boot)}
 
     args.out.mkdir(parents=True, exist_ok=True)

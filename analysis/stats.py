@@ -1,7 +1,8 @@
 """Statistics for comparing runs over seeds, after rliable (Agarwal et al. 2021, "Deep reinforcement learning at the
 edge of the statistical precipice"): the interquartile mean and percentile-bootstrap confidence intervals, plain or
-stratified by task, the probability of improvement with its stratified-bootstrap interval, and Spearman's rank
-correlation with a bootstrap interval over runs. tests/test_stats.py checks the first three against rliable itself.
+stratified by task, the probability of improvement with its stratified-bootstrap interval, Spearman's rank
+correlation with a bootstrap interval over runs, and the difference of two groups' means with its bootstrap
+interval. tests/test_stats.py checks the first three against rliable itself.
 
 A statistic here is a function `statistic(samples, axis=-1)` that reduces the last axis (np.mean, np.median, iqm), so
 that all bootstrap resamples are scored in one vectorized call.
@@ -88,6 +89,17 @@ def probability_of_improvement_ci(x: Mapping[str, np.ndarray], y: Mapping[str, n
         per_task.append(_improvement(a[rng.integers(0, len(a), size=(n_boot, len(a)))],
                                      b[rng.integers(0, len(b), size=(n_boot, len(b)))]))
     return _percentile_interval(np.mean(per_task, axis=0), level)
+
+
+def mean_difference_ci(x, y, n_boot: int = 2000, level: float = 0.95, *,
+                       rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile-bootstrap interval of mean(x) - mean(y) for two independent groups of runs, each resampled with
+    replacement on its own: theta*_b = mean(x*_b) - mean(y*_b)."""
+    _check_bootstrap(n_boot, level)
+    x, y = _one_dimensional(x, "mean difference x"), _one_dimensional(y, "mean difference y")
+    thetas = (x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(-1)
+              - y[rng.integers(0, len(y), size=(n_boot, len(y)))].mean(-1))
+    return _percentile_interval(thetas, level)
 
 
 def _tasks(x: Mapping, y: Mapping) -> list:

@@ -250,3 +250,39 @@ def test_learned_noise_is_set_against_the_injected_noise(tmp_path):
     assert noise["learned_obs_std"] == pytest.approx({"mean": 0.25, "sem": 0.05, "n": 2})
     assert noise["learned_minus_injected"] == pytest.approx({"mean": 0.15, "sem": 0.05, "n": 2})
     assert "| 0.1000 ± 0.0000 (2) | 0.2500 ± 0.0500 (2) | 0.1500 ± 0.0500 (2) |" in (out / "report.md").read_text()
+
+
+def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
+    """semi_amortized beats amortized on return and log p(x) in every seed pair, with amortization gaps that overlap:
+    'X better' twice, 'no difference shown' for the gap, 'no claim' where a side has one run."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    for seed in range(5):
+        for inference, ret, log_px, gap in (("amortized", 100, 1.0, 0.5), ("semi_amortized", 900, 2.0, 0.5)):
+            gaps = {"heldout": {"gaps": {"amortization": {"mean_per_step": gap + 0.1 * (-1) ** seed}},
+                                "log_px": {"mean_per_step": log_px + 0.01 * seed}}}
+            write_run(root, inference, seed, {6: {seed: ret + seed}}, {"gaps": gaps})
+    write_run(root, "per_sequence", 0, {6: {0: 500}})
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "500"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    diffs = {(d["inference"], d["measure"]): d for d in report["differences"]}
+    assert set(diffs) == {("semi_amortized", "log_px"), ("semi_amortized", "amortization_gap")}
+    assert diffs[("semi_amortized", "log_px")]["difference"] == pytest.approx(1.0)
+    low, high = diffs[("semi_amortized", "log_px")]["ci"]   # resampled means differ by 1 +- 0.04 at most
+    assert 0.96 <= low < 1.0 < high <= 1.04
+    low, high = diffs[("semi_amortized", "amortization_gap")]["ci"]
+    assert low < 0 < high
+    md = (out / "report.md").read_text()
+    section = md.split("## What the data shows and what it does not")[1].split("\n## ")[0]
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:3]): line for line in section.splitlines()
+            if line.startswith("| `")}
+    assert rows[("`semi_amortized` vs `amortized`", "cartpole", "final return: P(X > baseline)")].endswith(
+        "| 1.00 [1.00, 1.00] | X better |")
+    assert rows[("`semi_amortized` vs `amortized`", "cartpole", "held-out log p(x) (nats / step): X - baseline")
+                ].endswith("| X better |")
+    assert "no difference shown (the interval contains 0)" in rows[
+        ("`semi_amortized` vs `amortized`", "cartpole", "amortization gap (nats / step, held out): X - baseline")]
+    assert rows[("`per_sequence` vs `amortized`", "cartpole", "final return: P(X > baseline)")].endswith(
+        "| 1, 5 | 1.00 | no interval (one run on a side): no claim |")
+    assert "with 4 intervals about 0.2 would exclude" in section   # 3 above and the gap-return correlation

@@ -3,8 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from analysis.stats import (bootstrap_ci, iqm, probability_of_improvement, probability_of_improvement_ci, spearman,
-                            spearman_ci, stratified_bootstrap_ci)
+from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, probability_of_improvement,
+                            probability_of_improvement_ci, spearman, spearman_ci, stratified_bootstrap_ci)
 
 
 def test_iqm_hand_computed():
@@ -128,3 +128,16 @@ def test_iqm_probability_of_improvement_and_their_intervals_compute_what_rliable
     assert unstratified[1] - unstratified[0] > 2 * width          # the check above can tell the two apart
     poi = np.array(probability_of_improvement_ci(by_task(X), by_task(Y), reps, rng=rng))
     assert np.abs(poi - their_poi["xy"][:, 0]).max() <= 0.03
+
+
+def test_mean_difference_interval_matches_normal_theory_on_large_groups():
+    # For large independent groups the bootstrap interval of mean(x) - mean(y) approaches the normal-theory one,
+    # d +- 1.96 sqrt(s_x^2 / n + s_y^2 / m); swapping x and y negates it.
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(1.0, 2.0, size=600), rng.normal(0.2, 0.5, size=300)
+    d = x.mean() - y.mean()
+    half = 1.959964 * np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))
+    low, high = mean_difference_ci(x, y, n_boot=20_000, rng=rng)
+    assert low == pytest.approx(d - half, abs=0.05 * half) and high == pytest.approx(d + half, abs=0.05 * half)
+    low_swapped, high_swapped = mean_difference_ci(y, x, n_boot=20_000, rng=rng)
+    assert (low_swapped, high_swapped) == pytest.approx((-high, -low), abs=0.05 * half)
