@@ -77,8 +77,10 @@ class Agent:
     def load_state(self, state: dict, path: Path) -> None:
         """Take the model, posterior, optimizer and counters of a checkpoint `state` read from `path`;
         ValueError (one line) if it was written with other model settings than this run's config."""
-        for name, module in (("model", self.model), ("posterior", self.posterior)):
-            _check_shapes(module.state_dict(), state[name], f"{path} does not match the run's config.json: {name}")
+        for name, module, growing in (("model", self.model, ()), ("posterior", self.posterior,
+                                                                   self.posterior.growing_state)):
+            _check_shapes(module.state_dict(), state[name], f"{path} does not match the run's config.json: {name}",
+                          growing)
             module.load_state_dict(state[name])
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -203,14 +205,16 @@ class Agent:
         return record
 
 
-def _check_shapes(own: dict, stored: dict, where: str) -> None:
-    """ValueError naming the first tensor whose name or shape differs between a module's and a stored state."""
+def _check_shapes(own: dict, stored: dict, where: str, growing: tuple[str, ...] = ()) -> None:
+    """ValueError naming the first tensor whose name or shape differs between a module's and a stored state; of the
+    `growing` entries (leading sizes grow with the data seen) only the rank and the last size must agree."""
     for key in sorted(set(own) | set(stored)):
         if key not in stored or key not in own:
             place = "the config's model but not in the checkpoint" if key not in stored else \
                 "the checkpoint but not in the config's model"
             raise ValueError(f"{where} {key} is in {place} (was config.json edited or taken from another run?)")
-        if tuple(own[key].shape) != tuple(stored[key].shape):
+        fixed = (lambda shape: (len(shape), shape[-1:])) if key in growing else tuple
+        if fixed(tuple(own[key].shape)) != fixed(tuple(stored[key].shape)):
             raise ValueError(f"{where} {key} has shape {tuple(stored[key].shape)} in the checkpoint but "
                              f"{tuple(own[key].shape)} with config.json's settings (was config.json edited or "
                              f"taken from another run?)")

@@ -228,3 +228,16 @@ def test_a_config_from_before_a_setting_existed_keeps_what_the_run_did(tmp_path)
     assert (old.eval_episodes, old.obs_std) == (1, 1.0) and (AgentConfig().eval_episodes, AgentConfig().obs_std) == (10, 0)
     docs = Path(__file__).resolve().parents[1] / "docs" / "agent"
     assert AgentConfig.load(docs / "default-amortized-s0.config.json").obs_std == 1.0
+
+
+def test_a_per_sequence_run_resumes_and_loads_with_its_grown_store(tmp_path):
+    """per_sequence keeps lambda for every stored sequence in a buffer that grows during training: a checkpoint's
+    store is larger than a fresh posterior's, and resuming and the analyses must take it, not refuse the run."""
+    from analysis.run_loading import load_run
+    run_dir = tmp_path / "run"
+    assert main(TINY + ["--inference", "per_sequence", "--episodes", "2", "--run-dir", str(run_dir)]) == 0
+    store = torch.load(run_dir / "checkpoint.pt", weights_only=False)["posterior"]["store"]
+    assert store.shape[0] > 0 and not store.isnan().all()           # grown and written during training
+    torch.testing.assert_close(load_run(run_dir).posterior.store, store, equal_nan=True, rtol=0, atol=0)
+    assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "3", "--no-progress"]) == 0
+    assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["episode"] == 3

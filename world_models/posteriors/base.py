@@ -57,7 +57,9 @@ class Posterior(nn.Module, metaclass=ABCMeta):
       q is optimized per sequence and the agent's belief must refine at every decision;
     - amortized_part(): the encoder that filters one step at a time for the belief (None without one);
     - refinable: its context is local parameters lambda that `improve` makes better (LocalGaussian);
-    - default_decision_steps: refinement steps at each of the agent's decisions when the user gives none."""
+    - default_decision_steps: refinement steps at each of the agent's decisions when the user gives none;
+    - growing_state: the state_dict entries whose leading sizes grow with the data seen (a per-sequence store), so
+      that a checkpoint of them has another shape than a fresh posterior's."""
 
     name: str = "unregistered"
     family: Family
@@ -65,6 +67,7 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     has_encoder: bool = True
     refinable: bool = False
     default_decision_steps: int = 0
+    growing_state: tuple[str, ...] = ()
 
     def describe(self) -> str:
         """What its ELBO is of, in the words of the gap tables (e.g. 'its encoder')."""

@@ -39,6 +39,7 @@ class WarmStartedSviLoss(Loss):
 class PerSequencePosterior(LocalGaussian):
     has_encoder = False
     default_decision_steps = 3     # its belief is optimized at every decision (over the last decision_window steps)
+    growing_state = ("store",)
     step_cost = "per optimizer step: one model rollout forward + backward with n_samples samples"
 
     def __init__(self, model: SequenceModel, lr: float = 1e-3, n_samples: int = 50, window: int = 100,
