@@ -152,6 +152,15 @@ def group_warnings(variant: str, inference: str, runs: list[Run], metric: str) -
     return out
 
 
+def analysis_flags(run: Run) -> list[str]:
+    """The failed checks and warnings that a run's gap analysis (analysis/gaps.json) raised, per split."""
+    gaps = run.analysis["gaps"] or {}
+    return [f"{run.dir}: gap analysis, {split} split: {kind}: {message}" for split in ("heldout", "train")
+            if isinstance(gaps.get(split), dict)
+            for kind, key in (("FAILED CHECK", "failures"), ("warning", "warnings"))
+            for message in gaps[split].get(key, [])]
+
+
 # --- numbers ---------------------------------------------------------------------------------------
 def _series(run: Run, key: str) -> tuple[list[int], list[float]]:
     rows = [r for r in run.rows if r.get(key) is not None]
@@ -616,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     by_group = grouped(runs)
     warnings = [w for key in sorted(by_group) for w in group_warnings(*key, by_group[key], args.metric)]
     for run in runs:
+        warnings += analysis_flags(run)
         n = len(_series(run, args.metric)[1])
         if n < args.final_episodes:
             warnings.append(f"{run.dir}: only {n} {args.metric} value(s), fewer than --final-episodes "

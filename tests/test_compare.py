@@ -286,3 +286,18 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert rows[("`per_sequence` vs `amortized`", "cartpole", "final return: P(X > baseline)")].endswith(
         "| 1, 5 | 1.00 | no interval (one run on a side): no claim |")
     assert "with 4 intervals about 0.2 would exclude" in section   # 3 above and the gap-return correlation
+
+
+def test_failed_checks_of_a_gap_analysis_reach_the_report(tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    gaps = gaps_json(0)
+    gaps["heldout"] = {**gaps["heldout"], "failures": ["amortization gap -0.5 is below -3 standard errors"],
+                       "warnings": ["refined K=5 is above AIS"]}
+    run_dir = write_run(root, "amortized", 0, EVALS["amortized"], {"gaps": gaps})
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
+    warnings = json.loads((out / "report.json").read_text())["warnings"]
+    assert warnings == [f"{run_dir}: gap analysis, heldout split: FAILED CHECK: amortization gap -0.5 is below -3 "
+                        "standard errors", f"{run_dir}: gap analysis, heldout split: warning: refined K=5 is above AIS"]
+    assert "FAILED CHECK: amortization gap -0.5" in (out / "report.md").read_text()
