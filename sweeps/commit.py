@@ -1,6 +1,10 @@
-"""Commit an experiment's light results as they finish, so that a stopped experiment continues from git."""
+"""Commit an experiment's light results as they finish, so that a stopped experiment continues from git.
+
+    python -m sweeps.commit -m "MESSAGE" PATH...      # what shell scripts call (docs/agent/remeasure.sh)
+"""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -40,3 +44,16 @@ def commit(paths: list[Path], message: str, who: str, root: Path = ROOT, tries: 
             print(f"{who}: {' '.join(command[:2])} failed: {(done.stderr or done.stdout).strip()}", file=sys.stderr)
             return False
     return True
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    p = argparse.ArgumentParser(prog="python -m sweeps.commit", description="git add and commit the given paths "
+                                "(and nothing else that is staged), retrying while another process holds the index")
+    p.add_argument("paths", nargs="+", type=Path, help="files or folders inside the repository")
+    p.add_argument("-m", "--message", required=True, help="the commit message")
+    args = p.parse_args(argv)
+    return 0 if commit(args.paths, args.message, "sweeps.commit", root=root) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

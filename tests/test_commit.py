@@ -3,7 +3,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sweeps.commit import commit, not_committable
+from sweeps.commit import commit, main, not_committable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,3 +70,14 @@ def test_toy_experiment_commit_needs_a_tracked_out():
     out = subprocess.run([sys.executable, "-m", "analysis.toy_experiment", "--commit", "--out", "results/toy_x"],
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 2 and "--commit" in out.stderr and "ignored by git" in out.stderr
+
+
+def test_command_line_commits_the_paths_and_fails_on_ignored_ones(tmp_path, capsys):
+    root = new_repo(tmp_path)
+    for folder in ("results", "ignored"):
+        (root / folder).mkdir()
+        (root / folder / "a.json").write_text("{}")
+    assert main([str(root / "results"), "-m", "results by the command"], root=root) == 0
+    assert git(root, "log", "-1", "--format=%s").strip() == "results by the command"
+    assert main([str(root / "ignored"), "-m", "nothing"], root=root) == 1
+    assert "ignored by git" in capsys.readouterr().err

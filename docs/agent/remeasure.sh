@@ -3,7 +3,8 @@
 # git) and re-measure it at the current defaults of the analysis commands: the gap decomposition
 # (analysis.world_model_gaps: same-family q*, AIS, BDMC) and the calibration (analysis.uncertainty). Resumable at
 # every step: a killed training resumes from its last checkpoint, finished steps are skipped. Light results go to
-# docs/agent/NAME-remeasured/ (config, metrics, learning curve, analysis/*.{json,md,png}); commit them.
+# docs/agent/NAME-remeasured/ (config, metrics, learning curve, analysis/*.{json,md,png}) and are committed
+# (python -m sweeps.commit; COMMIT=0 leaves that to you).
 #
 #   docs/agent/remeasure.sh default-amortized-s0 learnedstd-semi_amortized-s0     # RUNS=<dir> for the run dirs
 #
@@ -32,5 +33,10 @@ for k, v in asdict(AgentConfig.load(sys.argv[1])).items():
   mkdir -p "$out/analysis"
   cp "$run/config.json" "$run/metrics.jsonl" "$run/learning_curve.png" "$out/"
   cp "$run"/analysis/*.json "$run"/analysis/*.md "$run"/analysis/*.png "$out/analysis/" 2>/dev/null || true
-  echo "remeasure.sh: $name done; commit $out"
+  if [ "${COMMIT:-1}" = 0 ]; then
+    echo "remeasure.sh: $name done; commit $out"
+  else
+    python -m sweeps.commit -m "agent re-measure (issue 15): $name" "$out" \
+      && echo "remeasure.sh: $name done and committed ($out)" || echo "remeasure.sh: $name done; commit $out"
+  fi
 done
