@@ -485,7 +485,9 @@ def findings(report: dict) -> list[str]:
              "(0.5 for a probability of improvement, 0 for a difference or a correlation). Intervals over few seeds "
              f"are rough and tend to be too narrow, and with {n_intervals} intervals about "
              f"{n_intervals * (1 - LEVEL):.1f} would exclude that value by chance alone if nothing differed: a single "
-             "excluded value is a lead to follow with more seeds, not a finding.", ""]
+             "excluded value is a lead to follow with more seeds, not a finding. A run's log p(x), gaps and "
+             "calibration are measured on held-out episodes of its own agent, so their differences mix the quality "
+             "of the model and inference with the states each agent visits.", ""]
     if rows:
         lines += _table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
                          "reading"], rows)
