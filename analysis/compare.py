@@ -447,14 +447,16 @@ def _pm(stat: dict, digits: int) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
+    """A markdown table; a '|' inside a cell is escaped so that it does not end the cell."""
+    def line(cells):
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+    return [line(header), "|" + "---|" * len(header), *map(line, rows), ""]
 
 
-def _reading(ci, null: float, above: str, below: str) -> str:
-    """What an interval says against the value of no effect."""
+def _reading(ci, null: float, above: str, below: str, without: str = "one run on a side") -> str:
+    """What an interval says against the value of no effect (`without`: why there is no interval)."""
     if ci is None:
-        return "no interval (one run on a side): no claim"
+        return f"no interval ({without}): no claim"
     if ci[0] > null:
         return above
     if ci[1] < null:
@@ -475,17 +477,19 @@ def findings(report: dict) -> list[str]:
              for d in report["differences"]]
     shown = [c for c in report["correlations"].values() if c["spearman"] is not None]
     corr = [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"]),
-             _reading(c["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns")]
-            for c in shown]
+             _reading(c["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
+                      "fewer than 4 runs")] for c in shown]
     if not rows and not corr:
         return []
     n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"], *shown])
+    chance = (f"with {n_intervals} intervals about {n_intervals * (1 - LEVEL):.1f} would exclude that value by chance "
+              "alone if nothing differed: a single excluded value is a lead to follow with more seeds, not a finding"
+              if n_intervals else "no comparison has an interval yet (each side needs 2 seeds, a correlation 4 runs): "
+              "nothing below is a finding")
     lines = ["## What the data shows and what it does not", "",
              f"Every comparison below, read only by whether its {LEVEL:.0%} interval excludes the value of no effect "
              "(0.5 for a probability of improvement, 0 for a difference or a correlation). Intervals over few seeds "
-             f"are rough and tend to be too narrow, and with {n_intervals} intervals about "
-             f"{n_intervals * (1 - LEVEL):.1f} would exclude that value by chance alone if nothing differed: a single "
-             "excluded value is a lead to follow with more seeds, not a finding. A run's log p(x), gaps and "
+             f"are rough and tend to be too narrow, and {chance}. A run's log p(x), gaps and "
              "calibration are measured on held-out episodes of its own agent, so their differences mix the quality "
              "of the model and inference with the states each agent visits.", ""]
     if rows:

@@ -231,6 +231,7 @@ def test_final_return_against_gaps_and_calibration_across_runs(tmp_path):
     assert report["improvement"] == []
     md = (out / "report.md").read_text()
     assert "## Across runs" in md and "Probability of improvement" not in md
+    assert "| observation coverage error: (\\|c50 - 0.5\\| + \\|c90 - 0.9\\|) / 2 | 5 |" in md   # pipes escaped
     for name in ("amortization_gap", "coverage_error"):
         assert f"(scatter_{name}.png)" in md and (out / f"scatter_{name}.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -286,6 +287,15 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert rows[("`per_sequence` vs `amortized`", "cartpole", "final return: P(X > baseline)")].endswith(
         "| 1, 5 | 1.00 | no interval (one run on a side): no claim |")
     assert "with 4 intervals about 0.2 would exclude" in section   # 3 above and the gap-return correlation
+
+    # 2 semi_amortized runs against 1 amortized: no interval anywhere, and the section says so
+    few = tmp_path / "few"
+    dirs = [str(root / name) for name in ("amortized--s0", "semi_amortized--s0", "semi_amortized--s1")]
+    assert main([*dirs, "--out", str(few), "--n-boot", "50"]) == 0
+    section = (few / "report.md").read_text().split("## What the data shows and what it does not")[1]
+    assert "no comparison has an interval yet" in section and "would exclude" not in section
+    assert "| amortization gap (nats / step, held out) | 3 | " in section
+    assert "no interval (fewer than 4 runs): no claim" in section
 
 
 def test_failed_checks_of_a_gap_analysis_reach_the_report(tmp_path):
