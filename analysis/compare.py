@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
+from analysis.markdown import table  # noqa: E402
 from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, probability_of_improvement,  # noqa: E402
                             probability_of_improvement_ci, spearman, spearman_ci, stratified_bootstrap_ci)
 
@@ -446,13 +447,6 @@ def _pm(stat: dict, digits: int) -> str:
     return f"{stat['mean']:.{digits}f}{sem} ({stat['n']})"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """A markdown table; a '|' inside a cell is escaped so that it does not end the cell."""
-    def line(cells):
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-    return [line(header), "|" + "---|" * len(header), *map(line, rows), ""]
-
-
 def _reading(ci, null: float, above: str, below: str, without: str = "one run on a side") -> str:
     """What an interval says against the value of no effect (`without`: why there is no interval)."""
     if ci is None:
@@ -493,10 +487,10 @@ def findings(report: dict) -> list[str]:
              "calibration are measured on held-out episodes of its own agent, so their differences mix the quality "
              "of the model and inference with the states each agent visits.", ""]
     if rows:
-        lines += _table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
+        lines += table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
                          "reading"], rows)
     if corr:
-        lines += _table(["final return against", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
+        lines += table(["final return against", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
     return lines
 
 
@@ -521,7 +515,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
               "those values. With few seeds they are rough (3 seeds allow only 10 distinct resamples) and tend to be "
               "too narrow. The IQM drops floor(n/4) runs from each end (rliable's definition), so with fewer than 4 "
               "seeds it is the mean.", ""]
-    lines += _table(["task variant", "inference", "seeds", "mean", f"IQM [{LEVEL:.0%} CI]", "median", "min", "max"],
+    lines += table(["task variant", "inference", "seeds", "mean", f"IQM [{LEVEL:.0%} CI]", "median", "min", "max"],
                     [[g["task_variant"], g["inference"], str(f["n"]), _fmt(f["mean"], 1),
                       _iqm_ci(f), _fmt(f["median"], 1),
                       _fmt(f["min"], 1), _fmt(f["max"], 1)] for g in groups for f in [g["final_return"]]])
@@ -529,7 +523,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
     if report["across_variants"]:
         lines += ["Across task variants (raw returns pooled, seeds resampled within each variant; meaningful only "
                   "when the variants share a return scale):", ""]
-        lines += _table(["inference", "runs", f"IQM [{LEVEL:.0%} CI]"],
+        lines += table(["inference", "runs", f"IQM [{LEVEL:.0%} CI]"],
                         [[a["inference"], str(a["n"]), _iqm_ci(a)]
                          for a in report["across_variants"]])
     if report["improvement"]:
@@ -537,7 +531,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   f"the baseline's), ties counted half (rliable's definition; over several variants, the mean of "
                   f"the per-variant probabilities); 0.5 = no difference. {LEVEL:.0%} stratified-bootstrap CI (each "
                   "side's seeds resampled within each variant).", ""]
-        lines += _table(["inference", "task variants", "runs (X, baseline)", f"P(X > {report['baseline']}) [CI]"],
+        lines += table(["inference", "task variants", "runs (X, baseline)", f"P(X > {report['baseline']}) [CI]"],
                         [[e["inference"], ", ".join(e["task_variants"]), f"{e['n'][0]}, {e['n'][1]}",
                           _with_ci(e["probability"], e["ci"])] for e in report["improvement"]])
     lines += ["## Learning curves", "",
@@ -553,14 +547,14 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += ["## Gaps", "", "Held-out sequences, nats per time step (from each run's `analysis/gaps.json`): mean "
                   "over seeds ± standard error across seeds (seeds with the value)."
                   + (f" log p(x) estimator: {', '.join(estimators)}." if estimators else ""), ""]
-        lines += _table(["task variant", "inference", *(GAP_TITLES[c] for c in gap_cols)],
+        lines += table(["task variant", "inference", *(GAP_TITLES[c] for c in gap_cols)],
                         [[g["task_variant"], g["inference"], *(_pm(g["gaps"][c], 3) for c in gap_cols)]
                          for g in groups if any(g["gaps"][c]["n"] for c in gap_cols)])
     calib = [(g, t) for g in groups for t in TARGETS if any(g["uncertainty"][t][m]["n"] for m in CALIBRATION)]
     if calib:
         lines += ["## Calibration", "", "From each run's `analysis/uncertainty.json`: mean over seeds ± standard error "
                   "(seeds with the value).", ""]
-        lines += _table(["task variant", "inference", "target", *CALIBRATION],
+        lines += table(["task variant", "inference", "target", *CALIBRATION],
                         [[g["task_variant"], g["inference"], t, *(_pm(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
                          for g, t in calib])
     noise = [g for g in groups if g["noise"]["learned_obs_std"]["n"]]
@@ -568,7 +562,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += ["", "Learned observation noise next to the injected one (`obs_noise`, the std of the Gaussian "
                   "noise added to each observation): the learned std is the square root of the model's mean emission "
                   "variance; with nothing injected it measures what the model cannot predict, not an error.", ""]
-        lines += _table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
+        lines += table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
                         [[g["task_variant"], g["inference"],
                           *(_pm(g["noise"][k], 4) for k in ("injected_obs_std", "learned_obs_std", "learned_minus_injected"))]
                          for g in noise])
@@ -578,18 +572,18 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   f"One point per run with the value; Spearman's rank correlation with a {LEVEL:.0%} bootstrap CI "
                   "(runs resampled). A correlation across runs of different inference types mixes the effect of "
                   "the inference type with that of the quantity.", ""]
-        lines += _table(["final return against", "runs", "Spearman [CI]"],
+        lines += table(["final return against", "runs", "Spearman [CI]"],
                         [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"])]
                          for c in shown.values()])
         lines += [f"![final return against {c['title']}](scatter_{k}.png)" for k, c in shown.items()] + [""]
     lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
               "seconds over its episodes (checkpointing and plotting not counted); mean over seeds ± standard error.",
               ""]
-    lines += _table(["task variant", "inference", "minutes per run", "env steps per run"],
+    lines += table(["task variant", "inference", "minutes per run", "env steps per run"],
                     [[g["task_variant"], g["inference"], _pm(g["wall_clock"]["minutes"], 1),
                       _pm(g["wall_clock"]["env_steps"], 0)] for g in groups])
     lines += ["## Runs", ""]
-    lines += _table(["run", "task variant", "inference", "seed", f"final {metric}", "final episode", "minutes"],
+    lines += table(["run", "task variant", "inference", "seed", f"final {metric}", "final episode", "minutes"],
                     [[f"`{p['dir']}`", g["task_variant"], g["inference"], str(p["seed"]), _fmt(p["final_return"], 1),
                       str(p["final_episode"]), _fmt(p["minutes"], 1)] for g in groups for p in g["runs"]])
     return "\n".join(lines)

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from analysis.markdown import row  # noqa: E402
+
 GAP_ORDER = ("inference", "approximation", "amortization", "conditioning")
 
 
@@ -56,8 +58,8 @@ def q_star_table(by_name: dict, split: str) -> list[str]:
              "start).", "", "| method | q* | family | started from | steps | stopped by | last improvement | "
              "kept start | L[q*] per step | wall-clock |", "|---" * 10 + "|"]
     for name, label, q, elbo in rows:
-        lines.append(f"| {name} | {label} | {q['family']} | {q['start']} | {q['steps']} | {q['stopped_by']} | "
-                     f"{q['last_improvement_step']} | {q['kept_start']} | {pm(elbo)} | {q['seconds']:.0f} s |")
+        lines.append(row([name, label, q["family"], q["start"], q["steps"], q["stopped_by"],
+                          q["last_improvement_step"], q["kept_start"], pm(elbo), f"{q['seconds']:.0f} s"]))
     return lines + [""]
 
 

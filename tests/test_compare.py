@@ -311,3 +311,9 @@ def test_failed_checks_of_a_gap_analysis_reach_the_report(tmp_path):
     assert warnings == [f"{run_dir}: gap analysis, heldout split: FAILED CHECK: amortization gap -0.5 is below -3 "
                         "standard errors", f"{run_dir}: gap analysis, heldout split: warning: refined K=5 is above AIS"]
     assert "FAILED CHECK: amortization gap -0.5" in (out / "report.md").read_text()
+
+
+def test_markdown_rows_escape_pipes_inside_cells():
+    from analysis.markdown import row, table
+    assert row(["q(z_t | z_{t-1}, x)", 3]) == "| q(z_t \\| z_{t-1}, x) | 3 |"
+    assert table(["a", "b"], [["1", "|x|"]]) == ["| a | b |", "|---|---|", "| 1 | \\|x\\| |", ""]
