@@ -3,6 +3,7 @@
     python -m sweeps.study --dry-run       # every run, whether it is done, and the core-hours the rest needs
     python -m sweeps.study --commit        # run what is missing (local Ray, one run per core), committing each
     python -m sweeps.study --report        # regenerate the reports from the committed results only
+    python -m sweeps.study --train-only    # train the next runs without analysing them (the end of a sitting)
 
 The study knows every run it needs:
 - main: cartpole swingup from state with full observations, and with each observation missing with probability
@@ -114,19 +115,21 @@ def hours_left(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tup
 
 
 def study_task(command: list[str], run_dir: str, results: str, threads: int,
-               analyses: dict = ANALYSES) -> tuple[int, float]:
+               analyses: dict | None = ANALYSES) -> tuple[int, float]:
     """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output
-    (RUN/analysis/<name>.json) is missing, then copy the light results to `results`. Returns (exit code of the
-    first failing step or 0, seconds)."""
+    (RUN/analysis/<name>.json) is missing, then copy the light results to `results`; with analyses=None, train only
+    (nothing is copied). Returns (exit code of the first failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
     steps = [] if (run_dir / "config.json").exists() and is_finished(run_dir) else [command]
     steps += [[sys.executable, "-m", f"analysis.{module}", str(run_dir), *options, "--threads", str(threads)]
-              for name, (module, options) in analyses.items() if not (run_dir / "analysis" / f"{name}.json").is_file()]
+              for name, (module, options) in (analyses or {}).items()
+              if not (run_dir / "analysis" / f"{name}.json").is_file()]
     for step in steps:
         code, _ = run_logged(step, str(run_dir), threads)
         if code:
             return code, time.monotonic() - start
-    copy_light_results(run_dir, results)
+    if analyses is not None:
+        copy_light_results(run_dir, results)
     return 0, time.monotonic() - start
 
 
@@ -183,6 +186,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="an existing Ray cluster (default: a new local instance)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="wandb mode of every run (default offline)")
     p.add_argument("--commit", action="store_true", help="git-commit each run's results (and failure logs) as it ends")
+    p.add_argument("--train-only", action="store_true",
+                   help="train (or resume) the runs that are left, without their analyses, and commit nothing: for "
+                        "the end of a session, where an analysis (about 45 min, restarted from scratch when killed) "
+                        "would not finish but training (checkpointed every episode) loses nothing; a later call "
+                        "without it analyses them")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/report (main study) and docs/study/ablation from the committed results")
@@ -215,7 +223,8 @@ def main(argv=None) -> int:
 
     def task_args(plan: Plan):
         command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run, "study")
-        return command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run
+        return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
+                None if args.train_only else ANALYSES)
 
     def on_record(plan: Plan, record: dict) -> None:
         results = args.results / plan.spec.name
@@ -226,7 +235,7 @@ def main(argv=None) -> int:
                 shutil.copy2(plan.run_dir / "log.txt", log)
                 if args.commit:
                     commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log", "sweeps.study")
-        elif args.commit:
+        elif args.commit and not args.train_only:
             final = final_eval_return(results)
             commit([results], f"study: {plan.spec.name} (final evaluation return "
                               f"{'none' if final is None else f'{final:.1f}'})", "sweeps.study")
@@ -234,7 +243,7 @@ def main(argv=None) -> int:
     plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record)
     failed = [name for name, r in records.items() if r["status"] == FAILED]
-    print(f"{len(records) - len(failed)} runs finished, {len(failed)} failed" +
+    print(f"{len(records) - len(failed)} runs {'trained' if args.train_only else 'finished'}, {len(failed)} failed" +
           (f": {', '.join(failed)} (logs in {failed_logs})" if failed else ""))
     return 1 if failed else 0
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from agent.config import AgentConfig
+from sweeps.status import is_finished
 from sweeps.study import (ABLATION, CORE_HOURS, copy_light_results, hours_left, is_done, measured_core_hours,
                           study_runs)
 from world_models.posteriors.registry import POSTERIORS
@@ -78,8 +79,8 @@ def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
 
 
 def test_one_small_run_end_to_end_and_again(tmp_path):
-    """study_task on a tiny run with missing observations (quick analyses): it trains, analyses, copies the light
-    results, and a second call on the finished run trains nothing and copies them again."""
+    """study_task on a tiny run with missing observations (quick analyses): train only (--train-only), then it
+    analyses and copies the light results without training again, and a third call trains and analyses nothing."""
     from sweeps.execute import agent_command
     from sweeps.study import study_task
     cfg = AgentConfig(episodes=3, seed_episodes=2, train_steps=2, batch_size=4, seq_len=8, deter=16, stoch=4, hidden=16,
@@ -88,7 +89,11 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
     work, results = tmp_path / "work" / "run", tmp_path / "results" / "run"
     quick = {"gaps": ("world_model_gaps", ("--quick",)), "uncertainty": ("uncertainty", ("--quick",))}
     command = agent_command(cfg, work, False, 1, "test")
+    assert study_task(command, str(work), str(results), 1, None)[0] == 0          # --train-only: trains, copies nothing
+    assert is_finished(work) and not (work / "analysis").exists() and not results.exists()
+    trained = (work / "metrics.jsonl").read_text()
     assert study_task(command, str(work), str(results), 1, quick)[0] == 0
+    assert (work / "metrics.jsonl").read_text() == trained                       # analysed, not trained again
     assert is_done(results) and not list(results.rglob("*.pt")) and not (results / "episodes").exists()
     assert (results / "analysis" / "gaps.md").exists() and (results / "analysis" / "calibration.png").exists()
     log = (work / "log.txt").read_text()
