@@ -563,8 +563,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   "noise added to each observation): the learned std is the square root of the model's mean emission "
                   "variance; with nothing injected it measures what the model cannot predict, not an error.", ""]
         lines += table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
-                        [[g["task_variant"], g["inference"],
-                          *(_pm(g["noise"][k], 4) for k in ("injected_obs_std", "learned_obs_std", "learned_minus_injected"))]
+                        [[g["task_variant"], g["inference"], *(_pm(g["noise"][k], 4) for k in g["noise"])]
                          for g in noise])
     shown = {k: c for k, c in report["correlations"].items() if c["spearman"] is not None}
     if shown:

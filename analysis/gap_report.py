@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from analysis.markdown import row  # noqa: E402
+from analysis.markdown import table  # noqa: E402
 
 GAP_ORDER = ("inference", "approximation", "amortization", "conditioning")
 
@@ -31,21 +31,20 @@ def gap_table(by_name: dict, split: str) -> list[str]:
              "offsets of its mean and log std, or the means and log stds themselves where the family is mean-field); "
              "the approximation gap against the tightest q* found (named). The refinement table below "
              "starts at K = 0, the encoder alone, so its K = 0 equals these only where that posterior is the encoder "
-             "alone.", "",
-             "| method | its posterior | " + " | ".join(GAP_ORDER) + " | tightest q* | "
-             + " | ".join(f"amortization ({k})" for k in fresh) + " | log p(x) estimator |",
-             "|---" * (len(GAP_ORDER) + 4 + len(fresh)) + "|"]
+             "alone.", ""]
+    rows = []
     for name, gaps in by_name.items():
         g = gaps[split]["gaps"]
-        cells = [pm(g[k]) if k in g else "–" for k in GAP_ORDER]
-        cells += [gaps[split].get("tightest_q_star", "–")]
-        cells += [pm(g[f"amortization[{k}]"]) if f"amortization[{k}]" in g else "–" for k in fresh]
-        lines.append(f"| {name} | {gaps[split].get('own_posterior', '–')} | " + " | ".join(cells)
-                     + f" | {gaps[split]['log_px_estimator']['estimator']} |")
+        rows.append([name, gaps[split].get("own_posterior", "–"), *(pm(g[k]) if k in g else "–" for k in GAP_ORDER),
+                     gaps[split].get("tightest_q_star", "–"),
+                     *(pm(g[f"amortization[{k}]"]) if f"amortization[{k}]" in g else "–" for k in fresh),
+                     gaps[split]["log_px_estimator"]["estimator"]])
+    lines += table(["method", "its posterior", *GAP_ORDER, "tightest q*", *(f"amortization ({k})" for k in fresh),
+                    "log p(x) estimator"], rows)
     failures = [f"- **{name}**: {f}" for name, gaps in by_name.items() for f in gaps[split].get("failures", [])]
     warnings = [f"- **{name}**: {w}" for name, gaps in by_name.items() for w in gaps[split].get("warnings", [])]
-    return (lines + (["", "**FAILED CHECKS** (not results):", ""] + failures if failures else [])
-            + (["", "Warnings:", ""] + warnings if warnings else []) + [""] + q_star_table(by_name, split))
+    return (lines + (["**FAILED CHECKS** (not results):", "", *failures, ""] if failures else [])
+            + (["Warnings:", "", *warnings, ""] if warnings else []) + q_star_table(by_name, split))
 
 
 def q_star_table(by_name: dict, split: str) -> list[str]:
@@ -54,13 +53,12 @@ def q_star_table(by_name: dict, split: str) -> list[str]:
             for label, q in gaps[split].get("q_star", {}).items()]
     if not rows:
         return []
-    lines = [f"q* runs on {split} sequences: each optimized per sequence (Adam, best window kept, never below its "
-             "start).", "", "| method | q* | family | started from | steps | stopped by | last improvement | "
-             "kept start | L[q*] per step | wall-clock |", "|---" * 10 + "|"]
-    for name, label, q, elbo in rows:
-        lines.append(row([name, label, q["family"], q["start"], q["steps"], q["stopped_by"],
-                          q["last_improvement_step"], q["kept_start"], pm(elbo), f"{q['seconds']:.0f} s"]))
-    return lines + [""]
+    return [f"q* runs on {split} sequences: each optimized per sequence (Adam, best window kept, never below its "
+            "start).", ""] + table(
+        ["method", "q*", "family", "started from", "steps", "stopped by", "last improvement", "kept start",
+         "L[q*] per step", "wall-clock"],
+        [[name, label, q["family"], q["start"], q["steps"], q["stopped_by"], q["last_improvement_step"],
+          q["kept_start"], pm(elbo), f"{q['seconds']:.0f} s"] for name, label, q, elbo in rows])
 
 
 def log_px_lines(by_name: dict, split: str) -> list[str]:
@@ -94,16 +92,15 @@ def curve_table(by_name: dict, split: str) -> list[str]:
     if not curves:
         return []
     ks = [c["K"] for c in next(iter(curves.values()))]
-    lines = [f"## Amortization gap after K refinement steps ({split} sequences, nats per time step)", "",
-             "| method | refined from | " + " | ".join(f"K={k}" for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]
+    rows = []
     for name, c in curves.items():
         res = by_name[name][split]
         r = res.get("refinement_settings")
         start = res.get("refinement_init", "–") + (f" (K = 0), then {r['optimizer']} lr {r['lr']:g}, "
                                                      f"{r['n_samples']} samples per step" if r else "")
-        lines.append(f"| {name} | {start} | "
-                     + " | ".join(f"{x['gap']['mean_per_step']:.3f} ({x['seconds']:.2f}s)" for x in c) + " |")
-    return lines + ["", f"In parentheses: wall-clock of the amortized pass plus K refinement steps for all {split} "
+        rows.append([name, start, *(f"{x['gap']['mean_per_step']:.3f} ({x['seconds']:.2f}s)" for x in c)])
+    return [f"## Amortization gap after K refinement steps ({split} sequences, nats per time step)", ""] + table(
+        ["method", "refined from", *(f"K={k}" for k in ks)], rows) + [f"In parentheses: wall-clock of the amortized pass plus K refinement steps for all {split} "
                         "sequences, read off one refinement run at each K. Refinement moves per-step offsets of the "
                         "amortized posterior's mean and log std (K = 0 is the encoder itself)."]
 
