@@ -28,7 +28,7 @@ from agent.config import WANDB_MODES, AgentConfig
 from .execute import agent_command, log_tail, run_logged
 from .grid import SweepError, expand, parse_assignments
 from .status import CONFLICT, NEW, RESUME, SKIP, Plan, plan_run
-from .summary import FAILED, FINISHED, RESUMED, SKIPPED, record, table, write_summary
+from .summary import FAILED, FINISHED, NOT_STARTED, RESUMED, SKIPPED, record, table, write_summary
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,12 +102,14 @@ def main(argv=None) -> int:
     return 1 if any(r["status"] == FAILED for r in ordered) else 0
 
 
-def run_on_ray(plans: list[Plan], args, group: str, task_fn=run_logged, task_args=None, on_record=None) -> dict[str, dict]:
+def run_on_ray(plans: list[Plan], args, group: str, task_fn=run_logged, task_args=None, on_record=None,
+               admit=None) -> dict[str, dict]:
     """Run the plans as Ray tasks, at most --max-concurrent at once, on the Ray session already started in
     this process, or else on --address or a new local instance; return each run's record by name.
     Each task is task_fn(*task_args(plan)), which returns (exit code, seconds); by default the run's
     run_agent.py command with its output appended to log.txt. on_record(plan, record) is called in this process
-    as each run ends (e.g. to commit its results)."""
+    as each run ends (e.g. to commit its results). admit(plan), called as a run is about to start, returns why not
+    to start it ("" to start it): such a run is recorded NOT_STARTED and the next one is tried."""
     import ray
 
     started = not ray.is_initialized()
@@ -122,13 +124,13 @@ def run_on_ray(plans: list[Plan], args, group: str, task_fn=run_logged, task_arg
     try:
         limit = args.max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.cpus_per_run)
         return wait_for_runs(ray, plans, limit, ray.remote(task_fn).options(num_cpus=args.cpus_per_run, max_retries=0),
-                             task_args, on_record or (lambda plan, r: None))
+                             task_args, on_record or (lambda plan, r: None), admit or (lambda plan: ""))
     finally:
         if started:
             ray.shutdown()
 
 
-def wait_for_runs(ray, plans: list[Plan], limit: int, task, task_args, on_record) -> dict[str, dict]:
+def wait_for_runs(ray, plans: list[Plan], limit: int, task, task_args, on_record, admit) -> dict[str, dict]:
     """Submit the runs, keeping at most `limit` in flight, and collect their records as they end (with a
     progress bar); failures are printed with their exit code and the end of their log as they happen."""
     from tqdm import tqdm
@@ -138,7 +140,14 @@ def wait_for_runs(ray, plans: list[Plan], limit: int, task, task_args, on_record
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 plan = queue.pop(0)
+                if reason := admit(plan):
+                    records[plan.spec.name] = record(plan.spec.name, plan.run_dir, NOT_STARTED, message=reason)
+                    bar.write(f"{plan.spec.name}: {reason}")
+                    bar.update(1)
+                    continue
                 in_flight[task.remote(*task_args(plan))] = plan
+            if not in_flight:
+                break
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=10)
             if not done:
                 bar.refresh()   # the elapsed time

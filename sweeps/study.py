@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import os
 import shutil
 import sys
@@ -42,7 +43,7 @@ from .execute import ROOT, agent_command, run_logged
 from .grid import RunSpec, expand
 from .launch import run_on_ray
 from .status import NEW, RESUME, Plan, is_finished
-from .summary import FAILED, final_eval_return
+from .summary import FAILED, NOT_STARTED, final_eval_return
 
 SEEDS = (0, 1, 2, 3, 4)
 FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
@@ -56,12 +57,20 @@ ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
 ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
-# core-hours per run on this project's 2-core CPU beside other jobs, for --dry-run's estimate of what is left where
-# no run of that posterior is done yet (measured_core_hours replaces it as runs finish): training (amortized 20 min
+# core-hours per run on this project's 2-core CPU beside other jobs, for the estimates of what is left where no run of
+# that posterior is done yet (the measured hours of done runs replace them as runs finish): training (amortized 20 min
 # for 100 episodes at the defaults, docs/throughput/return; the others scaled by docs/throughput's seconds per
-# episode) plus the analyses (about 55 min: the gaps on one split, 25 s calibration)
+# episode) plus the analyses (ANALYSIS_CORE_HOURS: the gaps on one split, 25 s calibration)
 CORE_HOURS = {"amortized": 1.3, "amortized_smoothing": 1.4, "semi_amortized": 1.6, "per_sequence": 1.5,
               "iterative_amortized": 2.4}
+ANALYSIS_CORE_HOURS = 0.9
+
+
+@dataclass(frozen=True)
+class RunHours:
+    """Core-hours of one run: its training (all episodes) and its analyses."""
+    train: float
+    analyses: float
 
 
 @dataclass(frozen=True)
@@ -89,29 +98,44 @@ def is_done(results: Path) -> bool:
         return False
 
 
-def measured_core_hours(results: Path) -> float | None:
+def measured_core_hours(results: Path) -> RunHours | None:
     """Core-hours a done run took, from what its committed results record: every episode's training, collecting
-    and evaluation seconds plus both analyses' seconds, as hours of one core (the study's default of one torch
+    and evaluation seconds, and both analyses' seconds, as hours of one core (the study's default of one torch
     thread per run; checkpointing and plotting are not counted); None where the run is not done."""
     if not is_done(results):
         return None
     from analysis.compare import episode_seconds
-    seconds = sum(map(episode_seconds, read_metrics(results)))
-    seconds += sum(json.loads((results / "analysis" / f"{a}.json").read_text()).get("seconds", 0.0) for a in ANALYSES)
-    return seconds / 3600
+    train = sum(map(episode_seconds, read_metrics(results)))
+    analyses = sum(json.loads((results / "analysis" / f"{a}.json").read_text()).get("seconds", 0.0) for a in ANALYSES)
+    return RunHours(train / 3600, analyses / 3600)
 
 
-def hours_left(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[float, str]:
-    """(core-hours the runs in `todo` need, how that was estimated): per posterior, the mean of its done runs'
-    measured_core_hours, or CORE_HOURS where none of its runs is done."""
-    measured: dict[str, list[float]] = {}
+def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[dict[str, RunHours], str]:
+    """({posterior: core-hours of one of its runs}, how that was estimated): the mean of its done runs'
+    measured_core_hours, or CORE_HOURS (ANALYSIS_CORE_HOURS of it the analyses) where none of its runs is done."""
+    measured: dict[str, list[RunHours]] = {}
     for r in runs:
         if r not in todo and (h := measured_core_hours(results / r.spec.name)) is not None:
             measured.setdefault(r.spec.config.inference, []).append(h)
-    per_run = {k: sum(v) / len(v) for k, v in measured.items()}
-    hours = sum(per_run.get(r.spec.config.inference, CORE_HOURS[r.spec.config.inference]) for r in todo)
-    how = "; ".join(f"{k} {h:.1f} per run, measured on {len(measured[k])}" for k, h in per_run.items())
-    return hours, (how + "; " if how else "") + "estimated from docs/throughput where none is done"
+    per_run = {k: RunHours(sum(h.train for h in v) / len(v), sum(h.analyses for h in v) / len(v))
+               for k, v in measured.items()}
+    how = "; ".join(f"{k} {h.train + h.analyses:.1f} per run, measured on {len(measured[k])}"
+                    for k, h in per_run.items())
+    for k, h in CORE_HOURS.items():
+        per_run.setdefault(k, RunHours(h - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
+    return per_run, (how + "; " if how else "") + "estimated from docs/throughput where none is done"
+
+
+def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analyses: bool = True) -> float:
+    """Core-hours `run` still needs: the share of its training that work/<name> has not checkpointed yet and, with
+    `analyses`, its analyses unless all of them are there."""
+    h, run_dir = per_run[run.spec.config.inference], work / run.spec.name
+    try:
+        trained = len(read_metrics(run_dir)) / run.spec.config.episodes if (run_dir / "config.json").exists() else 0.0
+    except ValueError:      # an unreadable metrics.jsonl: counted as untrained
+        trained = 0.0
+    analysed = all((run_dir / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
+    return h.train * max(0.0, 1.0 - trained) + (h.analyses if analyses and not analysed else 0.0)
 
 
 def study_task(command: list[str], run_dir: str, results: str, threads: int,
@@ -191,12 +215,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the end of a session, where an analysis (about 45 min, restarted from scratch when killed) "
                         "would not finish but training (checkpointed every episode) loses nothing; a later call "
                         "without it analyses them")
+    p.add_argument("--hours", type=float, default=None,
+                   help="wall-clock hours this call may take: a run starts only where the core-hours it still needs "
+                        "(measured on done runs of its posterior, less what its checkpoint holds) fit in what is "
+                        "left, else the next one in order that fits is tried; for machines whose runs/ does not "
+                        "outlive the session (leave a few minutes for committing). Default: no limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/report (main study) and docs/study/ablation from the committed results")
     args = p.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1 or args.cpus_per_run < 1:
         p.error("--max-concurrent and --cpus-per-run must be >= 1")
+    if args.hours is not None and args.hours <= 0:
+        p.error(f"--hours must be > 0, got {args.hours}")
     return args
 
 
@@ -211,11 +242,14 @@ def main(argv=None) -> int:
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
     todo = [r for r in runs if not is_done(args.results / r.spec.name)]
-    hours, how = hours_left(runs, todo, args.results)
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {hours:.0f} core-hours ({how})")
+    per_run, how = hours_per_run(runs, todo, args.results)
+    need = {r.spec.name: hours_needed(r, args.work, per_run) for r in todo}
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {sum(need.values()):.0f} "
+          f"core-hours ({how})")
     if args.dry_run:
         for r in runs:
-            print(f"  {r.part:8s} {r.spec.name}: {'done' if r not in todo else action(args.work, r.spec.name)}")
+            left = f"{action(args.work, r.spec.name)} (about {need[r.spec.name]:.1f} core-hours)" if r in todo else "done"
+            print(f"  {r.part:8s} {r.spec.name}: {left}")
         return 0
     if not todo:
         return 0
@@ -240,11 +274,25 @@ def main(argv=None) -> int:
             commit([results], f"study: {plan.spec.name} (final evaluation return "
                               f"{'none' if final is None else f'{final:.1f}'})", "sweeps.study")
 
+    if args.train_only:
+        need = {r.spec.name: hours_needed(r, args.work, per_run, analyses=False) for r in todo}
+    deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
+
+    def admit(plan: Plan) -> str:       # why not to start `plan` now ("": start it)
+        left = math.inf if deadline is None else (deadline - time.monotonic()) / 3600
+        needs = need[plan.spec.name]
+        return "" if needs <= left else f"not started: needs about {needs:.1f} core-hours, {left:.1f} h left of --hours"
+
     plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
-    records = run_on_ray(plans, args, "study", study_task, task_args, on_record)
+    if all(admit(plan) for plan in plans):      # nothing fits: no Ray instance for nothing
+        print(f"no run fits in --hours {args.hours}: the shortest needs about {min(need.values()):.1f} core-hours")
+        return 0
+    records = run_on_ray(plans, args, "study", study_task, task_args, on_record, admit)
     failed = [name for name, r in records.items() if r["status"] == FAILED]
-    print(f"{len(records) - len(failed)} runs {'trained' if args.train_only else 'finished'}, {len(failed)} failed" +
-          (f": {', '.join(failed)} (logs in {failed_logs})" if failed else ""))
+    waiting = sum(r["status"] == NOT_STARTED for r in records.values())
+    print(f"{len(records) - len(failed) - waiting} runs {'trained' if args.train_only else 'finished'}, "
+          f"{len(failed)} failed" + (f": {', '.join(failed)} (logs in {failed_logs})" if failed else "")
+          + (f", {waiting} not started (--hours)" if waiting else ""))
     return 1 if failed else 0
 
 

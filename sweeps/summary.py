@@ -8,6 +8,7 @@ from agent.checkpoint import write_atomic
 from agent.report import read_metrics
 
 FINISHED, SKIPPED, FAILED, RESUMED = "finished", "skipped", "failed", "resumed"
+NOT_STARTED = "not started"     # left for a later call (sweeps.study --hours)
 
 
 def final_eval_return(run_dir: Path) -> float | None:
@@ -39,6 +40,6 @@ def table(records: list[dict]) -> str:
 
 def write_summary(path: Path, sweep: str, records: list[dict]) -> None:
     """Write {sweep, counts per status, runs} to `path` atomically."""
-    counts = {s: sum(r["status"] == s for r in records) for s in (FINISHED, RESUMED, SKIPPED, FAILED)}
+    counts = {s: sum(r["status"] == s for r in records) for s in (FINISHED, RESUMED, SKIPPED, FAILED, NOT_STARTED)}
     data = {"sweep": sweep, "counts": counts, "runs": records}
     write_atomic(path, lambda f: f.write(json.dumps(data, indent=2).encode()))

@@ -5,8 +5,11 @@ from pathlib import Path
 
 from agent.config import AgentConfig
 from sweeps.status import is_finished
-from sweeps.study import (ABLATION, CORE_HOURS, copy_light_results, hours_left, is_done, measured_core_hours,
-                          study_runs)
+from sweeps.launch import wait_for_runs
+from sweeps.status import NEW, Plan
+from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, hours_needed,
+                          hours_per_run, is_done, measured_core_hours, study_runs)
+from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,10 +104,11 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
     assert (work / "log.txt").read_text() == log           # nothing ran the second time
 
 
-def test_what_is_left_uses_the_measured_hours_of_done_runs(tmp_path):
-    """--dry-run's estimate: a posterior with done runs costs their mean measured hours per run, the others
-    CORE_HOURS; a run that is not done is not measured."""
-    runs, results = study_runs(), tmp_path / "runs"
+def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint_holds(tmp_path):
+    """--dry-run's and --hours' estimates: a posterior with done runs costs their mean measured hours per run, the
+    others CORE_HOURS; a run that is not done is not measured; a started run needs only the share of its training
+    its checkpoint lacks, plus the analyses it lacks."""
+    runs, results, work = study_runs(), tmp_path / "runs", tmp_path / "work"
     first = [r for r in runs if r.spec.config.inference == "amortized"][:2]
     for r, (train, gaps) in zip(first, ((3.0, 1800.0), (5.0, 3600.0))):
         d = results / r.spec.name
@@ -114,10 +118,53 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs(tmp_path):
                                                  + "\n" for e in range(100)))
         (d / "analysis" / "gaps.json").write_text(json.dumps({"seconds": gaps}))
     hours = [measured_core_hours(results / r.spec.name) for r in first]
-    assert hours == [(100 * 23 + 1800) / 3600, (100 * 25 + 3600) / 3600]    # planning is part of collecting
+    assert hours == [RunHours(100 * 23 / 3600, 1800 / 3600), RunHours(100 * 25 / 3600, 1.0)]  # planning is in collecting
     assert measured_core_hours(results / "absent") is None
     todo = [r for r in runs if r not in first]
-    left, how = hours_left(runs, todo, results)
-    expected = sum(sum(hours) / 2 if r.spec.config.inference == "amortized" else CORE_HOURS[r.spec.config.inference]
-                   for r in todo)
-    assert abs(left - expected) < 1e-9 and "amortized 1.4 per run, measured on 2" in how
+    per_run, how = hours_per_run(runs, todo, results)
+    assert per_run["amortized"] == RunHours(100 * 24 / 3600, 0.75) and "amortized 1.4 per run, measured on 2" in how
+    assert per_run["semi_amortized"] == RunHours(CORE_HOURS["semi_amortized"] - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS)
+    fresh, started = [r for r in todo if r.spec.config.inference == "amortized"][:2]
+    assert hours_needed(fresh, work, per_run) == per_run["amortized"].train + 0.75
+    write_run(work / started.spec.name, 100, 25, analyses=("gaps",))        # a quarter trained, one analysis done
+    assert abs(hours_needed(started, work, per_run) - (0.75 * per_run["amortized"].train + 0.75)) < 1e-12
+    assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
+    write_run(work / fresh.spec.name, 100, 100)                              # trained and analysed: nothing left
+    assert hours_needed(fresh, work, per_run) == 0.0
+
+
+class SynchronousRay:
+    """What wait_for_runs uses of Ray, running each task as it is submitted (the scheduling is under test)."""
+    def wait(self, refs, num_returns, timeout):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref
+
+
+def test_runs_that_do_not_fit_are_not_started_and_the_next_that_fits_is(tmp_path):
+    plans = [Plan(r.spec, tmp_path / r.spec.name, NEW) for r in study_runs()[:4]]
+    started = []
+
+    class Task:
+        @staticmethod
+        def remote(name):
+            started.append(name)
+            return 0, 1.0
+
+    too_long = {plans[0].spec.name, plans[2].spec.name}
+    ended = []
+    records = wait_for_runs(SynchronousRay(), plans, 1, Task, lambda plan: (plan.spec.name,),
+                            lambda plan, r: ended.append(plan.spec.name),
+                            lambda plan: "not started: needs 2 h" if plan.spec.name in too_long else "")
+    assert started == ended == [plans[1].spec.name, plans[3].spec.name]
+    assert [records[p.spec.name]["status"] for p in plans] == [NOT_STARTED, FINISHED, NOT_STARTED, FINISHED]
+    assert records[plans[0].spec.name]["message"] == "not started: needs 2 h"
+
+
+def test_hours_that_fit_no_run_start_nothing(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(tmp_path / "runs"), "--work",
+                          str(tmp_path / "work"), "--hours", "0.1"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "no run fits in --hours 0.1: the shortest needs about" in out.stdout
+    assert not (tmp_path / "work").exists()
