@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from analysis.decompose import smoother_from_filter
+from analysis.decompose import EncoderCheckpoints, GapSettings, fresh_encoder, smoother_from_filter
 from analysis.gaps import gap_decomposition, mean_field_q_star, refinement_curve, same_family_q_star, summarize
 from world_models.posteriors.refine import refine
 from analysis.toy_experiment import main as toy_main
@@ -161,6 +161,43 @@ def test_smoother_from_filter_starts_as_the_filter(kind):
     b = rollout(model, smoother, batch, smoother.context(model, batch))
     torch.testing.assert_close(a.q_mean, b.q_mean, rtol=0, atol=1e-12)
     torch.testing.assert_close(a.q_std, b.q_std, rtol=0, atol=1e-12)
+
+
+def test_the_fresh_encoder_guard_leaves_a_fit_unchanged_where_the_last_iterate_is_not_worse():
+    """Checking the encoder every 50 steps draws its samples outside the global random stream: the fit is the plain
+    Adam fit of the same seeds, weight for weight, and its last iterate is kept."""
+    model = random_lgssm(5, z_dim=2, obs_dim=2)
+    model.requires_grad_(False)
+    data = lgssm_data(model, 40, 8, seed=6)
+    s = GapSettings(encoder_steps=120, encoder_batch_size=16, seed=3)
+    torch.manual_seed(9)
+    guarded = fresh_encoder("amortized", model, data, s)
+    torch.manual_seed(9)
+    plain = make_posterior("amortized", model).double()
+    train(lambda b: plain.training_loss(model, b, Objective()), plain.parameters(), data, 120, 16, lr=s.encoder_lr,
+          seed=s.seed + 7)
+    for a, b in zip(guarded.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
+    r = guarded.fit_record
+    assert r["kept"] == "last" and r["checkpoints"] == 3 and r["best_elbo_per_step"] >= r["last_elbo_per_step"]
+
+
+def test_the_fresh_encoder_guard_restores_the_best_checkpoint_when_the_last_is_worse():
+    model = random_lgssm(5, z_dim=2, obs_dim=2)
+    model.requires_grad_(False)
+    data = lgssm_data(model, 40, 8, seed=6)
+    q = fresh_encoder("amortized", model, data, GapSettings(encoder_steps=100, encoder_batch_size=16))
+    good = {k: v.clone() for k, v in q.state_dict().items()}
+    guard = EncoderCheckpoints(model, q, data, steps=100, seed=0)
+    guard(49)                                   # a checkpoint of the fitted encoder
+    with torch.no_grad():
+        for p in q.parameters():                # then a step that ruins it
+            p.add_(torch.randn_like(p))
+    guard(99)
+    r = guard.keep_best()
+    assert r["kept"] == "best" and r["best_step"] == 50 and r["last_elbo_per_step"] < r["best_elbo_per_step"]
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, good[k])
 
 
 def small_rssm_problem():
