@@ -10,6 +10,7 @@ is trained as the gold standard; on synthetic10 the model is a nonlinear SSM.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from world_models.training import minibatch
 
 
 METHODS = ("kalman", *SSM_POSTERIORS)
-# What the measurement does beyond its options; --resume refuses results of another protocol. 2: same-family q*
+# What the measurement does beyond its options; --resume starts afresh over results of another protocol. 2: same-family q*
 # (mean-field ones over means and log stds), a fresh Markov-Gaussian encoder, fresh encoders fitted on all training
 # sequences, AIS and BDMC where log p(x) is not exact. 3: each fresh encoder is its best validation checkpoint where
 # its last iterate is significantly worse (decompose.EncoderCheckpoints; at lr 1e-2 the last iterate was up to 0.18
@@ -67,7 +68,8 @@ def parse_args(argv=None):
                         "true model's gaps, then each (method, seed) run, so that a stopped call continues from git")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs (method, seed) and true-model gaps that OUT/results.json already holds from a "
-                        "call with the same settings, and run the rest")
+                        "call with the same settings, and run the rest (all of them where it holds results of an "
+                        "earlier measurement protocol)")
     args = parse_with_quick(p, argv, QUICK, positive=(
         "train_sequences", "test_sequences", "steps", "batch_size", "gap_sequences", "eval_samples", "encoder_steps",
         "q_star_samples", "q_star_max_steps", "ais_chains", "ais_leapfrog", "seeds"))
@@ -150,6 +152,10 @@ def finished_runs(out: Path, settings: dict) -> dict:
     except json.JSONDecodeError as e:
         raise SystemExit(f"--resume: {path} is not valid JSON ({e}); move it away to start afresh")
     before = {**SETTINGS_BEFORE, **prev["settings"]}
+    if before.get("protocol") != settings["protocol"]:       # the measurement changed: nothing there can be kept
+        print(f"--resume: {path} holds results of protocol {before.get('protocol')} (this is {settings['protocol']}, see "
+              f"PROTOCOL in analysis/toy_experiment.py): starting afresh; they stay in git history", file=sys.stderr)
+        return {}
     changed = sorted(k for k in set(settings) | set(before) if settings.get(k) != before.get(k))
     if changed:
         raise SystemExit(f"--resume: {path} was written with other settings ({', '.join(changed)}); use the same "

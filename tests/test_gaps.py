@@ -235,7 +235,7 @@ def test_on_an_rssm_the_same_family_q_star_contains_the_encoder_and_flags_fire()
     assert len(failed["failures"]) == 1 and "filter" in failed["failures"][0]
 
 
-def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path):
+def test_toy_experiment_resumes_what_is_done_refuses_other_settings_and_redoes_another_protocol(tmp_path):
     args = ["--task", "synthetic10", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
             "--steps", "2", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "4", "--encoder-steps", "1",
             "--q-star-max-steps", "2", "--q-star-samples", "1", "--curve-steps", "0", "--ais-steps", "0",
@@ -261,10 +261,12 @@ def test_toy_experiment_resumes_what_is_done_and_refuses_other_settings(tmp_path
     with pytest.raises(SystemExit, match="other settings.*q_star_lr_halvings"):
         toy_main(args + ["--q-star-lr-halvings", "1", "--resume"])
     again = json.loads(path.read_text())
-    again["settings"]["protocol"] = 1                            # results of an earlier measurement protocol
-    path.write_text(json.dumps(again))
-    with pytest.raises(SystemExit, match="other settings.*protocol"):
-        toy_main(args + ["--resume"])
+    again["settings"]["protocol"] = 1                            # results of an earlier measurement protocol:
+    path.write_text(json.dumps(again))                           # nothing is kept
+    toy_main(args + ["--resume"])
+    fresh = json.loads(path.read_text())
+    assert fresh["settings"]["protocol"] == first["settings"]["protocol"] != 1
+    assert all(fresh["methods"]["amortized"]["seeds"][k]["train_seconds"] != kept[k]["train_seconds"] for k in kept)
 
 
 def grid_log_px(obs: torch.Tensor, n: int = 1001, bound: float = 10.0) -> torch.Tensor:
