@@ -207,7 +207,9 @@ def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data
 def over_seed_runs(runs: list[dict]) -> dict:
     """One method's runs at several seeds as one entry in the format of a single run: every summary (held-out log
     p(x), gaps, ELBOs, refinement curve) as its mean with the standard error over seeds (over_seeds); the rest
-    from the first run; warnings and failures of every run, each with its seed."""
+    from the first run; warnings and failures of every run, each with its seed index (runs are in seed order) and
+    torch seed."""
+    label = {id(r): f"seed {i} (torch seed {r['seed']})" for i, r in enumerate(runs)}
     ok = [r for r in runs if "evaluation_error" not in r]
     if not ok:
         return {k: v for k, v in runs[0].items()}
@@ -217,14 +219,14 @@ def over_seed_runs(runs: list[dict]) -> dict:
            "test_log_lik_estimator": ok[0]["test_log_lik_estimator"]}
     failed = [r for r in runs if "evaluation_error" in r]
     if failed:
-        out["evaluation_failures"] = [f"seed {r['seed']}: {r['evaluation_error']}" for r in failed]
+        out["evaluation_failures"] = [f"{label[id(r)]}: {r['evaluation_error']}" for r in failed]
     if "gaps" in ok[0]:
-        out["gaps"] = {split: (over_seed_gaps([r["gaps"][split] for r in ok], [r["seed"] for r in ok])
+        out["gaps"] = {split: (over_seed_gaps([r["gaps"][split] for r in ok], [label[id(r)] for r in ok])
                                if split != "bdmc" else ok[0]["gaps"][split]) for split in ok[0]["gaps"]}
     return out
 
 
-def over_seed_gaps(results: list[dict], seeds: list[int]) -> dict:
+def over_seed_gaps(results: list[dict], seeds: list[str]) -> dict:
     """The gap decompositions of one split at several seeds as one (see over_seed_runs)."""
     first = results[0]
     common = lambda key: [k for k in first[key] if all(k in r[key] for r in results)]
@@ -232,8 +234,8 @@ def over_seed_gaps(results: list[dict], seeds: list[int]) -> dict:
            "gaps": {k: over_seeds([r["gaps"][k] for r in results]) for k in common("gaps")},
            "elbo": {k: over_seeds([r["elbo"][k] for r in results]) for k in common("elbo")},
            "log_px": over_seeds([r["log_px"] for r in results]),
-           "warnings": [f"seed {s}: {w}" for s, r in zip(seeds, results) for w in r["warnings"]],
-           "failures": [f"seed {s}: {f}" for s, r in zip(seeds, results) for f in r["failures"]]}
+           "warnings": [f"{s}: {w}" for s, r in zip(seeds, results) for w in r["warnings"]],
+           "failures": [f"{s}: {f}" for s, r in zip(seeds, results) for f in r["failures"]]}
     if "refinement_curve" in first:
         out["refinement_curve"] = [
             {**row, "elbo": over_seeds([r["refinement_curve"][i]["elbo"] for r in results]),
