@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from world_models import ais, bounds
+from world_models import ais, bounds, quadrature
 from world_models.ais import AISSettings
 from world_models.base import SequenceBatch, SequenceModel, sample_sequences
 from world_models.posteriors import LocalGaussian, make_posterior
@@ -50,7 +50,8 @@ def over_seeds(summaries: list[dict]) -> dict:
 def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: int = 1000,
            smc_n: int = 1000, exact: bool = True, extra: dict | None = None,
            ais_from: tuple | None = None, ais_settings: AISSettings | None = None) -> tuple[torch.Tensor, dict]:
-    """Exact log p(x) where the model allows it (and `exact`); otherwise the estimator with the largest mean of
+    """Exact log p(x) where the model allows it (and `exact`): Kalman on linear-Gaussian models, quadrature on models
+    with a 1-d latent and no h_t where its grid check passes (world_models/quadrature.py); otherwise the estimator with the largest mean of
     SMC-N with the bootstrap proposal and, given a proposal, SMC-N and IWAE-K with it (each a stochastic lower
     bound, so the larger is the tighter; the bootstrap guards against a poor proposal). extra {label: (posterior,
     ctx)} adds IWAE-K with those proposals (e.g. q*, which makes the estimate >= L[q*] in expectation);
@@ -63,6 +64,12 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     mean: picking the largest of several noisy runs biases log p(x) upwards. Returns (values (B,), record)."""
     if exact and hasattr(model, "log_marginal"):
         return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
+    checked = {}      # the quadrature's record where it was tried and did not pass its grid check
+    if exact and quadrature.applies(model) and batch.start is None and not batch.t0:
+        values, rec = quadrature.log_marginal(model, batch)
+        if rec["trusted"]:
+            return values, {"estimator": "exact (quadrature)", "quadrature": rec}
+        checked = {"quadrature": rec}
     runs = {f"smc-{smc_n} (bootstrap)": lambda: bounds.smc(model, None, batch, smc_n)}
     if proposal is not None:
         runs[f"smc-{smc_n}"] = lambda: bounds.smc(model, proposal, batch, smc_n)
@@ -79,7 +86,7 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
         t0 = time.perf_counter()
         est[name] = run()
         seconds[name] = time.perf_counter() - t0
-    record = {**{f"mean_{k}": float(v.mean()) for k, v in est.items()}, "seconds": seconds}
+    record = {**{f"mean_{k}": float(v.mean()) for k, v in est.items()}, "seconds": seconds, **checked}
     if ais_from is not None:       # AIS, whose trust the BDMC sandwich measures, over the heavy-tailed IWAE / SMC
         best = next(k for k in est if k.startswith("ais-"))
         above = [k for k in est if k != best and excess_over(est[best], est[k]) is not None]

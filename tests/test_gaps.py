@@ -11,7 +11,7 @@ from world_models.posteriors.refine import refine
 from analysis.toy_experiment import main as toy_main
 from tests.conftest import lgssm_data, random_lgssm
 from world_models import bounds
-from world_models.base import SequenceBatch
+from world_models.base import SequenceBatch, sample_sequences
 from world_models.kalman import mean_field_elbo, posterior_precision_diagonal
 from world_models.posteriors import Objective, RefineSettings, make_posterior
 from world_models.rollout import rollout
@@ -109,18 +109,20 @@ def test_toy_experiment_end_to_end(tmp_path):
 
 
 def test_toy_experiment_on_a_multimodal_task_with_missing_runs(tmp_path):
-    """No exact log p(x): AIS gives it (or, where another lower bound is significantly above AIS, as 5 steps of AIS
-    from a unimodal q* on this bimodal posterior may well be, the tightest of those), the BDMC sandwich says how far
-    to trust it; gaps at the true model too."""
+    """log p(x) is exact by quadrature (a 1-d latent) where its grid check passes, else AIS (or, where another lower
+    bound is significantly above AIS, the tightest of those); the BDMC sandwich of each model says how far AIS can
+    be trusted on it; gaps at the true model too."""
     toy_main(["--task", "square_gaps", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
               "--steps", "3", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "8", "--encoder-steps", "2",
               "--q-star-max-steps", "4", "--q-star-samples", "2", "--curve-steps", "0", "1", "--ais-steps", "5",
               "--ais-chains", "2", "--bdmc-sequences", "2", "--posteriors", "amortized", "--threads", "1", "--seeds", "1"])
     r = json.loads((tmp_path / "results.json").read_text())
-    for gaps in (r["true_model"]["gaps"], r["methods"]["amortized"]["gaps"]):
+    assert r["true_model"]["gaps"]["test"]["log_px_estimator"]["estimator"] == "exact (quadrature)"
+    for gaps in (r["true_model"]["gaps"], r["methods"]["amortized"]["seeds"]["0"]["gaps"]):
         record = gaps["test"]["log_px_estimator"]
-        assert any(k.startswith("mean_ais-5x2") for k in record)
-        assert record["estimator"].startswith("ais-5x2") or record["estimator"] in record["above_ais"]
+        if record["estimator"] != "exact (quadrature)":
+            assert not record["quadrature"]["trusted"] and any(k.startswith("mean_ais-5x2") for k in record)
+            assert record["estimator"].startswith("ais-5x2") or record["estimator"] in record["above_ais"]
         assert gaps["bdmc"]["sequences"] == 2 and "markov" in gaps["test"]["q_star"]
     assert "BDMC sandwich" in (tmp_path / "results.md").read_text()
 
@@ -284,6 +286,35 @@ def grid_log_px(obs: torch.Tensor, n: int = 1001, bound: float = 10.0) -> torch.
             log_alpha = torch.logsumexp(transition + log_alpha[None, :], 1) + log_dz + log_normal(xt, g ** 2, 0.5)
         out.append(torch.logsumexp(log_alpha, 0) + log_dz)
     return torch.stack(out)
+
+
+def test_quadrature_equals_kalman_on_a_1d_lgssm_with_missing_steps():
+    """The grid recursion against the Kalman filter (float64), a fully missing first step and random gaps included;
+    sequences with different actions are grouped."""
+    from world_models import quadrature
+    model = random_lgssm(3, z_dim=1, obs_dim=2)
+    actions = torch.full((6, 10, 1), 0.5, dtype=torch.float64)
+    actions[3:] = -1.0
+    _, obs = sample_sequences(model, actions, torch.Generator().manual_seed(1))
+    mask = torch.rand(6, 10, generator=torch.Generator().manual_seed(2)) > 0.3
+    mask[:, 0] = False
+    batch = SequenceBatch(obs, actions, mask)
+    values, rec = quadrature.log_marginal(model, batch)
+    assert rec["trusted"] and rec["error"] < 1e-6
+    torch.testing.assert_close(values, bounds.exact_log_marginal(model, batch), rtol=0, atol=1e-6)
+
+
+def test_quadrature_on_square_equals_an_independent_grid_and_a_coarse_grid_is_not_trusted():
+    from analysis.gaps import log_px
+    from envs.toy_tasks import generate, make_task
+    from world_models import quadrature
+    task = make_task("square")
+    data, _ = generate(task, 6, seed=7, dtype=torch.float64)
+    values, rec = log_px(task.true_model, data, None, smc_n=100)
+    assert rec["estimator"] == "exact (quadrature)" and rec["quadrature"]["trusted"]
+    torch.testing.assert_close(values, grid_log_px(data.obs[..., 0]), rtol=0, atol=1e-6)
+    coarse, rec = quadrature.log_marginal(task.true_model, data, points=11)
+    assert not rec["trusted"] and rec["error"] > rec["tolerance"]
 
 
 def test_log_px_does_not_trust_ais_that_missed_a_mode():

@@ -1,0 +1,99 @@
+"""Exact log p(x_{1:T}) of a model with a 1-d latent and no h_t (the nonlinear toy SSMs, true and learned), by the
+forward recursion on a grid of z (quadrature):
+
+    alpha_1(z) = p(z_1 = z) p(x_1 | z)
+    alpha_t(z) = p(x_t | z) * integral p(z_t = z | z_{t-1} = z') alpha_{t-1}(z') dz'
+    log p(x_{1:T}) = log integral alpha_T(z) dz
+
+(a missing x_t contributes p(x_t | z) = 1), each integral a Riemann sum over G evenly spaced points on [-L, L],
+alpha normalized at every step with the log of the normalizer accumulated, in float64. L comes from sequences
+simulated from the model (1.5 x the largest |z_t|). The result is trusted only where it does not move when the grid
+is refined (2G - 1 points) or widened (1.5 L at the same spacing) by more than a tolerance per sequence: a grid that
+misses posterior mass or cannot resolve the narrowest density is reported as such, never used silently.
+Cost: T matrix products (B, G) x (G, G) per grid, e.g. 0.5 s for 100 sequences of 25 steps at G = 2001.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+
+from .base import ModelState, SequenceBatch, SequenceModel, sample_sequences
+
+POINTS = 1001              # G of the coarse grid (the reported value uses 2G - 1)
+TOLERANCE = 0.01           # nats per sequence: largest change under refining / widening that is trusted
+
+
+def applies(model: SequenceModel) -> bool:
+    """The recursion needs a 1-d latent and no deterministic state h_t."""
+    return model.z_dim == 1 and not model.deter_dim
+
+
+def _forward(model: SequenceModel, batch: SequenceBatch, grid: torch.Tensor) -> torch.Tensor:
+    """log p(x) (B,) on one grid (G,), model and batch in float64."""
+    G, log_dz = len(grid), math.log(float(grid[1] - grid[0]))
+    state = ModelState(grid.new_zeros(G, 0), grid[:, None])
+    x = batch.obs.flatten(2)                                                      # (B, T, Dx)
+    log_e = model.emission(state.h, state.z).log_prob(x[:, :, None, :])        # (B, T, G): log p(x_t | z = g)
+    log_e = torch.where(batch.mask[:, :, None], log_e, torch.zeros_like(log_e))
+    transitions: dict[tuple, torch.Tensor] = {}
+
+    def transition(t: int) -> torch.Tensor:      # P[i, j] = p(z_t = g_i | z_{t-1} = g_j) dz, per distinct action
+        # (every sequence of `batch` has the same actions: _grouped)
+        action = batch.actions[0, t]
+        key = tuple(action.tolist())
+        if key not in transitions:
+            _, prior = model.prior_step(state, action.expand(G, -1), t)
+            transitions[key] = (prior.log_prob(grid[:, None, None]) + log_dz).exp()   # (G_i, G_j)
+        return transitions[key]
+
+    _, init = model.prior_step(state, batch.actions[0, 0].expand(G, -1), 0)
+    log_alpha = init.log_prob(grid[:, None]) + log_dz + log_e[:, 0]                 # (B, G)
+    log_p = torch.logsumexp(log_alpha, 1)
+    alpha = (log_alpha - log_p[:, None]).exp()
+    for t in range(1, batch.length):
+        log_alpha = (alpha @ transition(t).T).log() + log_e[:, t]
+        c = torch.logsumexp(log_alpha, 1)
+        log_p, alpha = log_p + c, (log_alpha - c[:, None]).exp()
+    return log_p
+
+
+def _grid(half_width: float, points: int) -> torch.Tensor:
+    return torch.linspace(-half_width, half_width, points, dtype=torch.float64)
+
+
+def _grouped(model: SequenceModel, batch: SequenceBatch, grid: torch.Tensor) -> torch.Tensor:
+    """_forward over each group of sequences that share their actions (one group on the toy tasks, whose action is
+    constant): the transition matrices depend on the action."""
+    actions, group = torch.unique(batch.actions.flatten(1), dim=0, return_inverse=True)
+    out = batch.obs.new_empty(batch.batch_size)
+    for g in range(len(actions)):
+        idx = (group == g).nonzero().squeeze(1)
+        out[idx] = _forward(model, SequenceBatch(batch.obs[idx], batch.actions[idx], batch.mask[idx]), grid)
+    return out
+
+
+def log_marginal(model: SequenceModel, batch: SequenceBatch, points: int = POINTS,
+                 tolerance: float = TOLERANCE, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """log p(x) per sequence (B,) on the refined grid, and its record: grid, the error estimate (the largest change
+    per sequence under refining or widening the grid) and whether it is within `tolerance` (`trusted`)."""
+    if not applies(model):
+        raise ValueError(f"quadrature needs a 1-d latent and no h_t; {type(model).__name__} has z_dim {model.z_dim} "
+                         f"and deter_dim {model.deter_dim}")
+    if batch.start is not None or batch.t0:
+        raise ValueError("quadrature needs sequences that start at t = 0 from the model's initial distribution")
+    t0 = time.perf_counter()
+    m = copy.deepcopy(model).double()
+    b = SequenceBatch(batch.obs.double(), batch.actions.double(), batch.mask)
+    with torch.no_grad():
+        z, _ = sample_sequences(m, b.actions[:1].expand(256, -1, -1).double(), torch.Generator().manual_seed(seed))
+        L = 1.5 * float(z.abs().max())
+        base = _grouped(m, b, _grid(L, points))
+        fine = _grouped(m, b, _grid(L, 2 * points - 1))
+        wide = _grouped(m, b, _grid(1.5 * L, (points - 1) * 3 // 2 + 1))
+    error = float(torch.maximum((fine - base).abs(), (wide - base).abs()).max())
+    trusted = math.isfinite(error) and error <= tolerance
+    return fine, {"points": 2 * points - 1, "half_width": L, "error": error, "tolerance": tolerance,
+                  "trusted": trusted, "seconds": time.perf_counter() - t0}
