@@ -232,10 +232,6 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         res["log_px_estimator"] = rec
         res["encoder_fit_seconds"] = {k: q.fit_seconds for k, q in posteriors.items() if k != "own"}
         res["encoder_fit"] = {k: q.fit_record for k, q in posteriors.items() if k != "own"}
-        res["warnings"] += [f"the fresh {k} encoder's last iterate was "
-                            f"{r['best_elbo_per_step'] - r['last_elbo_per_step']:.3f} nats per step below its best "
-                            f"checkpoint (step {r['best_step']} of {s.encoder_steps}, validation ELBO), which is used"
-                            for k, r in res["encoder_fit"].items() if r["kept"] == "best"]
         res["warnings"] += [f"{k} is above AIS by more than 3 standard errors: AIS missed posterior mass (a mode its "
                             f"chains from q* did not reach, or too few --ais-steps); log p(x) is {rec['estimator']}"
                             for k in rec.get("above_ais", [])]

@@ -61,6 +61,22 @@ def q_star_table(by_name: dict, split: str) -> list[str]:
           q["kept_start"], pm(elbo), f"{q['seconds']:.0f} s"] for name, label, q, elbo in rows])
 
 
+def encoder_fit_table(fits: list[tuple[str, str, dict]]) -> list[str]:
+    """Which iterate of each fresh encoder's fit is used (analysis.decompose.EncoderCheckpoints), one row per
+    (model, seed, {encoder: record}): 'last', or the step of the best checkpoint and its gain over the last."""
+    fits = [(name, seed, f) for name, seed, f in fits if f]
+    if not fits:
+        return []
+    encoders = list(dict.fromkeys(e for _, _, f in fits for e in f))
+    cell = lambda r: ("last" if r["kept"] == "last" else
+                      f"step {r['best_step']} (+{r['best_elbo_per_step'] - r['last_elbo_per_step']:.3f})")
+    return ["Fresh encoders: the iterate used, the last or, where the last is below the best validation checkpoint by "
+            "more than 3 paired standard errors, that checkpoint (its gain over the last, nats per step; validation: "
+            f"{next(iter(fits[0][2].values()))['validation']}).", "",
+            *table(["model", "seed", *encoders], [[name, seed, *(cell(f[e]) if e in f else "–" for e in encoders)]
+                                                  for name, seed, f in fits])]
+
+
 def log_px_lines(by_name: dict, split: str) -> list[str]:
     """log p(x) per step of each decomposition {name: result of one split}, with every estimate and its wall-clock."""
     lines = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gap_report import curve_table, log_px_lines, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
+from .gap_report import curve_table, encoder_fit_table, log_px_lines, gap_table, plot_gap_bars, plot_refinement, pm, save  # sets the Agg backend
 from .markdown import table
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -36,17 +36,24 @@ def markdown(r: dict) -> str:
         lines += gap_table(gap_methods, split)
         lines += log_px_lines({n: g[split] for n, g in gap_methods.items()}, split)
     lines += curve_table(gap_methods, "test")
+    lines += encoder_fit_table(_per_model(r, lambda g: g.get("test", g.get("train", {})).get("encoder_fit")))
     lines += bdmc_table(r)
     return "\n".join(lines) + "\n"
+
+
+def _per_model(r: dict, read) -> list[tuple[str, str, object]]:
+    """(model, seed, read(its gaps)) for the true model and every learned model (one per method and seed), where
+    read gives something."""
+    found = [("true model", "–", read(r["true_model"]["gaps"]))] if "gaps" in r.get("true_model", {}) else []
+    found += [(name, k, read(run["gaps"])) for name, m in r["methods"].items() for k, run in m.get("seeds", {}).items()
+              if "gaps" in run]
+    return [(name, k, x) for name, k, x in found if x]
 
 
 def bdmc_table(r: dict) -> list[str]:
     """The BDMC sandwich at the true model and at every learned model, one row per seed (each seed is its own
     model: the width says how far log p(x) can be trusted on that one)."""
-    found = [("true model", "–", r["true_model"].get("gaps", {}).get("bdmc"))]
-    found += [(name, k, run.get("gaps", {}).get("bdmc")) for name, m in r["methods"].items()
-              for k, run in m.get("seeds", {}).items()]
-    found = [(name, k, b) for name, k, b in found if b]
+    found = _per_model(r, lambda g: g.get("bdmc"))
     if not found:
         return []
     b0 = found[0][2]

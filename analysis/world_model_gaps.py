@@ -24,7 +24,8 @@ import torch
 
 
 from .decompose import add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
-from .gap_report import bdmc_lines, curve_table, gap_table, log_px_lines, plot_gap_bars, plot_refinement
+from .gap_report import (bdmc_lines, curve_table, encoder_fit_table, gap_table, log_px_lines, plot_gap_bars,
+                         plot_refinement)
 from .cli import command_main, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
 
@@ -106,6 +107,7 @@ def markdown(r: dict) -> str:
         lines += gap_table(by_name, split)
         lines += log_px_lines({r["inference"]: r[split]}, split)
     lines += bdmc_lines(r.get("bdmc"))
+    lines += encoder_fit_table([(Path(r["run_dir"]).name, str(r["config"]["seed"]), r[splits[0]].get("encoder_fit"))])
     lines += curve_table(by_name, splits[0])
     return "\n".join(lines) + "\n"
 
