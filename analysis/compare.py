@@ -329,8 +329,10 @@ def differences(by_group: dict[tuple[str, str], list[Run]], baseline: str, rng: 
 
 def correlations(by_group: dict[tuple[str, str], list[Run]], groups: list[dict], rng: np.random.Generator,
                  n_boot: int) -> dict:
-    """Per CORRELATES entry: each run's (value, final return as in `groups`) where the run has the value, and
-    Spearman's rank correlation over those runs with its bootstrap CI (at least 3 runs; 4 for the CI)."""
+    """Per CORRELATES entry: each run's (value, final return as in `groups`) where the run has the value, and per task
+    variant Spearman's rank correlation over its runs with its bootstrap CI (at least 3 runs; 4 for the CI). Never
+    pooled over variants: a variant moves returns and gaps together (missing observations lower the one and raise the
+    other), which a pooled correlation would read as a link between them."""
     finals = {p["dir"]: p["final_return"] for g in groups for p in g["runs"]}
     out = {}
     for name in CORRELATES:
@@ -338,11 +340,20 @@ def correlations(by_group: dict[tuple[str, str], list[Run]], groups: list[dict],
         points = [{"dir": str(r.dir), "task_variant": variant, "inference": inference, "x": x,
                    "final_return": finals[str(r.dir)]}
                   for (variant, inference), runs in sorted(by_group.items()) for r in runs if (x := value(r)) is not None]
-        xs, ys = (np.array([p[k] for p in points]) for k in ("x", "final_return"))
-        rho = float(spearman(xs, ys)) if len(points) >= 3 else None
-        ci = list(spearman_ci(xs, ys, n_boot, LEVEL, rng=rng)) if len(points) >= 4 and np.isfinite(rho) else None
-        out[name] = {"title": title, "points": points, "spearman": rho, "ci": ci}
+        by_variant = []
+        for variant in sorted({p["task_variant"] for p in points}):
+            xs, ys = (np.array([p[k] for p in points if p["task_variant"] == variant]) for k in ("x", "final_return"))
+            rho = float(spearman(xs, ys)) if len(xs) >= 3 else None
+            ci = list(spearman_ci(xs, ys, n_boot, LEVEL, rng=rng)) if len(xs) >= 4 and np.isfinite(rho) else None
+            by_variant.append({"task_variant": variant, "runs": len(xs), "spearman": rho, "ci": ci})
+        out[name] = {"title": title, "points": points, "by_variant": by_variant}
     return out
+
+
+def _correlated(report: dict) -> list[tuple[str, dict, dict]]:
+    """(correlate name, its entry, one variant's correlation) wherever a correlation could be computed."""
+    return [(name, c, v) for name, c in report["correlations"].items() for v in c["by_variant"]
+            if v["spearman"] is not None]
 
 
 # --- plots -----------------------------------------------------------------------------------------
@@ -415,8 +426,9 @@ def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None
     if len(markers) > 1:
         for v, m in markers.items():
             ax.scatter([], [], color="gray", marker=m, label=v)
-    rho = "" if entry["spearman"] is None else "Spearman " + _with_ci(entry["spearman"], entry["ci"])
-    ax.set_title(f"{len(entry['points'])} runs. {rho}", fontsize=9)
+    rho = "; ".join(f"{v['task_variant']}: Spearman {_with_ci(v['spearman'], v['ci'])}" for v in entry["by_variant"]
+                    if v["spearman"] is not None)
+    ax.set_title(f"{len(entry['points'])} runs. {rho}", fontsize=8)
     ax.set_xlabel(entry["title"], fontsize=8)
     ax.set_ylabel(f"final {metric}")
     ax.legend(fontsize=7)
@@ -469,10 +481,10 @@ def findings(report: dict) -> list[str]:
               f"{d['n'][0]}, {d['n'][1]}", _with_ci(d["difference"], d["ci"], 3),
               _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
              for d in report["differences"]]
-    shown = [c for c in report["correlations"].values() if c["spearman"] is not None]
-    corr = [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"]),
-             _reading(c["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
-                      "fewer than 4 runs")] for c in shown]
+    shown = [v for _, _, v in _correlated(report)]
+    corr = [[c["title"], v["task_variant"], str(v["runs"]), _with_ci(v["spearman"], v["ci"]),
+             _reading(v["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
+                      "fewer than 4 runs")] for _, c, v in _correlated(report)]
     if not rows and not corr:
         return []
     n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"], *shown])
@@ -490,7 +502,7 @@ def findings(report: dict) -> list[str]:
         lines += table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
                          "reading"], rows)
     if corr:
-        lines += table(["final return against", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
+        lines += table(["final return against", "task variant", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
     return lines
 
 
@@ -565,16 +577,18 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
                         [[g["task_variant"], g["inference"], *(_pm(g["noise"][k], 4) for k in g["noise"])]
                          for g in noise])
-    shown = {k: c for k, c in report["correlations"].items() if c["spearman"] is not None}
+    shown = _correlated(report)
     if shown:
         lines += ["## Across runs: what goes with the final return", "",
-                  f"One point per run with the value; Spearman's rank correlation with a {LEVEL:.0%} bootstrap CI "
-                  "(runs resampled). A correlation across runs of different inference types mixes the effect of "
-                  "the inference type with that of the quantity.", ""]
-        lines += table(["final return against", "runs", "Spearman [CI]"],
-                        [[c["title"], str(len(c["points"])), _with_ci(c["spearman"], c["ci"])]
-                         for c in shown.values()])
-        lines += [f"![final return against {c['title']}](scatter_{k}.png)" for k, c in shown.items()] + [""]
+                  f"One point per run with the value; per task variant, Spearman's rank correlation with a {LEVEL:.0%} "
+                  "bootstrap CI (runs resampled). Never pooled over variants, which move returns and gaps together. "
+                  "A correlation across runs of different inference types mixes the effect of the inference type with "
+                  "that of the quantity.", ""]
+        lines += table(["final return against", "task variant", "runs", "Spearman [CI]"],
+                        [[c["title"], v["task_variant"], str(v["runs"]), _with_ci(v["spearman"], v["ci"])]
+                         for _, c, v in shown])
+        lines += [f"![final return against {c['title']}](scatter_{k}.png)"
+                  for k, c in {k: c for k, c, _ in shown}.items()] + [""]
     lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
               "seconds over its episodes (checkpointing and plotting not counted); mean over seeds ± standard error.",
               ""]
@@ -653,9 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     if report["across_variants"]:
         panels["all variants (pooled)"] = report["across_variants"]
     plot_final(panels, inferences, colors, f"final {args.metric}: IQM, {LEVEL:.0%} CI", args.out / "final_iqm.png")
-    for name, entry in report["correlations"].items():
-        if entry["spearman"] is not None:
-            plot_correlation(entry, args.metric, colors, args.out / f"scatter_{name}.png")
+    for name, entry in {k: c for k, c, _ in _correlated(report)}.items():
+        plot_correlation(entry, args.metric, colors, args.out / f"scatter_{name}.png")
     write_atomic(args.out / "report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
     write_atomic(args.out / "report.md", lambda f: f.write(markdown(report, curve_pngs).encode()))
     print(f"wrote {args.out / 'report.md'}")

@@ -124,7 +124,7 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     low, high = improvement["ci"]
     assert 0 <= low < 2 / 3 < high <= 1
     assert "P(X > amortized)" in md and "0.67 [" in md
-    assert report["correlations"]["amortization_gap"]["spearman"] is None   # 2 runs with gaps: too few
+    assert all(v["spearman"] is None for v in report["correlations"]["amortization_gap"]["by_variant"])  # too few
 
     # the last 2 evaluations: amortized seeds (10 + 100) / 2, (20 + 200) / 2, (30 + 600) / 2
     assert main([str(runs / "*"), "--out", str(out), "--final-episodes", "2"]) == 0
@@ -225,15 +225,31 @@ def test_final_return_against_gaps_and_calibration_across_runs(tmp_path):
     assert main([str(root / "*"), "--out", str(out), "--baseline", "per_sequence"]) == 0
     report = json.loads((out / "report.json").read_text())
     gap, calib = report["correlations"]["amortization_gap"], report["correlations"]["coverage_error"]
-    assert (len(gap["points"]), gap["spearman"], calib["spearman"]) == (5, pytest.approx(-1), pytest.approx(1))
+    (g,), (c,) = gap["by_variant"], calib["by_variant"]
+    assert (len(gap["points"]), g["runs"], g["spearman"], c["spearman"]) == (5, 5, pytest.approx(-1), pytest.approx(1))
     assert calib["points"][0]["x"] == pytest.approx((0.05 + 0.01) / 2)
-    assert gap["ci"] == pytest.approx([-1, -1])                 # every resample with two distinct runs ranks alike
+    assert g["ci"] == pytest.approx([-1, -1])                   # every resample with two distinct runs ranks alike
     assert report["improvement"] == []
     md = (out / "report.md").read_text()
     assert "## Across runs" in md and "Probability of improvement" not in md
-    assert "| observation coverage error: (\\|c50 - 0.5\\| + \\|c90 - 0.9\\|) / 2 | 5 |" in md   # pipes escaped
+    assert "| observation coverage error: (\\|c50 - 0.5\\| + \\|c90 - 0.9\\|) / 2 | cartpole | 5 |" in md  # pipes escaped
     for name in ("amortization_gap", "coverage_error"):
         assert f"(scatter_{name}.png)" in md and (out / f"scatter_{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_correlations_are_per_task_variant_never_pooled(tmp_path):
+    """Within each variant the gap rises with the return (+1), while missing observations lower every return and raise
+    every gap: pooled, the runs would rank -0.54 and read as 'larger gaps go with lower returns'."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    for settings, base_return, base_gap in (({}, 800, 1.0), ({"missing_prob": 0.5}, 500, 2.0)):
+        for seed in range(3):
+            gap = {"heldout": {"gaps": {"amortization": {"mean_per_step": base_gap + 0.1 * seed}}}}
+            write_run(root, "amortized", seed, {6: {seed: base_return + 50 * seed}}, {"gaps": gap}, **settings)
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
+    by_variant = json.loads((out / "report.json").read_text())["correlations"]["amortization_gap"]["by_variant"]
+    assert [(v["runs"], v["spearman"]) for v in by_variant] == [(3, pytest.approx(1)), (3, pytest.approx(1))]
 
 
 def test_learned_noise_is_set_against_the_injected_noise(tmp_path):
@@ -294,7 +310,7 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert main([*dirs, "--out", str(few), "--n-boot", "50"]) == 0
     section = (few / "report.md").read_text().split("## What the data shows and what it does not")[1]
     assert "no comparison has an interval yet" in section and "would exclude" not in section
-    assert "| amortization gap (nats / step, held out) | 3 | " in section
+    assert "| amortization gap (nats / step, held out) | cartpole | 3 | " in section
     assert "no interval (fewer than 4 runs): no claim" in section
 
 
