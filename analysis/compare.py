@@ -481,13 +481,14 @@ def findings(report: dict) -> list[str]:
               f"{d['n'][0]}, {d['n'][1]}", _with_ci(d["difference"], d["ci"], 3),
               _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
              for d in report["differences"]]
-    shown = [v for _, _, v in _correlated(report)]
+    correlated = _correlated(report)
     corr = [[c["title"], v["task_variant"], str(v["runs"]), _with_ci(v["spearman"], v["ci"]),
              _reading(v["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
-                      "fewer than 4 runs")] for _, c, v in _correlated(report)]
+                      "fewer than 4 runs")] for _, c, v in correlated]
     if not rows and not corr:
         return []
-    n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"], *shown])
+    n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"],
+                                                    *(v for _, _, v in correlated)])
     chance = (f"with {n_intervals} intervals about {n_intervals * (1 - LEVEL):.1f} would exclude that value by chance "
               "alone if nothing differed: a single excluded value is a lead to follow with more seeds, not a finding"
               if n_intervals else "no comparison has an interval yet (each side needs 2 seeds, a correlation 4 runs): "

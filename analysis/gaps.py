@@ -65,7 +65,7 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     if exact and hasattr(model, "log_marginal"):
         return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
     checked = {}      # the quadrature's record where it was tried and did not pass its grid check
-    if exact and quadrature.applies(model) and batch.start is None and not batch.t0:
+    if exact and quadrature.applies(model, batch):
         values, rec = quadrature.log_marginal(model, batch)
         if rec["trusted"]:
             return values, {"estimator": "exact (quadrature)", "quadrature": rec}

@@ -26,9 +26,10 @@ POINTS = 1001              # G of the coarse grid (the reported value uses 2G - 
 TOLERANCE = 0.01           # nats per sequence: largest change under refining / widening that is trusted
 
 
-def applies(model: SequenceModel) -> bool:
-    """The recursion needs a 1-d latent and no deterministic state h_t."""
-    return model.z_dim == 1 and not model.deter_dim
+def applies(model: SequenceModel, batch: SequenceBatch) -> bool:
+    """The recursion needs a 1-d latent, no deterministic state h_t, and sequences that start at t = 0 from the
+    model's initial distribution."""
+    return model.z_dim == 1 and not model.deter_dim and batch.start is None and not batch.t0
 
 
 def _forward(model: SequenceModel, batch: SequenceBatch, grid: torch.Tensor) -> torch.Tensor:
@@ -79,11 +80,10 @@ def log_marginal(model: SequenceModel, batch: SequenceBatch, points: int = POINT
                  tolerance: float = TOLERANCE, seed: int = 0) -> tuple[torch.Tensor, dict]:
     """log p(x) per sequence (B,) on the refined grid, and its record: grid, the error estimate (the largest change
     per sequence under refining or widening the grid) and whether it is within `tolerance` (`trusted`)."""
-    if not applies(model):
-        raise ValueError(f"quadrature needs a 1-d latent and no h_t; {type(model).__name__} has z_dim {model.z_dim} "
-                         f"and deter_dim {model.deter_dim}")
-    if batch.start is not None or batch.t0:
-        raise ValueError("quadrature needs sequences that start at t = 0 from the model's initial distribution")
+    if not applies(model, batch):
+        raise ValueError(f"quadrature needs a 1-d latent, no h_t and sequences from t = 0; {type(model).__name__} has "
+                         f"z_dim {model.z_dim} and deter_dim {model.deter_dim}, the batch t0 {batch.t0} and "
+                         f"{'a' if batch.start is not None else 'no'} start state")
     t0 = time.perf_counter()
     m = copy.deepcopy(model).double()
     b = SequenceBatch(batch.obs.double(), batch.actions.double(), batch.mask)
