@@ -314,7 +314,11 @@ def test_quadrature_on_square_equals_an_independent_grid_and_a_coarse_grid_is_no
     assert rec["estimator"] == "exact (quadrature)" and rec["quadrature"]["trusted"]
     torch.testing.assert_close(values, grid_log_px(data.obs[..., 0]), rtol=0, atol=1e-6)
     coarse, rec = quadrature.log_marginal(task.true_model, data, points=11)
-    assert not rec["trusted"] and rec["error"] > rec["tolerance"]
+    assert not rec["trusted"] and rec["error"] > rec["tolerance"] and len(rec["tried"]) == 3
+    # a grid too coarse at first is doubled until its check passes, and then agrees with the independent grid
+    escalated, rec = quadrature.log_marginal(task.true_model, data, points=101)
+    assert rec["trusted"] and list(rec["tried"]) == [201, 401, 801] and rec["tried"][201] > rec["tolerance"]
+    torch.testing.assert_close(escalated, grid_log_px(data.obs[..., 0]), rtol=0, atol=1e-6)
 
 
 def test_log_px_does_not_trust_ais_that_missed_a_mode():
