@@ -317,8 +317,24 @@ def test_quadrature_on_square_equals_an_independent_grid_and_a_coarse_grid_is_no
     assert not rec["trusted"] and rec["error"] > rec["tolerance"] and len(rec["tried"]) == 3
     # a grid too coarse at first is doubled until its check passes, and then agrees with the independent grid
     escalated, rec = quadrature.log_marginal(task.true_model, data, points=101)
-    assert rec["trusted"] and list(rec["tried"]) == [201, 401, 801] and rec["tried"][201] > rec["tolerance"]
+    assert rec["trusted"] and [g["points"] for g in rec["tried"]] == [201, 401, 801]
+    assert rec["tried"][0]["refine_error"] > rec["tolerance"]
     torch.testing.assert_close(escalated, grid_log_px(data.obs[..., 0]), rtol=0, atol=1e-6)
+
+
+def test_quadrature_widens_a_grid_that_misses_posterior_mass():
+    """A sequence whose posterior lies beyond the simulated range (an observation far out on `square`: z^2 = 200,
+    |z| = 14 against L = 11.9): the widening check fails, L grows 1.5x (and G, as refining failed too), and the value
+    then equals the independent grid on a range that holds that mass."""
+    from envs.toy_tasks import generate, make_task
+    from world_models import quadrature
+    task = make_task("square")
+    data, _ = generate(task, 3, seed=7, dtype=torch.float64)
+    data.obs[0, 10] = 200.0
+    values, rec = quadrature.log_marginal(task.true_model, data)
+    assert rec["tried"][0]["widen_error"] > rec["tolerance"] and rec["trusted"]
+    assert rec["half_width"] == 1.5 * rec["tried"][0]["half_width"]
+    torch.testing.assert_close(values, grid_log_px(data.obs[..., 0], n=4001, bound=40.0), rtol=0, atol=1e-6)
 
 
 def test_log_px_does_not_trust_ais_that_missed_a_mode():
