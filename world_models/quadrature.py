@@ -99,13 +99,19 @@ def log_marginal(model: SequenceModel, batch: SequenceBatch, points: int = POINT
     b = SequenceBatch(batch.obs.double(), batch.actions.double(), batch.mask)
     with torch.no_grad():
         z, _ = sample_sequences(m, b.actions[:1].expand(256, -1, -1).double(), torch.Generator().manual_seed(seed))
+        values: dict[tuple[float, int], torch.Tensor] = {}   # a refined or widened grid is the next base grid
+
+        def on_grid(half_width: float, n: int) -> torch.Tensor:
+            if (half_width, n) not in values:
+                values[half_width, n] = _grouped(m, b, _grid(half_width, n))
+            return values[half_width, n]
+
         L, G, tried = 1.5 * float(z.abs().max()), points, []
         for _ in range(escalations + 1):
-            base = _grouped(m, b, _grid(L, G))
-            fine = _grouped(m, b, _grid(L, 2 * G - 1))
-            wide = _grouped(m, b, _grid(1.5 * L, (G - 1) * 3 // 2 + 1))
-            refine, widen = float((fine - base).abs().max()), float((wide - base).abs().max())
-            error = float(torch.maximum((fine - base).abs(), (wide - base).abs()).max())     # nan stays nan
+            base, fine = on_grid(L, G), on_grid(L, 2 * G - 1)
+            d_fine, d_wide = (fine - base).abs().max(), (on_grid(1.5 * L, (G - 1) * 3 // 2 + 1) - base).abs().max()
+            refine, widen = float(d_fine), float(d_wide)
+            error = float(torch.maximum(d_fine, d_wide))      # nan stays nan
             tried.append({"points": 2 * G - 1, "half_width": L, "refine_error": refine, "widen_error": widen})
             trusted = math.isfinite(error) and error <= tolerance
             if trusted:
