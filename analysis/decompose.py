@@ -100,9 +100,9 @@ def gap_settings_from(args, exclude: tuple = (), **overrides) -> GapSettings:
 
 
 def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size: int, lr: float, seed: int,
-        after_step=None):
+        after_step=None, skip_nonfinite: bool = False):
     """Adam on loss_fn over minibatches of data, with a progress bar; after_step(step), if given, is called after
-    each step. Returns (history, seconds)."""
+    each step; skip_nonfinite as in world_models.training.train. Returns (history, seconds)."""
     bar = tqdm(total=steps, desc=f"train {label}", unit="step", mininterval=2)
 
     def progress(step, m):
@@ -112,7 +112,8 @@ def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size
         if after_step is not None:
             after_step(step)
     t0 = time.perf_counter()
-    hist = train(loss_fn, params, data, steps, batch_size, lr=lr, seed=seed, progress=progress)
+    hist = train(loss_fn, params, data, steps, batch_size, lr=lr, seed=seed, progress=progress,
+                 skip_nonfinite=skip_nonfinite)
     bar.close()
     return hist, time.perf_counter() - t0
 
@@ -173,14 +174,17 @@ def smoother_from_filter(model: SequenceModel, filt) -> torch.nn.Module:
 def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings, init=None, lr=None):
     """An amortized encoder (`amortized`, `amortized_smoothing` or `amortized_markov`) fitted to a frozen model, from a new
     initialization or from `init` (an encoder of that type), with step size lr (default s.encoder_lr); its last
-    iterate unless an earlier checkpoint is significantly better (EncoderCheckpoints; q.fit_record says which)."""
+    iterate unless an earlier checkpoint is significantly better (EncoderCheckpoints; q.fit_record says which). A step
+    with a non-finite gradient is skipped and counted (fit_record's skipped_steps), not fatal: on square, the Markov
+    encoder fitted to a learned model whose transition std is about 300 met a NaN gradient (finite loss) at step
+    449 of 800, which stopped the whole toy experiment."""
     q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     checkpoints = EncoderCheckpoints(model, q, data, s.encoder_steps, s.seed + 8)
     with frozen(model):
-        _, q.fit_seconds = fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()),
-                               q.parameters(), data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size),
-                               lr or s.encoder_lr, s.seed + 7, after_step=checkpoints)
-        q.fit_record = checkpoints.keep_best()
+        hist, q.fit_seconds = fit(f"{name} encoder (frozen model)", lambda b: q.training_loss(model, b, Objective()),
+                                  q.parameters(), data, s.encoder_steps, min(s.encoder_batch_size, data.batch_size),
+                                  lr or s.encoder_lr, s.seed + 7, after_step=checkpoints, skip_nonfinite=True)
+        q.fit_record = {**checkpoints.keep_best(), "skipped_steps": sum("skipped" in h for h in hist)}
     return q
 
 

@@ -69,10 +69,12 @@ def encoder_fit_table(fits: list[tuple[str, str, dict]]) -> list[str]:
         return []
     encoders = list(dict.fromkeys(e for _, _, f in fits for e in f))
     cell = lambda r: ("last" if r["kept"] == "last" else
-                      f"step {r['best_step']} (+{r['best_elbo_per_step'] - r['last_elbo_per_step']:.3f})")
+                      f"step {r['best_step']} (+{r['best_elbo_per_step'] - r['last_elbo_per_step']:.3f})") + (
+                      f"; {r['skipped_steps']} steps skipped" if r.get("skipped_steps") else "")
     return ["Fresh encoders: the iterate used, the last or, where the last is below the best validation checkpoint by "
             "more than 3 paired standard errors, that checkpoint (its gain over the last, nats per step; validation: "
-            f"{next(iter(fits[0][2].values()))['validation']}).", "",
+            f"{next(iter(fits[0][2].values()))['validation']}); and the steps skipped for a non-finite gradient, "
+            "if any.", "",
             *table(["model", "seed", *encoders], [[name, seed, *(cell(f[e]) if e in f else "–" for e in encoders)]
                                                   for name, seed, f in fits])]
 

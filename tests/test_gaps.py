@@ -182,6 +182,7 @@ def test_the_fresh_encoder_guard_leaves_a_fit_unchanged_where_the_last_iterate_i
         assert torch.equal(a, b)
     r = guarded.fit_record
     assert r["kept"] == "last" and r["checkpoints"] == 3 and r["best_elbo_per_step"] >= r["last_elbo_per_step"]
+    assert r["skipped_steps"] == 0
 
 
 def test_the_fresh_encoder_guard_restores_the_best_checkpoint_when_the_last_is_worse():

@@ -16,7 +16,8 @@ from envs.checks import Range
 from planners.base import NonFiniteObjective, evaluate
 from run_agent import main, make_config, parse_args
 from sweeps.execute import agent_command
-from world_models.training import NonFiniteLoss, gradient_step, make_adam
+from world_models.base import SequenceBatch
+from world_models.training import NonFiniteLoss, gradient_step, make_adam, train
 
 TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--batch-size", "3", "--seq-len", "8",
         "--deter", "16", "--stoch", "4", "--hidden", "16", "--horizon", "4", "--wandb", "disabled", "--no-progress",
@@ -174,6 +175,29 @@ def test_a_finite_loss_with_a_non_finite_gradient_leaves_the_parameters():
     with pytest.raises(NonFiniteLoss, match="non-finite gradient norm inf .*at step 7"):
         gradient_step(torch.sqrt(w).sum(), [w], optimizer, 10.0, "step 7")      # d sqrt(w) / dw = inf at 0
     assert torch.equal(w.detach(), torch.zeros(3))
+
+
+def test_training_told_to_skip_non_finite_steps_skips_only_those_and_goes_on():
+    """A step with a non-finite gradient (sqrt at 0) on steps 2 and 3 of 6: with skip_nonfinite those two leave the
+    parameters as they were and are recorded; the others step; without it, training stops at step 2."""
+    w = torch.nn.Parameter(torch.ones(2))
+    data = SequenceBatch(torch.zeros(4, 3, 1), torch.zeros(4, 3, 1), torch.ones(4, 3))
+    calls = []
+
+    def loss_fn(b):
+        calls.append(len(calls))
+        bad = len(calls) - 1 in (2, 3)
+        return (torch.sqrt(w * 0).sum() if bad else 0.0) + (w ** 2).sum(), {}
+    seen = []
+    hist = train(loss_fn, [w], data, 6, 2, lr=0.1, progress=lambda step, m: seen.append(w.detach().clone()),
+                 skip_nonfinite=True)
+    assert [("skipped" in h) for h in hist] == [False, False, True, True, False, False]
+    assert all(math.isnan(h["loss"]) for h in hist[2:4]) and "non-finite gradient norm nan" in hist[2]["skipped"]
+    assert torch.equal(seen[1], seen[2]) and torch.equal(seen[2], seen[3])           # skipped: unchanged
+    assert all(not torch.equal(a, b) for a, b in ((seen[0], seen[1]), (seen[3], seen[4]), (seen[4], seen[5])))
+    calls.clear()
+    with pytest.raises(NonFiniteLoss, match="at training step 2"):
+        train(loss_fn, [w], data, 6, 2, lr=0.1)
 
 
 def test_nan_returns_stop_planning_as_a_floating_point_error():

@@ -41,8 +41,10 @@ def gradient_step(loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, 
 
 def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch, steps: int, batch_size: int,
           lr: float = 1e-3, eps: float = 1e-4, grad_clip: float = 1000.0, seed: int = 0,
-          progress: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Adam on loss_fn over random minibatches; returns per-step metrics (loss and what loss_fn reports)."""
+          progress: Callable[[int, dict], None] | None = None, skip_nonfinite: bool = False) -> list[dict]:
+    """Adam on loss_fn over random minibatches; returns per-step metrics (loss and what loss_fn reports).
+    skip_nonfinite: a step whose loss or gradient is not finite leaves the parameters and Adam's state as they were
+    and is recorded (loss NaN, 'skipped': why) instead of stopping the training with NonFiniteLoss."""
     params = [p for p in params if p.requires_grad]
     opt = make_adam(params, lr, eps)
     g = torch.Generator().manual_seed(seed)
@@ -50,8 +52,13 @@ def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch
     for step in range(steps):
         idx = torch.randperm(data.batch_size, generator=g)[:batch_size]
         loss, info = loss_fn(minibatch(data, idx))
-        history.append({"step": step, "loss": gradient_step(loss, params, opt, grad_clip, f"training step {step}"),
-                        **info})
+        try:
+            value = gradient_step(loss, params, opt, grad_clip, f"training step {step}")
+        except NonFiniteLoss as e:
+            if not skip_nonfinite:
+                raise
+            value, info = float("nan"), {**info, "skipped": str(e)}
+        history.append({"step": step, "loss": value, **info})
         if progress is not None:
             progress(step, history[-1])
     return history
