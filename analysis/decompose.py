@@ -8,6 +8,7 @@ Used by the toy experiment (analysis.toy_experiment) and by the command for trai
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -138,7 +139,7 @@ class EncoderCheckpoints:
             return
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(self.seed)
-            value = bounds.elbo(self.model, self.encoder, self.batch, self.CHECK_SAMPLES)
+            value = bounds.elbo(self.model, self.encoder, self.batch, self.CHECK_SAMPLES).nan_to_num(nan=-math.inf)
         self.checks.append((step + 1, value, {k: v.clone() for k, v in self.encoder.state_dict().items()}))
 
     def keep_best(self) -> dict:
@@ -147,7 +148,7 @@ class EncoderCheckpoints:
         best_step, best, weights = max(self.checks, key=lambda c: float(c[1].mean()))
         last_step, last, _ = self.checks[-1]
         d = best - last                                     # paired over the validation sequences
-        worse = float(d.mean()) > 3 * float(d.std()) / len(d) ** 0.5
+        worse = not math.isfinite(float(last.mean())) or float(d.mean()) > 3 * float(d.std()) / len(d) ** 0.5
         if worse:
             self.encoder.load_state_dict(weights)
         return {"checkpoints": len(self.checks), "best_step": best_step, "best_elbo_per_step": float(best.mean()) / T,

@@ -203,6 +203,24 @@ def test_the_fresh_encoder_guard_restores_the_best_checkpoint_when_the_last_is_w
         assert torch.equal(v, good[k])
 
 
+def test_the_fresh_encoder_guard_treats_a_non_finite_last_checkpoint_as_worse():
+    """A last checkpoint whose ELBO is NaN (on square a Markov encoder's sampled z ran away) restores the best one
+    (a NaN difference made the paired test false, and the NaN last iterate was kept)."""
+    model = random_lgssm(5, z_dim=2, obs_dim=2)
+    model.requires_grad_(False)
+    data = lgssm_data(model, 40, 8, seed=6)
+    q = fresh_encoder("amortized", model, data, GapSettings(encoder_steps=100, encoder_batch_size=16))
+    good = {k: v.clone() for k, v in q.state_dict().items()}
+    guard = EncoderCheckpoints(model, q, data, steps=100, seed=0)
+    guard(49)
+    guard.checks.append((100, torch.full_like(guard.checks[0][1], math.nan).nan_to_num(nan=-math.inf),
+                         {k: v.clone().fill_(math.nan) for k, v in good.items()}))
+    r = guard.keep_best()
+    assert r["kept"] == "best" and r["best_step"] == 50 and r["last_elbo_per_step"] == -math.inf
+    for k, v in q.state_dict().items():
+        assert torch.equal(v, good[k])
+
+
 def small_rssm_problem():
     torch.manual_seed(0)
     model = RSSM((3,), 1, deter_dim=8, z_dim=2, hidden=8).double()

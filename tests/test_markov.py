@@ -1,10 +1,13 @@
 """The Markov-Gaussian family contains the exact LGSSM posterior: its q* has approximation gap 0 (float64)."""
+import math
+
 import torch
+from torch.distributions import MultivariateNormal
 
 from tests.conftest import lgssm_data, random_lgssm
 from world_models import bounds
 from world_models.kalman import forward_conditionals
-from world_models.posteriors.markov import MarkovGaussianLocal
+from world_models.posteriors.markov import LOG_DIAG_FLOOR, MarkovGaussianLocal
 from world_models.posteriors.optimum import OptimumSettings, optimize
 from world_models.rollout import rollout
 
@@ -25,6 +28,30 @@ def test_pack_and_unpack_are_inverse():
     q = MarkovGaussianLocal(model)
     ctx = torch.randn(2, 4, 3 + 9 + 6, dtype=torch.float64)
     torch.testing.assert_close(q.pack(*q.unpack(ctx)), ctx)
+
+
+def test_a_log_diagonal_far_below_float32_range_keeps_l_positive_with_a_gradient_and_normal_values_exact():
+    """raw log L_ii = -120 (exp underflows to 0 in float32, a singular L): floored at about LOG_DIAG_FLOOR, a valid
+    Cholesky factor whose entropy still has a positive gradient; values above FLOOR + 20 pass bit for bit; pack
+    inverts."""
+    model = random_lgssm(1, z_dim=2, obs_dim=2)
+    q = MarkovGaussianLocal(model)
+    ctx = torch.randn(3, 4, 2 + 4 + 3)
+    ctx[0, 0, 6] = -120.0                        # the first diagonal entry of L at (0, 0)
+    ctx.requires_grad_(True)
+    b, A, L = q.unpack(ctx)
+    assert math.isclose(float(L[0, 0, 0, 0].detach().log()), LOG_DIAG_FLOOR, rel_tol=1e-4)
+    (g,) = torch.autograd.grad(MultivariateNormal(b, scale_tril=L).entropy().sum(), ctx)
+    assert float(g[0, 0, 6]) > 0                                      # sigmoid(-70): small, not 0
+    normal = torch.ones_like(ctx, dtype=torch.bool)
+    normal[0, 0, 6] = False
+    diag = torch.zeros(9, dtype=torch.bool)
+    diag[[6, 8]] = True
+    assert torch.equal(L[..., [0, 1], [0, 1]].log()[normal[..., diag]], ctx[..., diag][normal[..., diag]].exp().log())
+    torch.testing.assert_close(q.pack(b, A, L)[1:], ctx[1:].detach())
+    low = ctx.detach().double()
+    low[0, 0, 6] = -45.0                         # inside the soft floor: pack still inverts unpack
+    torch.testing.assert_close(q.pack(*q.unpack(low)), low)
 
 
 def test_the_exact_posterior_is_in_the_family_and_its_elbo_is_log_px():

@@ -2,7 +2,8 @@
 
     q(z_{1:T}) = q(z_1) prod_{t>1} q(z_t | z_{t-1}),   q(z_t | z_{t-1}) = N(A_t z_{t-1} + b_t, L_t L_t^T)
 
-lambda_t = (b_t, A_t, L_t) with L_t lower triangular (log of its diagonal), context (B, T, Dz + Dz^2 + Dz(Dz+1)/2);
+lambda_t = (b_t, A_t, L_t) with L_t lower triangular (log of its diagonal, floored softly at LOG_DIAG_FLOOR), context
+(B, T, Dz + Dz^2 + Dz(Dz+1)/2);
 z_0 = 0, so q(z_1) = N(b_1, L_1 L_1^T). This family contains the exact posterior of a linear-Gaussian SSM
 (p(z_t | z_{t-1}, x_{1:T}) is Gaussian and linear in z_{t-1}), so its optimum q* has approximation gap 0 there; for
 nonlinear SSMs it is the structured q* the mean-field one lacks. It ignores h_t: for models without one (the toy
@@ -15,6 +16,7 @@ q depends on the sampled z_{t-1}; q, priors and KLs of all steps at once: rollou
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch.distributions import MultivariateNormal
 
 from ..base import SequenceBatch, SequenceModel
@@ -22,6 +24,23 @@ from .amortized import AmortizedPosterior
 from .base import Family, FamilyKind, LocalGaussian
 from .optimum import OptimumSettings, optimize
 from .refine import RefineSettings
+
+
+# log L_ii is floored softly at LOG_DIAG_FLOOR (std 2e-22): below FLOOR + 20, log L_ii = FLOOR + softplus(raw - FLOOR),
+# above, raw itself, bit for bit. Without it an encoder extrapolating to raw < -104 (float32 exp underflows to 0)
+# made L singular and stopped the toy experiment (square, the Markov encoder fitted to semi_amortized seed 0).
+LOG_DIAG_FLOOR = -50.0
+
+
+def _floored(raw: torch.Tensor) -> torch.Tensor:
+    """log L_ii of a raw log-diagonal: raw where raw > FLOOR + 20, else FLOOR + softplus(raw - FLOOR) (> FLOOR)."""
+    return torch.where(raw > LOG_DIAG_FLOOR + 20, raw, LOG_DIAG_FLOOR + F.softplus(raw - LOG_DIAG_FLOOR))
+
+
+def _unfloored(log_diag: torch.Tensor) -> torch.Tensor:
+    """The raw log-diagonal whose _floored value is log_diag (> FLOOR): softplus^-1(y) = y + log(-expm1(-y))."""
+    y = log_diag - LOG_DIAG_FLOOR
+    return torch.where(log_diag > LOG_DIAG_FLOOR + 20, log_diag, LOG_DIAG_FLOOR + y + torch.log(-torch.expm1(-y)))
 
 
 class MarkovGaussianLocal(LocalGaussian):
@@ -53,7 +72,7 @@ class MarkovGaussianLocal(LocalGaussian):
         d = self.z_dim
         b, A, tri = ctx[..., :d], ctx[..., d:d + d * d], ctx[..., d + d * d:]
         diagonal = (self.rows == self.cols).to(ctx.device)
-        tri = torch.where(diagonal, tri.exp(), tri)
+        tri = torch.where(diagonal, _floored(tri).exp(), tri)
         L = ctx.new_zeros(*ctx.shape[:-1], d, d)
         L[..., self.rows, self.cols] = tri
         return b, A.unflatten(-1, (d, d)), L
@@ -61,7 +80,7 @@ class MarkovGaussianLocal(LocalGaussian):
     def pack(self, b: torch.Tensor, A: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
         """The context of (b, A, L); L's diagonal must be positive."""
         tri = L[..., self.rows, self.cols]
-        tri = torch.where((self.rows == self.cols).to(L.device), tri.log(), tri)
+        tri = torch.where((self.rows == self.cols).to(L.device), _unfloored(tri.log()), tri)
         return torch.cat([b, A.flatten(-2), tri], -1)
 
     def step(self, ctx_t, h_t, z_prev):
