@@ -177,8 +177,8 @@ def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSe
     initialization or from `init` (an encoder of that type), with step size lr (default s.encoder_lr); its last
     iterate unless an earlier checkpoint is significantly better (EncoderCheckpoints; q.fit_record says which). A step
     with a non-finite gradient is skipped and counted (fit_record's skipped_steps), not fatal: on square, the Markov
-    encoder fitted to a learned model whose transition std is about 300 met a NaN gradient (finite loss) at step
-    449 of 800, which stopped the whole toy experiment."""
+    encoder fitted to semi_amortized seed 0's learned model met a NaN gradient (finite loss) at step 449 of 800,
+    which stopped the whole toy experiment."""
     q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     checkpoints = EncoderCheckpoints(model, q, data, s.encoder_steps, s.seed + 8)
     with frozen(model):
