@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from analysis import toy_plots
+from analysis.toy_plots import run_failure
 from analysis.cli import parse_with_quick, parser
 from analysis.decompose import GapSettings, add_gap_arguments, check_gap_arguments, decompose, fit, gap_settings_from
 from analysis.gaps import log_px, over_seeds, summarize
@@ -25,7 +27,7 @@ from sweeps.commit import commit, not_committable
 from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors import SSM_POSTERIORS, Objective, toy_posterior
-from world_models.training import minibatch
+from world_models.training import NonFiniteLoss, minibatch
 
 
 METHODS = ("kalman", *SSM_POSTERIORS)
@@ -179,24 +181,33 @@ def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data
         loss_fn = lambda b: q.training_loss(model, b, Objective())
         params = list(model.parameters()) + list(q.parameters())
     stages.set_postfix_str(f"train {label}")
-    hist, seconds = fit(label, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, seed)
-    stages.update(1)
-    entry = {"seed": seed, "train_seconds": seconds, "ms_per_step": 1000 * seconds / args.steps,
-             "final_train_elbo_per_step": hist[-1].get("elbo"), "noise": model.noise_summary()}
-    model.requires_grad_(False)
-    proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
+    t0 = time.perf_counter()
     try:
-        ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
-        entry["test_log_lik"] = summarize(ll, test_data.length)
-        entry["test_log_lik_estimator"] = rec
-        if method != "kalman":
-            # fresh encoders are fitted on all training sequences, as the model's own posterior was
-            stages.set_postfix_str(f"gaps of {label}")
-            entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets, train_data,
-                                      gap_settings(args), curve_split="test")
-    except ValueError as e:   # a diverged model: non-finite distribution parameters
-        entry["evaluation_error"] = str(e).splitlines()[0][:300]
-        tqdm.write(f"[{label}] evaluation failed: {entry['evaluation_error']}")
+        hist, seconds = fit(label, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, seed)
+        steps_taken, diverged = args.steps, None
+    except NonFiniteLoss as e:   # diverged; training is deterministic, so this seed would diverge again
+        hist, seconds, steps_taken, diverged = [], time.perf_counter() - t0, e.step, f"{e} (of {args.steps})"
+        tqdm.write(f"[{label}] training diverged: {diverged}")
+    stages.update(1)
+    entry = {"seed": seed, "train_seconds": seconds, "ms_per_step": 1000 * seconds / max(steps_taken, 1),
+             "final_train_elbo_per_step": hist[-1].get("elbo") if hist else None, "noise": model.noise_summary()}
+    if diverged:
+        entry["training_error"] = diverged
+    else:
+        model.requires_grad_(False)
+        proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
+        try:
+            ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
+            entry["test_log_lik"] = summarize(ll, test_data.length)
+            entry["test_log_lik_estimator"] = rec
+            if method != "kalman":
+                # fresh encoders are fitted on all training sequences, as the model's own posterior was
+                stages.set_postfix_str(f"gaps of {label}")
+                entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets, train_data,
+                                          gap_settings(args), curve_split="test")
+        except ValueError as e:   # a diverged model: non-finite distribution parameters
+            entry["evaluation_error"] = str(e).splitlines()[0][:300]
+            tqdm.write(f"[{label}] evaluation failed: {entry['evaluation_error']}")
     if method != "kalman":
         stages.update(1)
     (args.out / "models").mkdir(parents=True, exist_ok=True)
@@ -209,18 +220,18 @@ def over_seed_runs(runs: list[dict]) -> dict:
     """One method's runs at several seeds as one entry in the format of a single run: every summary (held-out log
     p(x), gaps, ELBOs, refinement curve) as its mean with the standard error over seeds (over_seeds); the rest
     from the first run; warnings and failures of every run, each with its seed index (runs are in seed order) and
-    torch seed."""
+    torch seed. Runs that failed (run_failure) are left out of the means and listed in failed_seeds."""
     label = {id(r): f"seed {i} (torch seed {r['seed']})" for i, r in enumerate(runs)}
-    ok = [r for r in runs if "evaluation_error" not in r]
+    ok = [r for r in runs if not run_failure(r)]
     if not ok:
         return {k: v for k, v in runs[0].items()}
     out = {"seeds_evaluated": len(ok), "ms_per_step": sum(r["ms_per_step"] for r in ok) / len(ok),
            "noise": {k: sum(r["noise"][k] for r in ok) / len(ok) for k in ok[0]["noise"]},
            "test_log_lik": over_seeds([r["test_log_lik"] for r in ok]),
            "test_log_lik_estimator": ok[0]["test_log_lik_estimator"]}
-    failed = [r for r in runs if "evaluation_error" in r]
+    failed = [f"{label[id(r)]}: {run_failure(r)}" for r in runs if run_failure(r)]
     if failed:
-        out["evaluation_failures"] = [f"{label[id(r)]}: {r['evaluation_error']}" for r in failed]
+        out["failed_seeds"] = failed
     if "gaps" in ok[0]:
         out["gaps"] = {split: over_seed_gaps([r["gaps"][split] for r in ok], [label[id(r)] for r in ok])
                        for split in ok[0]["gaps"] if split != "bdmc"}      # BDMC is per model: in "seeds" only

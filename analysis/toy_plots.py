@@ -8,6 +8,14 @@ from .markdown import table
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+# a (method, seed) run that failed has one of these keys instead of its results
+FAILED_RUN = {"training_error": "training diverged", "evaluation_error": "evaluation failed"}
+
+
+def run_failure(run: dict) -> str | None:
+    """Why a (method, seed) run has no results ('training diverged: ...' or 'evaluation failed: ...'), or None."""
+    return next((f"{why}: {run[key]}" for key, why in FAILED_RUN.items() if key in run), None)
+
 
 def markdown(r: dict) -> str:
     t = r["true_model"]
@@ -22,8 +30,8 @@ def markdown(r: dict) -> str:
              f"| true model | {pm(t['test_log_lik'])} | {t['estimator']} | {_noise(t['noise'], 'transition')} | "
              f"{t['noise'].get('emission_var', float('nan')):.3g} | |"]
     for name, m in r["methods"].items():
-        if "evaluation_error" in m:
-            lines.append(f"| {name} | evaluation failed: {m['evaluation_error'][:80]} | | {_noise(m['noise'], 'transition')} | "
+        if run_failure(m):                          # every seed failed
+            lines.append(f"| {name} | {run_failure(m)[:90]} | | {_noise(m['noise'], 'transition')} | "
                          f"{m['noise'].get('emission_var', float('nan')):.3g} | {m['ms_per_step']:.0f} |")
             continue
         lines.append(f"| {name} | {pm(m['test_log_lik'])} | {m['test_log_lik_estimator']['estimator']} | "
@@ -31,6 +39,9 @@ def markdown(r: dict) -> str:
                      f"{m['ms_per_step']:.0f} |")
     lines += ["", "Transition variance is given in observation units (C Q C^T) for linear models, where Q alone "
               "is not identifiable.", ""]
+    failed = [f"- {name} {f}" for name, m in r["methods"].items() for f in m.get("failed_seeds", [])]
+    if failed:
+        lines += ["Runs without results, left out of the means over seeds above and below:", "", *failed, ""]
     gap_methods = gap_rows(r)
     for split in ("train", "test"):
         lines += gap_table(gap_methods, split)

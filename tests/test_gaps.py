@@ -279,6 +279,43 @@ def test_toy_experiment_resumes_what_is_done_refuses_other_settings_and_redoes_a
     assert all(fresh["methods"]["amortized"]["seeds"][k]["train_seconds"] != kept[k]["train_seconds"] for k in kept)
 
 
+def test_a_run_whose_training_diverges_is_recorded_left_out_of_the_means_and_shown(tmp_path):
+    """A training that meets a non-finite loss (here a real runaway: Adam at lr 1e4) is recorded as a failed run with
+    the step where it stopped, not evaluated, and not counted in the means over seeds; the experiment goes on."""
+    from tqdm import tqdm
+    from analysis import toy_experiment as te
+    from analysis.toy_plots import markdown
+    from envs.toy_tasks import generate, make_task
+    from world_models.training import minibatch
+    task = make_task("synthetic10")
+    runs = {}
+    for lr in ("1e-2", "1e4"):
+        args = te.parse_args(["--task", "synthetic10", "--train-sequences", "16", "--test-sequences", "4", "--steps", "20",
+                              "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "4", "--encoder-steps", "1",
+                              "--q-star-max-steps", "2", "--q-star-samples", "1", "--curve-steps", "0", "--ais-steps", "0",
+                              "--lr", lr, "--out", str(tmp_path)])
+        train_data, _ = generate(task, args.train_sequences, seed=0)
+        test_data, _ = generate(task, args.test_sequences, seed=1)
+        gap_sets = {"train": minibatch(train_data, torch.arange(3)), "test": minibatch(test_data, torch.arange(3))}
+        runs[lr] = te.train_and_evaluate(task, "amortized", args, 3, train_data, test_data, gap_sets,
+                                         tqdm(disable=True), f"amortized lr {lr}")
+    ok, diverged = runs["1e-2"], runs["1e4"]
+    assert "training_error" not in ok and "test_log_lik" in ok and "gaps" in ok
+    assert diverged["training_error"].startswith("non-finite") and diverged["training_error"].endswith("(of 20)")
+    assert "test_log_lik" not in diverged and "gaps" not in diverged and diverged["final_train_elbo_per_step"] is None
+    assert (tmp_path / "models" / "amortized_lr_1e4.pt").exists()             # kept, to look at why
+    both = te.over_seed_runs([ok, diverged])
+    assert both["seeds_evaluated"] == 1 and both["test_log_lik"]["mean"] == ok["test_log_lik"]["mean"]
+    assert both["failed_seeds"] == [f"seed 1 (torch seed 3): training diverged: {diverged['training_error']}"]
+    results = {"task": "synthetic10", "settings": {"seeds": 2}, "machine": "test",
+               "true_model": {"test_log_lik": ok["test_log_lik"], "estimator": "test", "noise": ok["noise"]},
+               "methods": {"amortized": {**both, "seeds": {"0": ok, "1": diverged}},
+                           "per_sequence": {**te.over_seed_runs([diverged]), "seeds": {"0": diverged}}}}
+    md = markdown(results)
+    assert f"- amortized seed 1 (torch seed 3): training diverged: {diverged['training_error']}" in md
+    assert "| per_sequence | training diverged: non-finite" in md
+
+
 def grid_log_px(obs: torch.Tensor, n: int = 1001, bound: float = 10.0) -> torch.Tensor:
     """Exact log p(x) of `square`'s true model (z_1 ~ N(0, 1), z_t ~ N(0.9 z_{t-1}, 1), x_t ~ N(z_t^2, 0.5)) per
     sequence (B, T) by the forward recursion on a grid of z (quadrature; on the test's data a grid of 4001 points

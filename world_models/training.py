@@ -21,7 +21,9 @@ def make_adam(params, lr: float, eps: float) -> torch.optim.Adam:
 
 
 class NonFiniteLoss(FloatingPointError):
-    """Training met a non-finite loss or gradient; the parameters were left as they were."""
+    """Training met a non-finite loss or gradient; the parameters were left as they were. train() sets step (the
+    index of the step refused, = the number of steps taken)."""
+    step: int | None = None
 
 
 def gradient_step(loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, grad_clip: float, where: str) -> float:
@@ -56,6 +58,7 @@ def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch
             value = gradient_step(loss, params, opt, grad_clip, f"training step {step}")
         except NonFiniteLoss as e:
             if not skip_nonfinite:
+                e.step = step
                 raise
             value, info = float("nan"), {**info, "skipped": str(e)}
         history.append({"step": step, "loss": value, **info})
