@@ -223,13 +223,13 @@ def over_seed_runs(runs: list[dict]) -> dict:
     torch seed. Runs that failed (run_failure) are left out of the means and listed in failed_seeds."""
     label = {id(r): f"seed {i} (torch seed {r['seed']})" for i, r in enumerate(runs)}
     ok = [r for r in runs if not run_failure(r)]
+    failed = [f"{label[id(r)]}: {run_failure(r)}" for r in runs if run_failure(r)]
     if not ok:
-        return {k: v for k, v in runs[0].items()}
+        return {**runs[0], "failed_seeds": failed}
     out = {"seeds_evaluated": len(ok), "ms_per_step": sum(r["ms_per_step"] for r in ok) / len(ok),
            "noise": {k: sum(r["noise"][k] for r in ok) / len(ok) for k in ok[0]["noise"]},
            "test_log_lik": over_seeds([r["test_log_lik"] for r in ok]),
            "test_log_lik_estimator": ok[0]["test_log_lik_estimator"]}
-    failed = [f"{label[id(r)]}: {run_failure(r)}" for r in runs if run_failure(r)]
     if failed:
         out["failed_seeds"] = failed
     if "gaps" in ok[0]:

@@ -313,7 +313,8 @@ def test_a_run_whose_training_diverges_is_recorded_left_out_of_the_means_and_sho
                            "per_sequence": {**te.over_seed_runs([diverged]), "seeds": {"0": diverged}}}}
     md = markdown(results)
     assert f"- amortized seed 1 (torch seed 3): training diverged: {diverged['training_error']}" in md
-    assert "| per_sequence | training diverged: non-finite" in md
+    assert "| per_sequence | every seed failed (listed below) |" in md
+    assert f"- per_sequence seed 0 (torch seed 3): training diverged: {diverged['training_error']}" in md
 
 
 def grid_log_px(obs: torch.Tensor, n: int = 1001, bound: float = 10.0) -> torch.Tensor:
