@@ -139,7 +139,10 @@ class EncoderCheckpoints:
             return
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(self.seed)
-            value = bounds.elbo(self.model, self.encoder, self.batch, self.CHECK_SAMPLES).nan_to_num(nan=-math.inf)
+            try:
+                value = bounds.elbo(self.model, self.encoder, self.batch, self.CHECK_SAMPLES).nan_to_num(nan=-math.inf)
+            except ValueError:    # non-finite distribution parameters (refused by torch's validation): no ELBO
+                value = torch.full((self.batch.batch_size,), -math.inf)
         self.checks.append((step + 1, value, {k: v.clone() for k, v in self.encoder.state_dict().items()}))
 
     def keep_best(self) -> dict:
