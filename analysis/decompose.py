@@ -113,9 +113,11 @@ def fit(label: str, loss_fn, params, data: SequenceBatch, steps: int, batch_size
         if after_step is not None:
             after_step(step)
     t0 = time.perf_counter()
-    hist = train(loss_fn, params, data, steps, batch_size, lr=lr, seed=seed, progress=progress,
-                 skip_nonfinite=skip_nonfinite)
-    bar.close()
+    try:
+        hist = train(loss_fn, params, data, steps, batch_size, lr=lr, seed=seed, progress=progress,
+                     skip_nonfinite=skip_nonfinite)
+    finally:                       # also when training stops at a non-finite loss: the bar does not dangle
+        bar.close()
     return hist, time.perf_counter() - t0
 
 
