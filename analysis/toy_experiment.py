@@ -183,31 +183,20 @@ def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data
     stages.set_postfix_str(f"train {label}")
     t0 = time.perf_counter()
     try:
-        hist, seconds = fit(label, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, seed)
+        hist, _ = fit(label, loss_fn, params, train_data, args.steps, args.batch_size, args.lr, seed)
         steps_taken, diverged = args.steps, None
     except NonFiniteLoss as e:   # diverged; training is deterministic, so this seed would diverge again
-        hist, seconds, steps_taken, diverged = [], time.perf_counter() - t0, e.step, f"{e} (of {args.steps})"
+        hist, steps_taken, diverged = [], e.step, f"{e} (of {args.steps})"
         tqdm.write(f"[{label}] training diverged: {diverged}")
+    seconds = time.perf_counter() - t0
     stages.update(1)
     entry = {"seed": seed, "train_seconds": seconds, "ms_per_step": 1000 * seconds / max(steps_taken, 1),
              "final_train_elbo_per_step": hist[-1].get("elbo") if hist else None, "noise": model.noise_summary()}
     if diverged:
         entry["training_error"] = diverged
     else:
-        model.requires_grad_(False)
-        proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
-        try:
-            ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
-            entry["test_log_lik"] = summarize(ll, test_data.length)
-            entry["test_log_lik_estimator"] = rec
-            if method != "kalman":
-                # fresh encoders are fitted on all training sequences, as the model's own posterior was
-                stages.set_postfix_str(f"gaps of {label}")
-                entry["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets, train_data,
-                                          gap_settings(args), curve_split="test")
-        except ValueError as e:   # a diverged model: non-finite distribution parameters
-            entry["evaluation_error"] = str(e).splitlines()[0][:300]
-            tqdm.write(f"[{label}] evaluation failed: {entry['evaluation_error']}")
+        stages.set_postfix_str(f"gaps of {label}")
+        entry.update(evaluate(model, q, method, args, train_data, test_data, gap_sets, label))
     if method != "kalman":
         stages.update(1)
     (args.out / "models").mkdir(parents=True, exist_ok=True)
@@ -216,14 +205,34 @@ def train_and_evaluate(task, method: str, args, seed: int, train_data, test_data
     return entry
 
 
+def evaluate(model, q, method: str, args, train_data, test_data, gap_sets, label: str) -> dict:
+    """A trained run's held-out log p(x) (and its estimator) and, for a posterior, its gap decomposition; with
+    evaluation_error (and what was computed before it) where the model's distributions have non-finite parameters."""
+    model.requires_grad_(False)
+    proposal = q if q is not None and q.amortized_part() is q else None    # an encoder alone
+    out = {}
+    try:
+        ll, rec = log_px(model, test_data, proposal, iwae_k=args.eval_samples, smc_n=args.eval_samples)
+        out.update(test_log_lik=summarize(ll, test_data.length), test_log_lik_estimator=rec)
+        if method != "kalman":
+            # fresh encoders are fitted on all training sequences, as the model's own posterior was
+            out["gaps"] = decompose(model, label, q if q.has_encoder else None, gap_sets, train_data,
+                                    gap_settings(args), curve_split="test")
+    except ValueError as e:   # a diverged model: non-finite distribution parameters
+        out["evaluation_error"] = str(e).splitlines()[0][:300]
+        tqdm.write(f"[{label}] evaluation failed: {out['evaluation_error']}")
+    return out
+
+
 def over_seed_runs(runs: list[dict]) -> dict:
     """One method's runs at several seeds as one entry in the format of a single run: every summary (held-out log
     p(x), gaps, ELBOs, refinement curve) as its mean with the standard error over seeds (over_seeds); the rest
     from the first run; warnings and failures of every run, each with its seed index (runs are in seed order) and
     torch seed. Runs that failed (run_failure) are left out of the means and listed in failed_seeds."""
     label = {id(r): f"seed {i} (torch seed {r['seed']})" for i, r in enumerate(runs)}
-    ok = [r for r in runs if not run_failure(r)]
-    failed = [f"{label[id(r)]}: {run_failure(r)}" for r in runs if run_failure(r)]
+    why = {id(r): run_failure(r) for r in runs}
+    ok = [r for r in runs if not why[id(r)]]
+    failed = [f"{label[id(r)]}: {why[id(r)]}" for r in runs if why[id(r)]]
     if not ok:
         return {**runs[0], "failed_seeds": failed}
     out = {"seeds_evaluated": len(ok), "ms_per_step": sum(r["ms_per_step"] for r in ok) / len(ok),
