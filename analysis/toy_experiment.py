@@ -127,19 +127,22 @@ def run(args) -> dict:
             results["true_model"]["gaps"][split]["own_posterior"] = "none: fresh encoders fitted to the true model"
         finished = "gaps at the true model"
     stages.update(1)
-    write(results, args.out, args.commit and finished)
-    for method in methods:
-        runs = {}
-        for k in range(args.seeds):
-            if (method, str(k)) in done:                      # --resume: finished in an earlier call
-                runs[str(k)], finished = done[(method, str(k))], None
-                stages.update(1 if method == "kalman" else 2)
-            else:
-                runs[str(k)], finished = train_and_evaluate(
-                    task, method, args, args.seed + 1000 * k + METHODS.index(method), train_data, test_data, gap_sets,
-                    stages, f"{method} seed {k}"), f"{method} seed {k}"
-            results["methods"][method] = {**over_seed_runs(list(runs.values())), "seeds": runs}
-            write(results, args.out, args.commit and finished)
+    # --resume: every run finished in an earlier call is in results from the first write on, so that a call stopped at
+    # any point leaves results.json with at least what it found there
+    runs = {method: {str(k): done[(method, str(k))] for k in range(args.seeds) if (method, str(k)) in done}
+            for method in methods}
+    stages.update(sum(len(r) * (1 if m == "kalman" else 2) for m, r in runs.items()))
+
+    def publish(stage):                                       # the true-model gaps and every run so far, in seed order
+        ordered = {m: [(k, r[k]) for k in sorted(r, key=int)] for m, r in runs.items() if r}
+        results["methods"] = {m: {**over_seed_runs([e for _, e in r]), "seeds": dict(r)} for m, r in ordered.items()}
+        write(results, args.out, args.commit and stage)
+
+    publish(finished)
+    for method, k in [(method, k) for method in methods for k in range(args.seeds) if str(k) not in runs[method]]:
+        runs[method][str(k)] = train_and_evaluate(task, method, args, args.seed + 1000 * k + METHODS.index(method),
+                                                  train_data, test_data, gap_sets, stages, f"{method} seed {k}")
+        publish(f"{method} seed {k}")
     stages.close()
     return results
 

@@ -249,7 +249,8 @@ def test_on_an_rssm_the_same_family_q_star_contains_the_encoder_and_flags_fire()
     assert len(failed["failures"]) == 1 and "filter" in failed["failures"][0]
 
 
-def test_toy_experiment_resumes_what_is_done_refuses_other_settings_and_redoes_another_protocol(tmp_path):
+def test_toy_experiment_resumes_what_is_done_refuses_other_settings_and_redoes_another_protocol(tmp_path, monkeypatch):
+    import analysis.toy_experiment as toy
     args = ["--task", "synthetic10", "--out", str(tmp_path), "--train-sequences", "16", "--test-sequences", "4",
             "--steps", "2", "--batch-size", "8", "--gap-sequences", "3", "--eval-samples", "4", "--encoder-steps", "1",
             "--q-star-max-steps", "2", "--q-star-samples", "1", "--curve-steps", "0", "--ais-steps", "0",
@@ -258,13 +259,21 @@ def test_toy_experiment_resumes_what_is_done_refuses_other_settings_and_redoes_a
     path = tmp_path / "results.json"
     first = json.loads(path.read_text())
     cut = json.loads(path.read_text())
-    del cut["methods"]["amortized"]["seeds"]["1"]               # as if stopped after seed 0
+    del cut["methods"]["amortized"]["seeds"]["0"]               # as if seed 0 had failed or been removed
     path.write_text(json.dumps(cut))
+    written, write = [], toy.write                              # what each write of the resumed call holds
+    monkeypatch.setattr(toy, "write", lambda results, *a: written.append(json.loads(json.dumps(results))) or write(
+        results, *a))
     toy_main(args + ["--resume"])
+    monkeypatch.undo()
+    # a call stopped at any point would have left at least the run it found (it used to write the runs it had
+    # replayed so far, which lost results when a resumed call was stopped early)
+    assert len(written) == 2 and all(w["methods"]["amortized"]["seeds"]["1"] == cut["methods"]["amortized"]["seeds"]["1"]
+                                     for w in written)
     again = json.loads(path.read_text())
     kept, redone = again["methods"]["amortized"]["seeds"], first["methods"]["amortized"]["seeds"]
-    assert kept["0"]["train_seconds"] == redone["0"]["train_seconds"]          # kept, not rerun
-    assert set(kept) == {"0", "1"} and kept["1"]["train_seconds"] != redone["1"]["train_seconds"]
+    assert kept["1"]["train_seconds"] == redone["1"]["train_seconds"]          # kept, not rerun
+    assert list(kept) == ["0", "1"] and kept["0"]["train_seconds"] != redone["0"]["train_seconds"]
     assert again["true_model"]["gaps"] == first["true_model"]["gaps"]
     with pytest.raises(SystemExit, match="other settings.*steps"):
         toy_main([a if a != "2" else "3" for a in args[:12]] + args[12:] + ["--resume"])
