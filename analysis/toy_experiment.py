@@ -134,8 +134,8 @@ def run(args) -> dict:
     stages.update(sum(len(r) * (1 if m == "kalman" else 2) for m, r in runs.items()))
 
     def publish(stage):                                       # the true-model gaps and every run so far, in seed order
-        ordered = {m: [(k, r[k]) for k in sorted(r, key=int)] for m, r in runs.items() if r}
-        results["methods"] = {m: {**over_seed_runs([e for _, e in r]), "seeds": dict(r)} for m, r in ordered.items()}
+        by_seed = {m: {k: r[k] for k in sorted(r, key=int)} for m, r in runs.items() if r}
+        results["methods"] = {m: {**over_seed_runs(list(s.values())), "seeds": s} for m, s in by_seed.items()}
         write(results, args.out, args.commit and stage)
 
     publish(finished)
