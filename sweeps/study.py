@@ -2,7 +2,7 @@
 
     python -m sweeps.study --dry-run       # every run, whether it is done, and the core-hours the rest needs
     python -m sweeps.study --commit        # run what is missing (local Ray, one run per core), committing each
-    python -m sweeps.study --report        # regenerate the reports from the committed results only
+    python -m sweeps.study --report        # progress page and reports from the committed results only
     python -m sweeps.study --train-only    # train the next runs without analysing them (the end of a sitting)
 
 The study knows every run it needs:
@@ -177,17 +177,59 @@ def action(work: Path, name: str) -> str:
     return RESUME if (work / name / "config.json").exists() else NEW
 
 
+def group_label(run: StudyRun) -> str:
+    """The task variant a run belongs to, as the progress table names it."""
+    c = run.spec.config
+    if run.part == "ablation":
+        return f"free_nats={c.free_nats:g}"
+    return "full observations" if c.missing_prob is None else f"missing_prob={c.missing_prob:g}"
+
+
+def progress(runs: list[StudyRun], results: Path) -> str:
+    """Markdown: which runs are committed (each done run's final evaluation return, one row per group and a column
+    per seed), which have a failure log, and the core-hours the rest needs (mean measured hours of the done runs of
+    each posterior; CORE_HOURS where none is done), from `results` alone, so every clone writes the same page."""
+    todo = [r for r in runs if not is_done(results / r.spec.name)]
+    per_run, how = hours_per_run(runs, todo, results)
+    left = sum(per_run[r.spec.config.inference].train + per_run[r.spec.config.inference].analyses for r in todo)
+    failed = results.parent / "failed"
+    groups: dict[tuple[str, str, str], dict[int, str]] = {}
+    for r in runs:
+        name, c = r.spec.name, r.spec.config
+        if r not in todo:
+            final = final_eval_return(results / name)
+            cell = "done" if final is None else f"{final:.1f}"
+        else:
+            cell = f"failed ([log](failed/{name}.log))" if (failed / f"{name}.log").is_file() else "·"
+        groups.setdefault((r.part, group_label(r), c.inference), {})[c.seed] = cell
+    lines = ["# Study progress", "",
+             "Written by `python -m sweeps.study --report` from the committed results in [runs/](runs/) only. "
+             "A cell is a committed run's final evaluation return (mean of its 10 evaluation episodes at episode "
+             "100), `·` a run not committed yet, `failed` a run whose last attempt failed (its log is linked; the "
+             "next call of the study retries it).", "",
+             f"**{len(runs) - len(todo)} of {len(runs)} runs done**; the other {len(todo)} need about {left:.0f} "
+             f"core-hours on this project's 2-core CPU, one core per run ({how}).", "",
+             "| part | task variant | inference | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
+             "|---|---|---|" + "---|" * len(SEEDS)]
+    for (part, label, inference), cells in groups.items():
+        lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: Path, out: Path) -> int:
-    """The main study's and the ablation's comparison reports (analysis.compare) from the committed results."""
+    """The progress page, and the main study's and the ablation's comparison reports (analysis.compare), from the
+    committed results."""
     from analysis import compare
 
-    runs = {r.spec.name: r for r in study_runs()}
+    all_runs = study_runs()
+    (out / "progress.md").write_text(progress(all_runs, results))
+    runs = {r.spec.name: r for r in all_runs}
     done = {name: r for name, r in runs.items() if is_done(results / name)}
     # paths relative to the working directory, so that the reports' command lines are the same on every checkout
     main_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "main"]
     ablation_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "ablation" or (
         r.spec.config.inference in ABLATION[0] and r.spec.config.missing_prob is None)]
-    print(f"{len(done)} of {len(runs)} runs done")
+    print(f"{len(done)} of {len(runs)} runs done (wrote {os.path.relpath(out / 'progress.md')})")
     code = 0
     for dirs, folder, baseline in ((main_dirs, "report", "amortized"), (ablation_dirs, "ablation", "amortized free_nats=3.0")):
         if dirs:
@@ -222,7 +264,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "outlive the session (leave a few minutes for committing). Default: no limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
-                   help="write docs/study/report (main study) and docs/study/ablation from the committed results")
+                   help="write docs/study/progress.md (which runs are done), docs/study/report (main study) and "
+                        "docs/study/ablation from the committed results")
     args = p.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1 or args.cpus_per_run < 1:
         p.error("--max-concurrent and --cpus-per-run must be >= 1")

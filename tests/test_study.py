@@ -8,7 +8,7 @@ from sweeps.status import is_finished
 from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
 from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, hours_needed,
-                          hours_per_run, is_done, measured_core_hours, study_runs)
+                          hours_per_run, is_done, measured_core_hours, progress, study_runs)
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
 
@@ -131,6 +131,25 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
     assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
     write_run(work / fresh.spec.name, 100, 100)                              # trained and analysed: nothing left
     assert hours_needed(fresh, work, per_run) == 0.0
+
+
+def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_path):
+    runs, results = study_runs(), tmp_path / "runs"
+    done, failed = "cartpole-semi_amortized-missing_prob0.5-s1", "cartpole-amortized-free_nats0.0-s3"
+    write_run(results / done, 100, 100)
+    rows = [{"episode": e + 1} for e in range(100)]
+    rows[49]["eval_return"], rows[99]["eval_return"] = 500.0, 612.34
+    (results / done / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / f"{failed}.log").write_text("Traceback")
+    page = progress(runs, results)
+    assert "**1 of 60 runs done**; the other 59 need about" in page
+    table = [line for line in page.splitlines() if line.startswith("| main") or line.startswith("| ablation")]
+    assert len(table) == 12 and all(line.count("|") == 9 for line in table)
+    assert "| main | missing_prob=0.5 | semi_amortized | · | 612.3 | · | · | · |" in table
+    assert (f"| ablation | free_nats=0 | amortized | · | · | · | failed ([log](failed/{failed}.log)) | · |"
+            in table)
+    assert sum(line.count("·") for line in table) == 58
 
 
 class SynchronousRay:
