@@ -18,8 +18,9 @@ A run is done when RESULTS/<name>/ holds its config, complete metrics and both a
 so a fresh clone continues where the committed results end. Every other run is started or resumed in WORK/<name>
 (checkpoints and replay, never committed): training resumes from its last checkpoint, an analysis that did not
 finish is rerun, and the light results (config.json, metrics.jsonl, learning_curve.png, analysis/*.json|md|png) are
-copied to RESULTS/<name>/ when all three steps are done, and committed there with --commit. A failed run's log is
-copied to RESULTS/../failed/<name>.log (committed with --commit) and the run is retried on the next call.
+copied to RESULTS/<name>/ when all three steps are done, and committed there with --commit, together with the
+progress page and reports regenerated (--report). A failed run's log is copied to RESULTS/../failed/<name>.log
+(committed with --commit) and the run is retried on the next call.
 """
 from __future__ import annotations
 
@@ -237,6 +238,20 @@ def report(results: Path, out: Path) -> int:
     return code
 
 
+def commit_with_reports(paths: list[Path], message: str, results: Path, root: Path = ROOT) -> bool:
+    """Regenerate the progress page and the reports (`report`) from `results` into its parent folder, and commit
+    them with `paths` in one commit, so that what is committed always reads every committed run. A report that
+    fails is named on stderr and `paths` are committed all the same; True if the commit was made."""
+    out = results.parent
+    try:
+        report(results, out)
+    except Exception as e:      # a bug in a report must not leave a finished run uncommitted
+        print(f"sweeps.study: the reports were not regenerated ({type(e).__name__}: {e}); committing the run alone",
+              file=sys.stderr)
+    written = [p for p in (out / "progress.md", out / "report", out / "ablation") if p.exists()]
+    return commit([*paths, *written], message, "sweeps.study", root)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sweeps.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -251,7 +266,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (and torch threads) per run (default 1)")
     p.add_argument("--address", default=None, help="an existing Ray cluster (default: a new local instance)")
     p.add_argument("--wandb", choices=WANDB_MODES, default="offline", help="wandb mode of every run (default offline)")
-    p.add_argument("--commit", action="store_true", help="git-commit each run's results (and failure logs) as it ends")
+    p.add_argument("--commit", action="store_true",
+                   help="git-commit each run's results (and failure logs) as it ends, with the progress page and the "
+                        "reports regenerated")
     p.add_argument("--train-only", action="store_true",
                    help="train (or resume) the runs that are left, without their analyses, and commit nothing: for "
                         "the end of a session, where an analysis (about 45 min, restarted from scratch when killed) "
@@ -311,11 +328,12 @@ def main(argv=None) -> int:
             if (plan.run_dir / "log.txt").exists():
                 shutil.copy2(plan.run_dir / "log.txt", log)
                 if args.commit:
-                    commit([log], f"study: {plan.spec.name} failed ({record['message']}); its log", "sweeps.study")
+                    commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
+                                        args.results)
         elif args.commit and not args.train_only:
             final = final_eval_return(results)
-            commit([results], f"study: {plan.spec.name} (final evaluation return "
-                              f"{'none' if final is None else f'{final:.1f}'})", "sweeps.study")
+            commit_with_reports([results], f"study: {plan.spec.name} (final evaluation return "
+                                           f"{'none' if final is None else f'{final:.1f}'})", args.results)
 
     if args.train_only:
         need = {r.spec.name: hours_needed(r, args.work, per_run, analyses=False) for r in todo}

@@ -8,7 +8,7 @@ from sweeps.status import is_finished
 from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
 from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, hours_needed,
-                          hours_per_run, is_done, measured_core_hours, progress, study_runs)
+                          hours_per_run, is_done, measured_core_hours, progress, study_runs, commit_with_reports)
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
 
@@ -150,6 +150,37 @@ def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_pat
     assert (f"| ablation | free_nats=0 | amortized | · | · | · | failed ([log](failed/{failed}.log)) | · |"
             in table)
     assert sum(line.count("·") for line in table) == 58
+
+
+def test_a_committed_run_brings_the_regenerated_progress_page_and_reports(tmp_path, capsys):
+    """The run is committed with the progress page and the comparison report; where the report fails (here:
+    metrics without env_steps), the failure is named and the run and progress page are committed all the same."""
+    repo = tmp_path / "repo"
+    results = repo / "docs" / "study" / "runs"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "config", "user.email", "t@t"], check=True)
+    subprocess.run(["git", "-C", str(repo), "config", "user.name", "t"], check=True)
+    name = "cartpole-amortized-missing_probnone-s0"
+    write_run(results / name, 100, 100)
+    for junk in ("checkpoint.pt", "analysis/heldout_episodes.pt"):
+        (results / name / junk).unlink()
+
+    def committed(rows: list[dict]) -> list[str]:
+        (results / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert commit_with_reports([results / name], "study: one run", results, root=repo)
+        return subprocess.run(["git", "-C", str(repo), "show", "--name-only", "--format="], capture_output=True,
+                              text=True, check=True).stdout.split()
+
+    files = committed([{"episode": e + 1, "eval_return": 700.0 + e} for e in range(100)])
+    assert "the reports were not regenerated (KeyError: 'env_steps')" in capsys.readouterr().err
+    assert f"docs/study/runs/{name}/metrics.jsonl" in files and "docs/study/progress.md" in files
+    assert "| main | full observations | amortized | 799.0 | · | · | · | · |" in (
+        repo / "docs" / "study" / "progress.md").read_text()
+    assert not any(f.startswith("docs/study/report/") for f in files)
+    files = committed([{"episode": e + 1, "env_steps": 1000 * (e + 1), "eval_return": 600.0 + e} for e in range(100)])
+    assert "not regenerated" not in capsys.readouterr().err
+    assert "docs/study/progress.md" in files and "docs/study/report/report.md" in files
+    assert "| 699.0 |" in (repo / "docs" / "study" / "progress.md").read_text()
 
 
 class SynchronousRay:
