@@ -25,8 +25,9 @@ from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
 from analysis.markdown import table  # noqa: E402
-from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, probability_of_improvement,  # noqa: E402
-                            probability_of_improvement_ci, spearman, spearman_ci, stratified_bootstrap_ci)
+from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, mean_t_interval,  # noqa: E402
+                            probability_of_improvement, probability_of_improvement_ci, spearman, spearman_ci,
+                            stratified_bootstrap_ci)
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
@@ -185,13 +186,15 @@ def summarize(values, rng: np.random.Generator, n_boot: int) -> dict:
             "median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
 
 
-def mean_sem(values) -> dict:
-    """Mean over seeds and its standard error std(ddof=1) / sqrt(n) (None for fewer than 2 values)."""
+def over_seeds(values) -> dict:
+    """Mean over seeds (None values left out), its standard error std(ddof=1) / sqrt(n) and its Student-t interval
+    at LEVEL (both None for fewer than 2 values)."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if not len(v):
-        return {"mean": None, "sem": None, "n": 0}
-    return {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None,
-            "n": len(v)}
+        return {"mean": None, "sem": None, "ci": None, "n": 0}
+    several = len(v) > 1
+    return {"mean": float(v.mean()), "sem": float(v.std(ddof=1) / np.sqrt(len(v))) if several else None,
+            "ci": list(mean_t_interval(v, LEVEL)) if several else None, "n": len(v)}
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -258,14 +261,15 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
         "final_return": summarize([p["final_return"] for p in per_run], rng, args.n_boot),
         "curves": {args.metric: curve(runs, args.metric, rng, args.n_boot),
                    "train_return": curve(runs, "train_return", rng, args.n_boot, SMOOTH)},
-        "gaps": {col: mean_sem(_number(g, path) for g in gaps) for col, path in GAP_COLUMNS.items()},
+        "gaps": {col: over_seeds(_number(g, path) for g in gaps) for col, path in GAP_COLUMNS.items()},
         "gap_estimators": sorted({str(e) for g in gaps if (e := _get(g, ("heldout", "estimator"))) is not None}),
-        "uncertainty": {t: {m: mean_sem(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
+        "uncertainty": {t: {m: over_seeds(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
                         for t in TARGETS},
-        "noise": {"injected_obs_std": mean_sem(i for i, _ in noise), "learned_obs_std": mean_sem(s for _, s in noise),
-                  "learned_minus_injected": mean_sem(s - i for i, s in noise)},
-        "wall_clock": {"minutes": mean_sem(p["minutes"] for p in per_run),
-                       "env_steps": mean_sem(p["env_steps"] for p in per_run)},
+        "noise": {"injected_obs_std": over_seeds(i for i, _ in noise),
+                  "learned_obs_std": over_seeds(s for _, s in noise),
+                  "learned_minus_injected": over_seeds(s - i for i, s in noise)},
+        "wall_clock": {"minutes": over_seeds(p["minutes"] for p in per_run),
+                       "env_steps": over_seeds(p["env_steps"] for p in per_run)},
     }
 
 
@@ -451,12 +455,9 @@ def _iqm_ci(stat: dict) -> str:
     return _with_ci(stat["iqm"], stat["iqm_ci"], 1) + (" (one seed: no CI)" if stat["iqm_ci"] is None else "")
 
 
-def _pm(stat: dict, digits: int) -> str:
-    """'mean ± sem (n)', or '–' when no seed has the value."""
-    if not stat["n"]:
-        return "–"
-    sem = "" if stat["sem"] is None else f" ± {stat['sem']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}{sem} ({stat['n']})"
+def _mean_ci(stat: dict, digits: int) -> str:
+    """'mean [low, high] (n)' of an over_seeds entry, the mean alone for one seed, '–' when no seed has the value."""
+    return f"{_with_ci(stat['mean'], stat['ci'], digits)} ({stat['n']})" if stat["n"] else "–"
 
 
 def _reading(ci, null: float, above: str, below: str, without: str = "one run on a side") -> str:
@@ -505,6 +506,11 @@ def findings(report: dict) -> list[str]:
     if corr:
         lines += table(["final return against", "task variant", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
     return lines
+
+
+# how the per-group tables (gaps, calibration, noise, wall-clock) summarize their seeds
+SEED_MEAN = (f"mean over seeds [{LEVEL:.0%} Student-t interval, mean -+ t * standard error across seeds; none for "
+             "one seed] (seeds with the value)")
 
 
 def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
@@ -557,26 +563,28 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
     gap_cols = [c for c in GAP_COLUMNS if any(g["gaps"][c]["n"] for g in groups)]
     if gap_cols:
         estimators = sorted({e for g in groups for e in g["gap_estimators"]})
-        lines += ["## Gaps", "", "Held-out sequences, nats per time step (from each run's `analysis/gaps.json`): mean "
-                  "over seeds ± standard error across seeds (seeds with the value)."
+        lines += ["## Gaps", "", "Held-out sequences, nats per time step (from each run's `analysis/gaps.json`): "
+                  f"{SEED_MEAN}."
                   + (f" log p(x) estimator: {', '.join(estimators)}." if estimators else ""), ""]
         lines += table(["task variant", "inference", *(GAP_TITLES[c] for c in gap_cols)],
-                        [[g["task_variant"], g["inference"], *(_pm(g["gaps"][c], 3) for c in gap_cols)]
+                        [[g["task_variant"], g["inference"], *(_mean_ci(g["gaps"][c], 3) for c in gap_cols)]
                          for g in groups if any(g["gaps"][c]["n"] for c in gap_cols)])
     calib = [(g, t) for g in groups for t in TARGETS if any(g["uncertainty"][t][m]["n"] for m in CALIBRATION)]
     if calib:
-        lines += ["## Calibration", "", "From each run's `analysis/uncertainty.json`: mean over seeds ± standard error "
-                  "(seeds with the value).", ""]
+        lines += ["## Calibration", "", f"From each run's `analysis/uncertainty.json`: {SEED_MEAN}.", ""]
         lines += table(["task variant", "inference", "target", *CALIBRATION],
-                        [[g["task_variant"], g["inference"], t, *(_pm(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
+                        [[g["task_variant"], g["inference"], t,
+                          *(_mean_ci(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
                          for g, t in calib])
     noise = [g for g in groups if g["noise"]["learned_obs_std"]["n"]]
     if noise:
         lines += ["", "Learned observation noise next to the injected one (`obs_noise`, the std of the Gaussian "
                   "noise added to each observation): the learned std is the square root of the model's mean emission "
-                  "variance; with nothing injected it measures what the model cannot predict, not an error.", ""]
+                  "variance; with nothing injected it measures what the model cannot predict, not an error. "
+                  f"{SEED_MEAN}.",
+                  ""]
         lines += table(["task variant", "inference", "injected std", "learned std", "learned - injected"],
-                        [[g["task_variant"], g["inference"], *(_pm(g["noise"][k], 4) for k in g["noise"])]
+                        [[g["task_variant"], g["inference"], *(_mean_ci(g["noise"][k], 4) for k in g["noise"])]
                          for g in noise])
     shown = _correlated(report)
     if shown:
@@ -591,11 +599,11 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += [f"![final return against {c['title']}](scatter_{k}.png)"
                   for k, c in {k: c for k, c, _ in shown}.items()] + [""]
     lines += ["## Wall-clock", "", "Per run: the sum of training, collection (planning included) and evaluation "
-              "seconds over its episodes (checkpointing and plotting not counted); mean over seeds ± standard error.",
+              f"seconds over its episodes (checkpointing and plotting not counted); {SEED_MEAN}.",
               ""]
     lines += table(["task variant", "inference", "minutes per run", "env steps per run"],
-                    [[g["task_variant"], g["inference"], _pm(g["wall_clock"]["minutes"], 1),
-                      _pm(g["wall_clock"]["env_steps"], 0)] for g in groups])
+                    [[g["task_variant"], g["inference"], _mean_ci(g["wall_clock"]["minutes"], 1),
+                      _mean_ci(g["wall_clock"]["env_steps"], 0)] for g in groups])
     lines += ["## Runs", ""]
     lines += table(["run", "task variant", "inference", "seed", f"final {metric}", "final episode", "minutes"],
                     [[f"`{p['dir']}`", g["task_variant"], g["inference"], str(p["seed"]), _fmt(p["final_return"], 1),

@@ -50,6 +50,13 @@ def gaps_json(seed: int) -> dict:
     return {"heldout": heldout, "train": heldout}
 
 
+def assert_over_seeds(stat: dict, mean: float, sem: float, n: int) -> None:
+    """A per-group summary: mean, s.e. and the 95% t interval mean -+ t_{0.975, n-1} s.e. (t from a table)."""
+    t = {2: 12.706205, 3: 4.302653}[n]
+    assert (stat["mean"], stat["sem"], stat["n"]) == (pytest.approx(mean), pytest.approx(sem), n)
+    assert stat["ci"] == pytest.approx([mean - t * sem, mean + t * sem])
+
+
 @pytest.fixture
 def runs(tmp_path):
     root = tmp_path / "runs"
@@ -91,12 +98,12 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     assert curves["train_return"]["mean"] == pytest.approx(2 * np.array([1, 1.5, 2, 2.5, 3, 4]))
 
     gaps = groups["amortized"]["gaps"]
-    assert gaps["amortization"] == pytest.approx({"mean": 0.2, "sem": 0.1, "n": 2})
+    assert_over_seeds(gaps["amortization"], 0.2, 0.1, 2)
     assert gaps["inference"]["mean"] == pytest.approx(0.6)
     assert gaps["log_px"]["mean"] == pytest.approx(-2.5)
     assert gaps["conditioning"]["n"] == 0
     assert groups["semi_amortized"]["gaps"]["amortization"]["n"] == 0
-    assert groups["amortized"]["uncertainty"]["obs"]["coverage90"] == {"mean": 0.875, "sem": None, "n": 1}
+    assert groups["amortized"]["uncertainty"]["obs"]["coverage90"] == {"mean": 0.875, "sem": None, "ci": None, "n": 1}
     assert groups["amortized"]["uncertainty"]["state"]["nll"]["n"] == 0
     noise = groups["amortized"]["noise"]   # learned std sqrt(0.04), nothing injected
     assert noise["learned_obs_std"]["mean"] == pytest.approx(0.2) and noise["injected_obs_std"]["mean"] == 0
@@ -109,7 +116,7 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
 
     md = (out / "report.md").read_text()
     assert report["command"] in md and "--out" in report["command"]
-    assert "0.200 ± 0.100 (2)" in md and "## Calibration" in md and "smc-100" in md
+    assert "0.200 [-1.071, 1.471] (2)" in md and "## Calibration" in md and "smc-100" in md
     assert "| cartpole | amortized | 0.0000 (1) | 0.2000 (1) | 0.2000 (1) |" in md
     pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
     assert set(pngs) == {"final_iqm.png", "curves_cartpole.png"}
@@ -263,10 +270,11 @@ def test_learned_noise_is_set_against_the_injected_noise(tmp_path):
     out = tmp_path / "out"
     assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
     noise = json.loads((out / "report.json").read_text())["groups"][0]["noise"]
-    assert noise["injected_obs_std"] == pytest.approx({"mean": 0.1, "sem": 0.0, "n": 2})
-    assert noise["learned_obs_std"] == pytest.approx({"mean": 0.25, "sem": 0.05, "n": 2})
-    assert noise["learned_minus_injected"] == pytest.approx({"mean": 0.15, "sem": 0.05, "n": 2})
-    assert "| 0.1000 ± 0.0000 (2) | 0.2500 ± 0.0500 (2) | 0.1500 ± 0.0500 (2) |" in (out / "report.md").read_text()
+    assert_over_seeds(noise["injected_obs_std"], 0.1, 0.0, 2)
+    assert_over_seeds(noise["learned_obs_std"], 0.25, 0.05, 2)
+    assert_over_seeds(noise["learned_minus_injected"], 0.15, 0.05, 2)
+    assert ("| 0.1000 [0.1000, 0.1000] (2) | 0.2500 [-0.3853, 0.8853] (2) | 0.1500 [-0.4853, 0.7853] (2) |"
+            in (out / "report.md").read_text())
 
 
 def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
