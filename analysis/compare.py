@@ -25,9 +25,9 @@ from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
 from analysis.markdown import table  # noqa: E402
-from analysis.stats import (bootstrap_ci, iqm, mean_difference_ci, mean_t_interval,  # noqa: E402
+from analysis.stats import (bootstrap_ci, iqm, mean_t_interval,  # noqa: E402
                             probability_of_improvement, probability_of_improvement_ci, spearman, spearman_ci,
-                            stratified_bootstrap_ci)
+                            stratified_bootstrap_ci, welch_interval)
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
@@ -312,10 +312,9 @@ def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator
     return out
 
 
-def differences(by_group: dict[tuple[str, str], list[Run]], baseline: str, rng: np.random.Generator,
-                n_boot: int) -> list[dict]:
+def differences(by_group: dict[tuple[str, str], list[Run]], baseline: str) -> list[dict]:
     """Per task variant, inference type X other than the baseline and MEASURES entry: mean over X's runs minus mean
-    over the baseline's runs (runs with the value), with a bootstrap CI where both sides have at least 2 runs."""
+    over the baseline's runs (runs with the value), with Welch's interval where both sides have at least 2 runs."""
     out = []
     for (variant, inference), runs in sorted(by_group.items()):
         if inference == baseline or (variant, baseline) not in by_group:
@@ -323,11 +322,10 @@ def differences(by_group: dict[tuple[str, str], list[Run]], baseline: str, rng: 
         for name, (title, value, higher_is_better) in MEASURES.items():
             x, y = ([v for r in rs if (v := value(r)) is not None] for rs in (runs, by_group[(variant, baseline)]))
             if x and y:
-                resamplable = min(len(x), len(y)) > 1
                 out.append({"inference": inference, "baseline": baseline, "task_variant": variant, "measure": name,
                             "title": title, "higher_is_better": higher_is_better, "n": [len(x), len(y)],
                             "difference": float(np.mean(x) - np.mean(y)),
-                            "ci": list(mean_difference_ci(x, y, n_boot, LEVEL, rng=rng)) if resamplable else None})
+                            "ci": list(welch_interval(x, y, LEVEL)) if min(len(x), len(y)) > 1 else None})
     return out
 
 
@@ -496,10 +494,11 @@ def findings(report: dict) -> list[str]:
               "nothing below is a finding")
     lines = ["## What the data shows and what it does not", "",
              f"Every comparison below, read only by whether its {LEVEL:.0%} interval excludes the value of no effect "
-             "(0.5 for a probability of improvement, 0 for a difference or a correlation). Intervals over few seeds "
-             f"are rough and tend to be too narrow, and {chance}. A run's log p(x), gaps and "
-             "calibration are measured on held-out episodes of its own agent, so their differences mix the quality "
-             "of the model and inference with the states each agent visits.", ""]
+             "(0.5 for a probability of improvement, 0 for a difference or a correlation). A difference of means has "
+             "Welch's t interval (unequal variances); a probability of improvement and a correlation have bootstrap "
+             f"intervals, which over few seeds are rough and tend to be too narrow; and {chance}. A run's log p(x), "
+             "gaps and calibration are measured on held-out episodes of its own agent, so their differences mix the "
+             "quality of the model and inference with the states each agent visits.", ""]
     if rows:
         lines += table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
                          "reading"], rows)
@@ -661,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
               "bootstrap_seed": args.seed, "train_return_smoothing": SMOOTH, "skipped": skipped,
               "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot),
               "baseline": args.baseline, "improvement": improvement_over(groups, args.baseline, rng, args.n_boot),
-              "differences": differences(by_group, args.baseline, rng, args.n_boot),
+              "differences": differences(by_group, args.baseline),
               "correlations": correlations(by_group, groups, rng, args.n_boot)}
 
     args.out.mkdir(parents=True, exist_ok=True)

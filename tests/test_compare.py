@@ -294,8 +294,8 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     diffs = {(d["inference"], d["measure"]): d for d in report["differences"]}
     assert set(diffs) == {("semi_amortized", "log_px"), ("semi_amortized", "amortization_gap")}
     assert diffs[("semi_amortized", "log_px")]["difference"] == pytest.approx(1.0)
-    low, high = diffs[("semi_amortized", "log_px")]["ci"]   # resampled means differ by 1 +- 0.04 at most
-    assert 0.96 <= low < 1.0 < high <= 1.04
+    low, high = diffs[("semi_amortized", "log_px")]["ci"]   # Welch: 1 -+ t_{0.975, 8} * 0.01 = 1 -+ 0.0231
+    assert (low, high) == pytest.approx((1 - 0.02306, 1 + 0.02306), abs=1e-4)
     low, high = diffs[("semi_amortized", "amortization_gap")]["ci"]
     assert low < 0 < high
     md = (out / "report.md").read_text()
