@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.config import WANDB_MODES
+from agent.config import WANDB_MODES, AgentConfig
 from agent.report import read_metrics
 from world_models.posteriors.registry import POSTERIORS
 
@@ -50,6 +50,7 @@ SEEDS = (0, 1, 2, 3, 4)
 FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
 MAIN_GRID = {"missing_prob": [None, 0.5]}
 ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
+FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: the main study's runs
 # the analyses per run, {output: (module, options)}: the gap decomposition on held-out windows only (the report reads
 # those) at the command's default sizes, and the calibration at its defaults. Both splits cost 78 min on this 2-core
 # CPU beside other jobs, with 16 windows per split (docs/agent) as with 8 (4660 s against 4701 s, amortized, session
@@ -214,27 +215,33 @@ def progress(runs: list[StudyRun], results: Path) -> str:
              "|---|---|---|" + "---|" * len(SEEDS)]
     for (part, label, inference), cells in groups.items():
         lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
+    lines += ["", "Reports, regenerated with this page: [the main study](report/report.md) (every posterior against "
+              "amortized); the free-nats ablation, free nats 0 against 3, for "
+              + " and ".join(f"[{i}](ablation/{i}/report.md)" for i in ABLATION[0]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def report(results: Path, out: Path) -> int:
-    """The progress page, and the main study's and the ablation's comparison reports (analysis.compare), from the
-    committed results."""
+    """The progress page, the main study's comparison report (analysis.compare, against amortized) and one free-nats
+    ablation report per ablated posterior (its free nats 0 runs against its free nats 3 ones, the main study's
+    full-observation runs), from the committed results."""
     from analysis import compare
 
     all_runs = study_runs()
     (out / "progress.md").write_text(progress(all_runs, results))
-    runs = {r.spec.name: r for r in all_runs}
-    done = {name: r for name, r in runs.items() if is_done(results / name)}
+    done = [r for r in all_runs if is_done(results / r.spec.name)]
     # paths relative to the working directory, so that the reports' command lines are the same on every checkout
-    main_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "main"]
-    ablation_dirs = [os.path.relpath(results / n) for n, r in done.items() if r.part == "ablation" or (
-        r.spec.config.inference in ABLATION[0] and r.spec.config.missing_prob is None)]
-    print(f"{len(done)} of {len(runs)} runs done (wrote {os.path.relpath(out / 'progress.md')})")
+    rel = lambda runs: [os.path.relpath(results / r.spec.name) for r in runs]
+    reports = [(rel(r for r in done if r.part == "main"), out / "report", "amortized")]
+    for inference in ABLATION[0]:
+        reports.append((rel(r for r in done if r.spec.config.inference == inference and (
+            r.part == "ablation" or r.spec.config.missing_prob is None)), out / "ablation" / inference,
+            f"{inference} free_nats={FREE_NATS_DEFAULT}"))
+    print(f"{len(done)} of {len(all_runs)} runs done (wrote {os.path.relpath(out / 'progress.md')})")
     code = 0
-    for dirs, folder, baseline in ((main_dirs, "report", "amortized"), (ablation_dirs, "ablation", "amortized free_nats=3.0")):
+    for dirs, folder, baseline in reports:
         if dirs:
-            code |= compare.main([*dirs, "--out", os.path.relpath(out / folder), "--baseline", baseline])
+            code |= compare.main([*dirs, "--out", os.path.relpath(folder), "--baseline", baseline])
     return code
 
 
@@ -248,7 +255,8 @@ def commit_with_reports(paths: list[Path], message: str, results: Path, root: Pa
     except Exception as e:      # a bug in a report must not leave a finished run uncommitted
         print(f"sweeps.study: the reports were not regenerated ({type(e).__name__}: {e}); committing the run alone",
               file=sys.stderr)
-    written = [p for p in (out / "progress.md", out / "report", out / "ablation") if p.exists()]
+    written = [p for p in (out / "progress.md", out / "report", *(out / "ablation" / i for i in ABLATION[0]))
+               if p.exists()]
     return commit([*paths, *written], message, "sweeps.study", root)
 
 
@@ -282,7 +290,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/progress.md (which runs are done), docs/study/report (main study) and "
-                        "docs/study/ablation from the committed results")
+                        "docs/study/ablation/<posterior> (free nats 0 against 3) from the committed results")
     args = p.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1 or args.cpus_per_run < 1:
         p.error("--max-concurrent and --cpus-per-run must be >= 1")

@@ -180,6 +180,8 @@ def test_a_committed_run_brings_the_regenerated_progress_page_and_reports(tmp_pa
     files = committed([{"episode": e + 1, "env_steps": 1000 * (e + 1), "eval_return": 600.0 + e} for e in range(100)])
     assert "not regenerated" not in capsys.readouterr().err
     assert "docs/study/progress.md" in files and "docs/study/report/report.md" in files
+    assert "docs/study/ablation/amortized/report.md" in files          # its free nats 3 side
+    assert not any(f.startswith("docs/study/ablation/semi_amortized") for f in files)
     assert "| 699.0 |" in (repo / "docs" / "study" / "progress.md").read_text()
 
 
