@@ -25,6 +25,7 @@ from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
 from agent.report import read_metrics  # noqa: E402
 from analysis.markdown import table  # noqa: E402
+from world_models.posteriors.registry import SMOOTHER  # noqa: E402
 from analysis.stats import (bootstrap_ci, iqm, mean_t_interval,  # noqa: E402
                             probability_of_improvement, probability_of_improvement_ci, spearman, spearman_ci,
                             stratified_bootstrap_ci, welch_interval)
@@ -34,22 +35,22 @@ VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action
 # may differ between the runs of one group: runs of different lengths (episodes) are the same treatment, compared
 # where they end (a warning says so) or cut with --until-episode; physics_state only changes what is stored
 REPLICATE_SETTINGS = ("seed", "device", "wandb", "episodes", "physics_state")
-# gap -> its path in RUN_DIR/analysis/gaps.json (nats per time step on held-out sequences), and its column title
-GAP_COLUMNS = {**{name: ("heldout", "gaps", name, "mean_per_step")
+# gap -> (column title, its value in one run or None): nats per time step on held-out sequences, from
+# RUN_DIR/analysis/gaps.json
+GAP_COLUMNS = {**{name: (f"{name} gap", lambda run, name=name: _heldout(run, ("gaps", name)))
                   for name in ("inference", "approximation", "amortization", "conditioning")},
-               "log_px": ("heldout", "log_px", "mean_per_step")}
-GAP_TITLES = {name: "log p(x)" if name == "log_px" else f"{name} gap" for name in GAP_COLUMNS}
+               "encoder_excess": ("own minus fresh encoder's amortization gap", lambda run: encoder_excess(run)),
+               "log_px": ("log p(x)", lambda run: _heldout(run, ("log_px",)))}
 TARGETS = ("obs", "reward", "state")
 CALIBRATION = ("nll", "crps", "coverage50", "coverage90")  # RUN_DIR/analysis/uncertainty.json: summary.TARGET.*
 # what a run's world model and inference are measured by on its frozen final model: {name: (title, value of one
 # run or None, whether higher is better)}
 MEASURES = {
-    "log_px": ("held-out log p(x) (nats / step)", lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["log_px"]),
-               True),
-    "inference_gap": ("inference gap (nats / step, held out)",
-                      lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["inference"]), False),
-    "amortization_gap": ("amortization gap (nats / step, held out)",
-                         lambda run: _number(run.analysis["gaps"], GAP_COLUMNS["amortization"]), False),
+    "log_px": ("held-out log p(x) (nats / step)", GAP_COLUMNS["log_px"][1], True),
+    "inference_gap": ("inference gap (nats / step, held out)", GAP_COLUMNS["inference"][1], False),
+    "amortization_gap": ("amortization gap (nats / step, held out)", GAP_COLUMNS["amortization"][1], False),
+    "encoder_excess": ("own amortization gap minus a fresh encoder's (nats / step, held out)",
+                       GAP_COLUMNS["encoder_excess"][1], False),
     "obs_nll": ("open-loop observation NLL (nats, horizons 1-50)",
                 lambda run: _number(run.analysis["uncertainty"], ("summary", "obs", "nll")), False),
     "coverage_error": ("observation coverage error: (|c50 - 0.5| + |c90 - 0.9|) / 2",
@@ -232,6 +233,22 @@ def _number(data, keys):
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) else None
 
 
+def _heldout(run: Run, keys: tuple[str, ...]) -> float | None:
+    """A per-step mean on held-out sequences from the run's gaps.json (keys below "heldout"), or None."""
+    return _number(run.analysis["gaps"], ("heldout", *keys, "mean_per_step"))
+
+
+def encoder_excess(run: Run) -> float | None:
+    """The run's own amortization gap minus that of a fresh encoder of its kind fitted to its frozen model (the
+    smoother for amortized_smoothing, the filter for the others, whose encoders filter): what training its inference
+    jointly with the model (free nats included) costs, beside what the same family can do on that model. For
+    semi_amortized and iterative_amortized its own posterior includes their K steps. None where either is missing
+    (per_sequence has no amortization gap)."""
+    kind = "smoother" if run.config.inference == SMOOTHER else "filter"
+    own, fresh = _heldout(run, ("gaps", "amortization")), _heldout(run, ("gaps", f"amortization[{kind}]"))
+    return None if own is None or fresh is None else own - fresh
+
+
 def coverage_error(uncertainty: dict | None, target: str) -> float | None:
     """Mean absolute miscalibration of the 50% and 90% predictive intervals of `target` (0 = calibrated)."""
     c50, c90 = (_number(uncertainty, ("summary", target, m)) for m in ("coverage50", "coverage90"))
@@ -261,7 +278,7 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
         "final_return": summarize([p["final_return"] for p in per_run], rng, args.n_boot),
         "curves": {args.metric: curve(runs, args.metric, rng, args.n_boot),
                    "train_return": curve(runs, "train_return", rng, args.n_boot, SMOOTH)},
-        "gaps": {col: over_seeds(_number(g, path) for g in gaps) for col, path in GAP_COLUMNS.items()},
+        "gaps": {col: over_seeds(value(r) for r in runs) for col, (_, value) in GAP_COLUMNS.items()},
         "gap_estimators": sorted({str(e) for g in gaps if (e := _get(g, ("heldout", "estimator"))) is not None}),
         "uncertainty": {t: {m: over_seeds(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
                         for t in TARGETS},
@@ -563,9 +580,12 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
     if gap_cols:
         estimators = sorted({e for g in groups for e in g["gap_estimators"]})
         lines += ["## Gaps", "", "Held-out sequences, nats per time step (from each run's `analysis/gaps.json`): "
-                  f"{SEED_MEAN}."
+                  f"{SEED_MEAN}. Each gap is of the run's own posterior; \"own minus fresh\" is its amortization "
+                  "gap minus that of a fresh encoder of its kind (the smoother for amortized_smoothing, the filter "
+                  "otherwise) fitted to the frozen model: above 0, training the encoder with the model cost it that "
+                  "much."
                   + (f" log p(x) estimator: {', '.join(estimators)}." if estimators else ""), ""]
-        lines += table(["task variant", "inference", *(GAP_TITLES[c] for c in gap_cols)],
+        lines += table(["task variant", "inference", *(GAP_COLUMNS[c][0] for c in gap_cols)],
                         [[g["task_variant"], g["inference"], *(_mean_ci(g["gaps"][c], 3) for c in gap_cols)]
                          for g in groups if any(g["gaps"][c]["n"] for c in gap_cols)])
     calib = [(g, t) for g in groups for t in TARGETS if any(g["uncertainty"][t][m]["n"] for m in CALIBRATION)]

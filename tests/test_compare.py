@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.config import AgentConfig
-from analysis.compare import main, task_variant
+from analysis.compare import Run, encoder_excess, main, task_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -341,3 +341,17 @@ def test_markdown_rows_escape_pipes_inside_cells():
     from analysis.markdown import row, table
     assert row(["q(z_t | z_{t-1}, x)", 3]) == "| q(z_t \\| z_{t-1}, x) | 3 |"
     assert table(["a", "b"], [["1", "|x|"]]) == ["| a | b |", "|---|---|", "| 1 | \\|x\\| |", ""]
+
+
+def test_encoder_excess_is_set_against_a_fresh_encoder_of_the_posteriors_kind():
+    """Own amortization gap minus the fresh smoother's for amortized_smoothing, the fresh filter's for the others;
+    None for per_sequence (no amortization gap) and for runs without a gap analysis."""
+    values = {"amortization": 1.0, "amortization[filter]": 0.75, "amortization[smoother]": 0.25}
+    gaps = {"heldout": {"gaps": {name: {"mean_per_step": v} for name, v in values.items()}}}
+    run = lambda inference, g: Run(Path("."), AgentConfig(inference=inference), [], {"gaps": g, "uncertainty": None})
+    assert encoder_excess(run("amortized", gaps)) == 0.25
+    assert encoder_excess(run("semi_amortized", gaps)) == 0.25
+    assert encoder_excess(run("amortized_smoothing", gaps)) == 0.75
+    per_sequence = {"heldout": {"gaps": {k: v for k, v in gaps["heldout"]["gaps"].items() if k != "amortization"}}}
+    assert encoder_excess(run("per_sequence", per_sequence)) is None
+    assert encoder_excess(run("amortized", None)) is None
