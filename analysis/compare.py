@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import re
 import shlex
 import sys
@@ -96,8 +97,10 @@ def read_run(run_dir: Path, metric: str, until_episode: int | None = None) -> Ru
         rows = [r for r in rows if r["episode"] <= until_episode]
     if not any(r.get(metric) is not None for r in rows):
         raise ValueError(f"no {metric} values in metrics.jsonl yet")
-    return Run(run_dir, config, rows, {name: _read_analysis(run_dir / "analysis" / f"{name}.json")
-                                       for name in ("gaps", "uncertainty")})
+    analyses = {name: _read_analysis(run_dir / "analysis" / f"{name}.json") for name in ("gaps", "uncertainty")}
+    # an analysis of the model after a later episode than the report's cut describes another model: left out
+    later = lambda a: until_episode is not None and (_number(a, ("checkpoint_episode",)) or math.inf) > until_episode
+    return Run(run_dir, config, rows, {name: None if later(a) else a for name, a in analyses.items()})
 
 
 def episode_seconds(row: dict) -> float:
@@ -651,7 +654,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "'amortized planner=cem') that the probability of improvement is taken against "
                         "(default amortized; nothing is reported when no group has that label)")
     p.add_argument("--until-episode", type=_positive_int, default=None, metavar="N",
-                   help="compare the runs up to episode N only (e.g. runs of different lengths at equal data)")
+                   help="compare the runs up to episode N only (e.g. runs of different lengths at equal data, or "
+                        "a study's midpoint); a gap or calibration analysis of a model after episode N is left out")
     return p.parse_args(argv)
 
 

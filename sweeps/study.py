@@ -48,6 +48,7 @@ from .summary import FAILED, NOT_STARTED, final_eval_return
 
 SEEDS = (0, 1, 2, 3, 4)
 FIXED = {"episodes": 100, "physics_state": True}     # physical states stored for the calibration's state read-out
+MIDPOINT = 50         # the other episode with ten evaluation episodes (eval_episodes_every): a report cut there too
 MAIN_GRID = {"missing_prob": [None, 0.5]}
 ABLATION = (("amortized", "semi_amortized"), {"free_nats": [0.0]})
 FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: the main study's runs
@@ -216,15 +217,17 @@ def progress(runs: list[StudyRun], results: Path) -> str:
     for (part, label, inference), cells in groups.items():
         lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
     lines += ["", "Reports, regenerated with this page: [the main study](report/report.md) (every posterior against "
-              "amortized); the free-nats ablation, free nats 0 against 3, for "
+              f"amortized), [the same at episode {MIDPOINT}](report_episode{MIDPOINT}/report.md) (returns only); the "
+              "free-nats ablation, free nats 0 against 3, for "
               + " and ".join(f"[{i}](ablation/{i}/report.md)" for i in ABLATION[0]) + "."]
     return "\n".join(lines) + "\n"
 
 
 def report(results: Path, out: Path) -> int:
-    """The progress page, the main study's comparison report (analysis.compare, against amortized) and one free-nats
-    ablation report per ablated posterior (its free nats 0 runs against its free nats 3 ones, the main study's
-    full-observation runs), from the committed results."""
+    """The progress page, the main study's comparison report (analysis.compare, against amortized), the same cut at
+    episode MIDPOINT (returns of its 10 evaluation episodes there; no analyses, which are of the final model), and
+    one free-nats ablation report per ablated posterior (its free nats 0 runs against its free nats 3 ones, the main
+    study's full-observation runs), from the committed results."""
     from analysis import compare
 
     all_runs = study_runs()
@@ -232,16 +235,18 @@ def report(results: Path, out: Path) -> int:
     done = [r for r in all_runs if is_done(results / r.spec.name)]
     # paths relative to the working directory, so that the reports' command lines are the same on every checkout
     rel = lambda runs: [os.path.relpath(results / r.spec.name) for r in runs]
-    reports = [(rel(r for r in done if r.part == "main"), out / "report", "amortized")]
+    main = rel(r for r in done if r.part == "main")
+    reports = [(main, out / "report", ["--baseline", "amortized"]),
+               (main, out / f"report_episode{MIDPOINT}", ["--baseline", "amortized", "--until-episode", str(MIDPOINT)])]
     for inference in ABLATION[0]:
         reports.append((rel(r for r in done if r.spec.config.inference == inference and (
             r.part == "ablation" or r.spec.config.missing_prob is None)), out / "ablation" / inference,
-            f"{inference} free_nats={FREE_NATS_DEFAULT}"))
+            ["--baseline", f"{inference} free_nats={FREE_NATS_DEFAULT}"]))
     print(f"{len(done)} of {len(all_runs)} runs done (wrote {os.path.relpath(out / 'progress.md')})")
     code = 0
-    for dirs, folder, baseline in reports:
+    for dirs, folder, options in reports:
         if dirs:
-            code |= compare.main([*dirs, "--out", os.path.relpath(folder), "--baseline", baseline])
+            code |= compare.main([*dirs, "--out", os.path.relpath(folder), *options])
     return code
 
 
@@ -255,8 +260,8 @@ def commit_with_reports(paths: list[Path], message: str, results: Path, root: Pa
     except Exception as e:      # a bug in a report must not leave a finished run uncommitted
         print(f"sweeps.study: the reports were not regenerated ({type(e).__name__}: {e}); committing the run alone",
               file=sys.stderr)
-    written = [p for p in (out / "progress.md", out / "report", *(out / "ablation" / i for i in ABLATION[0]))
-               if p.exists()]
+    written = [p for p in (out / "progress.md", out / "report", out / f"report_episode{MIDPOINT}",
+                           *(out / "ablation" / i for i in ABLATION[0])) if p.exists()]
     return commit([*paths, *written], message, "sweeps.study", root)
 
 

@@ -355,3 +355,19 @@ def test_encoder_excess_is_set_against_a_fresh_encoder_of_the_posteriors_kind():
     per_sequence = {"heldout": {"gaps": {k: v for k, v in gaps["heldout"]["gaps"].items() if k != "amortization"}}}
     assert encoder_excess(run("per_sequence", per_sequence)) is None
     assert encoder_excess(run("amortized", None)) is None
+
+
+def test_a_report_cut_at_an_episode_leaves_out_analyses_of_later_models(tmp_path):
+    root = tmp_path / "runs"
+    root.mkdir()
+    gaps = {**gaps_json(0), "checkpoint_episode": 6}
+    write_run(root, "amortized", 0, EVALS["amortized"], {"gaps": gaps, "uncertainty": {**UNCERTAINTY,
+                                                                                       "checkpoint_episode": 6}})
+    for cut, kept in ((3, False), (6, True)):
+        out = tmp_path / f"out{cut}"
+        assert main([str(root / "*"), "--out", str(out), "--n-boot", "50", "--until-episode", str(cut)]) == 0
+        group = json.loads((out / "report.json").read_text())["groups"][0]
+        assert group["runs"][0]["final_return"] == EVALS["amortized"][cut][0]
+        analysed = (group["gaps"]["amortization"]["n"], group["uncertainty"]["obs"]["nll"]["n"])
+        assert analysed == ((1, 1) if kept else (0, 0))
+        assert ("## Gaps" in (out / "report.md").read_text()) == kept
