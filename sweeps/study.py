@@ -141,22 +141,27 @@ def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analys
     return h.train * max(0.0, 1.0 - trained) + (h.analyses if analyses and not analysed else 0.0)
 
 
-def study_task(command: list[str], run_dir: str, results: str, threads: int,
-               analyses: dict | None = ANALYSES) -> tuple[int, float]:
+def study_task(command: list[str], run_dir: str, results: str, threads: int, analyses: dict | None = ANALYSES,
+               analyses_by: float | None = None) -> tuple[int, float]:
     """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output
     (RUN/analysis/<name>.json) is missing, then copy the light results to `results`; with analyses=None, train only
-    (nothing is copied). Returns (exit code of the first failing step or 0, seconds)."""
+    (nothing is copied). analyses_by (time.time() seconds): the latest time the analyses may start, after training;
+    later, they are left for the next call (an analysis killed at the end of a sitting restarts from scratch) and
+    nothing is copied. Returns (exit code of the first failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
-    steps = [] if (run_dir / "config.json").exists() and is_finished(run_dir) else [command]
-    steps += [[sys.executable, "-m", f"analysis.{module}", str(run_dir), *options, "--threads", str(threads)]
-              for name, (module, options) in (analyses or {}).items()
-              if not (run_dir / "analysis" / f"{name}.json").is_file()]
-    for step in steps:
-        code, _ = run_logged(step, str(run_dir), threads)
+    if not ((run_dir / "config.json").exists() and is_finished(run_dir)):
+        code, _ = run_logged(command, str(run_dir), threads)
         if code:
             return code, time.monotonic() - start
-    if analyses is not None:
-        copy_light_results(run_dir, results)
+    if analyses is None or analyses_by is not None and time.time() > analyses_by:
+        return 0, time.monotonic() - start
+    for name, (module, options) in analyses.items():
+        if not (run_dir / "analysis" / f"{name}.json").is_file():
+            code, _ = run_logged([sys.executable, "-m", f"analysis.{module}", str(run_dir), *options, "--threads",
+                                  str(threads)], str(run_dir), threads)
+            if code:
+                return code, time.monotonic() - start
+    copy_light_results(run_dir, results)
     return 0, time.monotonic() - start
 
 
@@ -290,8 +295,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hours", type=float, default=None,
                    help="wall-clock hours this call may take: a run starts only where the core-hours it still needs "
                         "(measured on done runs of its posterior, less what its checkpoint holds) fit in what is "
-                        "left, else the next one in order that fits is tried; for machines whose runs/ does not "
-                        "outlive the session (leave a few minutes for committing). Default: no limit")
+                        "left, else the next one in order that fits is tried; after its training, its analyses "
+                        "start only where they still fit (else the next call does them: an analysis killed at the "
+                        "end of a sitting restarts from scratch); leave a few minutes for committing. Default: no "
+                        "limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/progress.md (which runs are done), docs/study/report (main study) and "
@@ -328,10 +335,15 @@ def main(argv=None) -> int:
         return 0
     failed_logs = args.results.parent / "failed"
 
+    ends = None if args.hours is None else time.time() + args.hours * 3600       # wall-clock: read in Ray workers
+
     def task_args(plan: Plan):
         command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run, "study")
+        analyses_by = None if ends is None else ends - per_run[plan.spec.config.inference].analyses * 3600
         return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
-                None if args.train_only else ANALYSES)
+                None if args.train_only else ANALYSES, analyses_by)
+
+    unanalysed = []
 
     def on_record(plan: Plan, record: dict) -> None:
         results = args.results / plan.spec.name
@@ -343,6 +355,10 @@ def main(argv=None) -> int:
                 if args.commit:
                     commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
                                         args.results)
+        elif not args.train_only and not is_done(results):     # trained when its analyses no longer fitted
+            unanalysed.append(plan.spec.name)
+            print(f"{plan.spec.name}: trained; its analyses (about {per_run[plan.spec.config.inference].analyses:.1f} "
+                  f"core-hours) no longer fit in --hours: left for the next call", file=sys.stderr)
         elif args.commit and not args.train_only:
             final = final_eval_return(results)
             commit_with_reports([results], f"study: {plan.spec.name} (final evaluation return "
@@ -364,8 +380,10 @@ def main(argv=None) -> int:
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record, admit)
     failed = [name for name, r in records.items() if r["status"] == FAILED]
     waiting = sum(r["status"] == NOT_STARTED for r in records.values())
-    print(f"{len(records) - len(failed) - waiting} runs {'trained' if args.train_only else 'finished'}, "
+    ended = len(records) - len(failed) - waiting - len(unanalysed)
+    print(f"{ended} runs {'trained' if args.train_only else 'finished'}, "
           f"{len(failed)} failed" + (f": {', '.join(failed)} (logs in {failed_logs})" if failed else "")
+          + (f", {len(unanalysed)} trained but not analysed (--hours)" if unanalysed else "")
           + (f", {waiting} not started (--hours)" if waiting else ""))
     return 1 if failed else 0
 

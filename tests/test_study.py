@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from agent.config import AgentConfig
@@ -95,6 +96,8 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
     assert study_task(command, str(work), str(results), 1, None)[0] == 0          # --train-only: trains, copies nothing
     assert is_finished(work) and not (work / "analysis").exists() and not results.exists()
     trained = (work / "metrics.jsonl").read_text()
+    assert study_task(command, str(work), str(results), 1, quick, analyses_by=time.time() - 1)[0] == 0
+    assert not (work / "analysis").exists() and not results.exists()             # too late for the analyses
     assert study_task(command, str(work), str(results), 1, quick)[0] == 0
     assert (work / "metrics.jsonl").read_text() == trained                       # analysed, not trained again
     assert is_done(results) and not list(results.rglob("*.pt")) and not (results / "episodes").exists()
