@@ -301,8 +301,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
-                   help="write docs/study/progress.md (which runs are done), docs/study/report (main study) and "
-                        "docs/study/ablation/<posterior> (free nats 0 against 3) from the committed results")
+                   help="write docs/study/progress.md (which runs are done), docs/study/report (main study), "
+                        "docs/study/report_episode50 (the same at episode 50) and docs/study/ablation/<posterior> "
+                        "(free nats 0 against 3) from the committed results")
     args = p.parse_args(argv)
     if args.max_concurrent is not None and args.max_concurrent < 1 or args.cpus_per_run < 1:
         p.error("--max-concurrent and --cpus-per-run must be >= 1")
