@@ -2,10 +2,10 @@
 # Analysis of the first study (issue 4), one run at a time as the sweeps finish them: the gap decomposition
 # and the uncertainty evaluation of the seed-0 run of each (inference type, task variant) group (8 runs;
 # sized for the session: 2 held-out episodes, 4 windows of 50 steps per split, 300 samples per estimate,
-# fresh encoders fitted for 150 steps), then the comparison report of all 24 runs into docs/study/, and a copy of
-# the analyses in docs/study/analysis/. Extra analysed run directories may be given as arguments (copied too).
+# fresh encoders fitted for 150 steps), then the comparison report of all 24 runs into docs/study/pilot/, and a copy of
+# the analyses in docs/study/pilot/analysis/. Extra analysed run directories may be given as arguments (copied too).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 OUT=${OUT:-runs/study}
 EPISODES=${EPISODES:-10}
 runs=()
@@ -29,10 +29,10 @@ while [ ${#todo[@]} -gt 0 ]; do      # whichever run is finished first is analys
   todo=("${left[@]}")
   [ ${#todo[@]} -eq 0 ] || sleep 30
 done
-python -m analysis.compare "$OUT"/cartpole-* --out docs/study
+python -m analysis.compare "$OUT"/cartpole-* --out docs/study/pilot
 # the seed-0 analyses, kept beside the report (the run directories are not committed)
 for run in "${runs[@]}" "$@"; do
-  mkdir -p "docs/study/analysis/$(basename "$run")"
-  cp "$run"/analysis/*.{md,json,png} "docs/study/analysis/$(basename "$run")/"
+  mkdir -p "docs/study/pilot/analysis/$(basename "$run")"
+  cp "$run"/analysis/*.{md,json,png} "docs/study/pilot/analysis/$(basename "$run")/"
 done
 

@@ -5,7 +5,7 @@
 # each after 100 model updates) and one evaluation episode at the end. Re-running the script skips what
 # is finished and resumes what was interrupted; EPISODES=20 extends the finished runs.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 OUT=${OUT:-runs/study}
 EPISODES=${EPISODES:-10}
 # one local Ray instance with 2 slots (one per core) shared by both sweeps
