@@ -228,11 +228,11 @@ def progress(runs: list[StudyRun], results: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(results: Path, out: Path) -> int:
+def report(results: Path, out: Path) -> tuple[int, list[Path]]:
     """The progress page, the main study's comparison report (analysis.compare, against amortized), the same cut at
     episode MIDPOINT (returns of its 10 evaluation episodes there; no analyses, which are of the final model), and
     one free-nats ablation report per ablated posterior (its free nats 0 runs against its free nats 3 ones, the main
-    study's full-observation runs), from the committed results."""
+    study's full-observation runs), from the committed results. Returns (exit code, the files and folders written)."""
     from analysis import compare
 
     all_runs = study_runs()
@@ -248,25 +248,24 @@ def report(results: Path, out: Path) -> int:
             r.part == "ablation" or r.spec.config.missing_prob is None)), out / "ablation" / inference,
             ["--baseline", f"{inference} free_nats={FREE_NATS_DEFAULT}"]))
     print(f"{len(done)} of {len(all_runs)} runs done (wrote {os.path.relpath(out / 'progress.md')})")
-    code = 0
+    code, written = 0, [out / "progress.md"]
     for dirs, folder, options in reports:
         if dirs:
             code |= compare.main([*dirs, "--out", os.path.relpath(folder), *options])
-    return code
+            written.append(folder)
+    return code, written
 
 
 def commit_with_reports(paths: list[Path], message: str, results: Path, root: Path = ROOT) -> bool:
     """Regenerate the progress page and the reports (`report`) from `results` into its parent folder, and commit
     them with `paths` in one commit, so that what is committed always reads every committed run. A report that
     fails is named on stderr and `paths` are committed all the same; True if the commit was made."""
-    out = results.parent
     try:
-        report(results, out)
+        written = report(results, results.parent)[1]
     except Exception as e:      # a bug in a report must not leave a finished run uncommitted
         print(f"sweeps.study: the reports were not regenerated ({type(e).__name__}: {e}); committing the run alone",
               file=sys.stderr)
-    written = [p for p in (out / "progress.md", out / "report", out / f"report_episode{MIDPOINT}",
-                           *(out / "ablation" / i for i in ABLATION[0])) if p.exists()]
+        written = [p for p in [results.parent / "progress.md"] if p.exists()]    # written before any report
     return commit([*paths, *written], message, "sweeps.study", root)
 
 
@@ -315,7 +314,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.report:
-        return report(args.results, args.results.parent)
+        return report(args.results, args.results.parent)[0]
     runs = [r for r in study_runs(args.wandb)
             if args.only is None or any(fnmatch.fnmatch(r.spec.name, p) for p in args.only)]
     if not runs:
