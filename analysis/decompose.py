@@ -29,6 +29,7 @@ from world_models.training import minibatch, train
 
 from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, mean_field_q_star, refinement_curve,
                    same_family_q_star)
+from .workers import Workers, piece_seed
 
 
 def _setting(default, help: str):
@@ -61,6 +62,8 @@ class GapSettings:
     ais_leapfrog: int = _setting(2, "leapfrog steps per HMC transition of AIS")
     bdmc_sequences: int = _setting(4, "sequences simulated from the frozen model for the BDMC sandwich (0: none)")
     seed: int = _setting(0, "seed of the windows, the encoders' initialization and every sample")
+    workers: int = _setting(1, "processes for the independent pieces (encoder and q* fits, log p(x) estimators, the "
+                               "BDMC sandwich); the numbers are the same with any number")
 
     def ais(self) -> AISSettings:
         return AISSettings(chains=self.ais_chains, steps=self.ais_steps, leapfrog=self.ais_leapfrog)
@@ -90,6 +93,8 @@ def check_gap_arguments(p, args) -> None:
         p.error("--curve-steps must be >= 0")
     if args.q_star_lr_halvings < 0:
         p.error("--q-star-lr-halvings must be >= 0")
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     if args.ais_steps < 0 or args.bdmc_sequences < 0:
         p.error("--ais-steps and --bdmc-sequences must be >= 0 (0: none)")
 
@@ -194,49 +199,80 @@ def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSe
     return q
 
 
+def fresh_filter_and_smoother(model: SequenceModel, data: SequenceBatch, s: GapSettings) -> dict:
+    """{"filter": a fresh filter fitted to the frozen model, "smoother": a fresh smoother fine-tuned from it}."""
+    filt = fresh_encoder(FILTER, model, data, s)
+    return {"filter": filt, "smoother": fresh_encoder(SMOOTHER, model, data, s, init=smoother_from_filter(model, filt),
+                                                      lr=s.smoother_lr)}
+
+
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
               s: GapSettings, curve_split: str, label: str = "") -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
     per_sequence, whose posterior is q* itself), fresh filter / smoother encoders fitted on encoder_data, and
     q* per sequence in each of their families (free per-step offsets from each one's output), in the mean-field
-    family and, for models without h_t, in the Markov-Gaussian family (which contains the exact LGSSM posterior). log p(x): the best of bootstrap SMC, SMC and IWAE with the smoother as proposal, and IWAE with each q*
+    family and, for models without h_t, in the Markov-Gaussian family (which contains the exact LGSSM posterior).
+    log p(x): the best of bootstrap SMC, SMC and IWAE with the smoother as proposal, and IWAE with each q*
     as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder (or the fresh
     filter where the run has none), against the q* of that encoder's family. Failed checks (an amortization gap
-    below -3 standard errors) are printed to stderr."""
-    filt = fresh_encoder(FILTER, model, encoder_data, s)
-    posteriors = {"filter": filt, "smoother": fresh_encoder(SMOOTHER, model, encoder_data, s,
-                                                            init=smoother_from_filter(model, filt), lr=s.smoother_lr)}
-    if not model.deter_dim:     # the Markov-Gaussian encoder ignores h_t: for the toy SSMs
-        posteriors["markov"] = fresh_encoder(MARKOV_ENCODER, model, encoder_data, s)
-    if own is not None:
-        posteriors["own"] = own
-    q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples,
-                            max_steps=s.q_star_max_steps, window=WINDOW, patience=PATIENCE,
-                            lr_halvings=s.q_star_lr_halvings)
-    out = {}
-    for split, batch in gap_sets.items():
-        t0 = time.perf_counter()
-        parts = [f"q*[{k}]" for k in posteriors] + ["q*[mean-field]", "log p(x)", "ELBOs"] + (
-            ["refinement curve"] if split == curve_split else [])
-        bar = tqdm(parts, desc=f"[{label or own_name}] gaps on {batch.batch_size} {split} sequences", unit="part",
-                   bar_format="{desc}: {n_fmt}/{total_fmt} parts [{elapsed}{postfix}]")
-        q_stars = {}
-        for k, posterior in posteriors.items():     # q* of each posterior's own family, from its output
-            bar.set_postfix_str(f"q* in the family of {k}")
-            q_stars[k] = same_family_q_star(model, batch, posterior, q_star.fit)
-            bar.update(1)
-        bar.set_postfix_str("q* in the mean-field family")
-        q_stars["mean-field"] = mean_field_q_star(model, batch, q_star, posteriors["smoother"])
+    below -3 standard errors) are printed to stderr. The encoder fits, q* fits, log p(x) estimators and the BDMC
+    sandwich run as s.workers seeded pieces (analysis/workers.py): the numbers do not depend on s.workers."""
+    tag = label or own_name
+    q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples, max_steps=s.q_star_max_steps,
+                            window=WINDOW, patience=PATIENCE, lr_halvings=s.q_star_lr_halvings)
+    with Workers(s.workers, s.seed) as w:
+        own_q = {split: w.submit(f"{split} q*[own]", same_family_q_star, model, batch, own, q_star.fit)
+                 for split, batch in gap_sets.items()} if own is not None else {}
+        fits = w.submit("fresh filter and smoother", fresh_filter_and_smoother, model, encoder_data, s)
+        markov = None
+        if not model.deter_dim:     # the Markov-Gaussian encoder ignores h_t: for the toy SSMs
+            markov = w.submit("fresh markov encoder", fresh_encoder, MARKOV_ENCODER, model, encoder_data, s)
+        tqdm.write(f"[{tag}] fitting fresh encoders to the frozen model ...")
+        posteriors = fits.result()
+        if markov is not None:
+            posteriors["markov"] = markov.result()
+        if own is not None:
+            posteriors["own"] = own
+        pending = {split: {**{k: w.submit(f"{split} q*[{k}]", same_family_q_star, model, batch, q, q_star.fit)
+                              for k, q in posteriors.items() if k != "own"},
+                           **({"own": own_q[split]} if own is not None else {}),
+                           "mean-field": w.submit(f"{split} q*[mean-field]", mean_field_q_star, model, batch, q_star,
+                                                  posteriors["smoother"])}
+                   for split, batch in gap_sets.items()}
+        bdmc = None
+        if s.bdmc_sequences and not (s.exact_log_px and hasattr(model, "log_marginal")) and s.ais_steps:
+            actions = next(iter(gap_sets.values())).actions[:s.bdmc_sequences]
+            bdmc = w.submit("bdmc", bdmc_sandwich, model, actions, posteriors["smoother"], q_star.fit, s.ais())
+        out = {split: split_gaps(model, own, posteriors, pending[split], batch, s, split, split == curve_split, tag, w)
+               for split, batch in gap_sets.items()}
+        if bdmc is not None:
+            tqdm.write(f"[{tag}] BDMC sandwich on {s.bdmc_sequences} simulated sequences ...")
+            out["bdmc"] = bdmc.result()
+    return out
+
+
+def split_gaps(model: SequenceModel, own, posteriors: dict, q_star_pieces: dict, batch: SequenceBatch, s: GapSettings,
+               split: str, with_curve: bool, tag: str, w: Workers) -> dict:
+    """The decomposition on one gap set, once its q* pieces {family: future of a QStar} are done (decompose)."""
+    parts = [f"q*[{k}]" for k in q_star_pieces] + ["log p(x)", "ELBOs"] + (["refinement curve"] if with_curve else [])
+    bar = tqdm(parts, desc=f"[{tag}] gaps on {batch.batch_size} {split} sequences", unit="part",
+               bar_format="{desc}: {n_fmt}/{total_fmt} parts [{elapsed}{postfix}]")
+    q_stars = {}
+    for k, piece in q_star_pieces.items():     # q* of each posterior's own family, from its output
+        bar.set_postfix_str(f"q* in the {k} family")
+        q_stars[k] = piece.result()
         bar.update(1)
-        bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}"
-                            + (f", AIS-{s.ais_steps}" if s.ais_steps else ""))
-        best = max(q_stars, key=lambda k: q_stars[k].report.elbo_per_step)    # the tightest q* by its own estimate
-        lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
-                         exact=s.exact_log_px, extra={f"q*[{k}]": (q.posterior, q.ctx) for k, q in q_stars.items()},
-                         ais_from=(f"q*[{best}]", q_stars[best].posterior, q_stars[best].ctx) if s.ais_steps else None,
-                         ais_settings=s.ais() if s.ais_steps else None)
-        bar.update(1)
-        bar.set_postfix_str(f"{s.eval_samples}-sample ELBOs")
+    bar.set_postfix_str(f"log p(x): SMC-{s.eval_samples}, IWAE-{s.eval_samples}"
+                        + (f", AIS-{s.ais_steps}" if s.ais_steps else ""))
+    best = max(q_stars, key=lambda k: q_stars[k].report.elbo_per_step)    # the tightest q* by its own estimate
+    lp, rec = log_px(model, batch, posteriors["smoother"], iwae_k=s.eval_samples, smc_n=s.eval_samples,
+                     exact=s.exact_log_px, extra={f"q*[{k}]": (q.posterior, q.ctx) for k, q in q_stars.items()},
+                     ais_from=(f"q*[{best}]", q_stars[best].posterior, q_stars[best].ctx) if s.ais_steps else None,
+                     ais_settings=s.ais() if s.ais_steps else None, workers=w, label=f"{split} ")
+    bar.update(1)
+    bar.set_postfix_str(f"{s.eval_samples}-sample ELBOs")
+    with torch.random.fork_rng():
+        torch.manual_seed(piece_seed(s.seed, f"{split} ELBOs and refinement curve"))
         res = gap_decomposition(model, batch, posteriors, q_stars, lp, s.eval_samples,
                                 own="own" if own is not None else None)
         res["log_px_estimator"] = rec
@@ -247,13 +283,14 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
                             for k in rec.get("above_ais", [])]
         res["own_posterior"] = "q* itself (per-sequence optimization)" if own is None else own.describe()
         bar.update(1)
-        if split == curve_split:
+        if with_curve:
             bar.set_postfix_str(f"refinement curve K = {', '.join(map(str, s.curve_steps))}")
             start = "own" if own is not None else "filter"
             refinable = as_refinable(model, posteriors[start], s.curve_lr)
             res["refinement_curve"] = refinement_curve(
-                model, batch, refinable, s.curve_steps, s.eval_samples, reference=torch.tensor(res["values"][f"q*[{start}]"]),
-                log_p=lp, lr=s.curve_lr, n_samples=s.curve_samples)
+                model, batch, refinable, s.curve_steps, s.eval_samples,
+                reference=torch.tensor(res["values"][f"q*[{start}]"]), log_p=lp, lr=s.curve_lr,
+                n_samples=s.curve_samples)
             res["refinement_init"] = "own encoder" if start == "own" else "fresh filter encoder"
             res["refinement_settings"] = {"lr": s.curve_lr, "n_samples": s.curve_samples,
                                           "optimizer": refinable.refine_settings.optimizer}
@@ -263,13 +300,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
                     res["warnings"].append(f"the log p(x) estimate is below L[q_K] at K = {row['K']} by "
                                            f"{row['above_log_px']:.3f} nats per step: log p(x) is underestimated")
             bar.update(1)
-        bar.close()
-        for failure in res["failures"]:
-            tqdm.write(f"FAILED CHECK [{label or own_name}, {split}]: {failure}", file=sys.stderr)
-        out[split] = res
-    if s.bdmc_sequences and not (s.exact_log_px and hasattr(model, "log_marginal")) and s.ais_steps:
-        first = next(iter(gap_sets.values()))
-        tqdm.write(f"[{label or own_name}] BDMC sandwich on {s.bdmc_sequences} simulated sequences ...")
-        out["bdmc"] = bdmc_sandwich(model, first.actions[:s.bdmc_sequences], posteriors["smoother"], q_star.fit, s.ais())
-        tqdm.write(f"[{label or own_name}] {split} gaps done in {time.perf_counter() - t0:.0f} s")
-    return out
+    bar.close()
+    for failure in res["failures"]:
+        tqdm.write(f"FAILED CHECK [{tag}, {split}]: {failure}", file=sys.stderr)
+    return res

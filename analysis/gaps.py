@@ -23,6 +23,8 @@ from world_models.posteriors.registry import Q_STAR, REFINED
 from world_models.posteriors.refine import RefineSettings, refine
 from world_models.rollout import rollout
 
+from .workers import Workers
+
 
 def summarize(values: torch.Tensor, length: int) -> dict:
     """Mean and standard error over sequences, per sequence and per step."""
@@ -49,7 +51,8 @@ def over_seeds(summaries: list[dict]) -> dict:
 
 def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: int = 1000,
            smc_n: int = 1000, exact: bool = True, extra: dict | None = None,
-           ais_from: tuple | None = None, ais_settings: AISSettings | None = None) -> tuple[torch.Tensor, dict]:
+           ais_from: tuple | None = None, ais_settings: AISSettings | None = None,
+           workers: Workers | None = None, label: str = "") -> tuple[torch.Tensor, dict]:
     """Exact log p(x) where the model allows it (and `exact`): Kalman on linear-Gaussian models, quadrature on models
     with a 1-d latent and no h_t where its grid check passes (world_models/quadrature.py); otherwise the estimator with the largest mean of
     SMC-N with the bootstrap proposal and, given a proposal, SMC-N and IWAE-K with it (each a stochastic lower
@@ -61,7 +64,9 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
     estimators was 0.26 too high on an independent rerun, while AIS-500x16 was 0.006 below), unless some are
     significantly above it (`above_ais`): then AIS has missed posterior mass and the largest of those, rerun, is
     the estimate. Without AIS the values come from a second, independent run of the estimator with the largest
-    mean: picking the largest of several noisy runs biases log p(x) upwards. Returns (values (B,), record)."""
+    mean: picking the largest of several noisy runs biases log p(x) upwards. The estimators are pieces of `workers`
+    (analysis/workers.py; named after `label` and themselves; default: one after another in this process).
+    Returns (values (B,), record)."""
     if exact and hasattr(model, "log_marginal"):
         return bounds.exact_log_marginal(model, batch), {"estimator": "exact (Kalman)"}
     checked = {}      # the quadrature's record where it was tried and did not pass its grid check
@@ -70,22 +75,21 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
         if rec["trusted"]:
             return values, {"estimator": "exact (quadrature)", "quadrature": rec}
         checked = {"quadrature": rec}
-    runs = {f"smc-{smc_n} (bootstrap)": lambda: bounds.smc(model, None, batch, smc_n)}
+    runs = {f"smc-{smc_n} (bootstrap)": (bounds.smc, model, None, batch, smc_n)}     # {name: (function, *args)}
     if proposal is not None:
-        runs[f"smc-{smc_n}"] = lambda: bounds.smc(model, proposal, batch, smc_n)
-        runs[f"iwae-{iwae_k}"] = lambda: bounds.iwae(model, proposal, batch, iwae_k)
-    for label, (posterior, ctx) in (extra or {}).items():
-        runs[f"iwae-{iwae_k} ({label})"] = lambda posterior=posterior, ctx=ctx: bounds.iwae(
-            model, posterior, batch, iwae_k, ctx=ctx)
+        runs[f"smc-{smc_n}"] = (bounds.smc, model, proposal, batch, smc_n)
+        runs[f"iwae-{iwae_k}"] = (bounds.iwae, model, proposal, batch, iwae_k)
+    for name, (posterior, ctx) in (extra or {}).items():
+        runs[f"iwae-{iwae_k} ({name})"] = (bounds.iwae, model, posterior, batch, iwae_k, ctx)
     if ais_from is not None:
-        label, posterior, ctx = ais_from
+        name, posterior, ctx = ais_from
         a = ais_settings or AISSettings()
-        runs[f"ais-{a.steps}x{a.chains} ({label})"] = lambda: ais.ais(model, posterior, batch, ctx, a)[0]
+        runs[f"ais-{a.steps}x{a.chains} ({name})"] = (ais_log_px, model, posterior, batch, ctx, a)
+    workers = workers or Workers()
+    pending = {name: workers.submit(f"{label}log p(x) {name}", timed, *run) for name, run in runs.items()}
     est, seconds = {}, {}
-    for name, run in runs.items():
-        t0 = time.perf_counter()
-        est[name] = run()
-        seconds[name] = time.perf_counter() - t0
+    for name, piece in pending.items():
+        est[name], seconds[name] = piece.result()
     record = {**{f"mean_{k}": float(v.mean()) for k, v in est.items()}, "seconds": seconds, **checked}
     if ais_from is not None:       # AIS, whose trust the BDMC sandwich measures, over the heavy-tailed IWAE / SMC
         best = next(k for k in est if k.startswith("ais-"))
@@ -98,8 +102,19 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
         record["above_ais"] = above
         est = {k: est[k] for k in above}
     best = max(est, key=lambda k: float(est[k].mean()))
-    values = runs[best]()
+    values = workers.submit(f"{label}log p(x) {best}, rerun", timed, *runs[best]).result()[0]
     return values, {"estimator": best, **record, "mean_chosen_rerun": float(values.mean())}
+
+
+def timed(fn, *args):
+    """(fn(*args), its wall-clock seconds)."""
+    t0 = time.perf_counter()
+    return fn(*args), time.perf_counter() - t0
+
+
+def ais_log_px(model: SequenceModel, posterior, batch: SequenceBatch, ctx: torch.Tensor, s: AISSettings) -> torch.Tensor:
+    """The AIS estimate of log p(x) per sequence (B,) from `posterior` with context ctx."""
+    return ais.ais(model, posterior, batch, ctx, s)[0]
 
 
 @dataclass

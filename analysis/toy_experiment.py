@@ -102,7 +102,9 @@ def run(args) -> dict:
     test_data, _ = generate(task, args.test_sequences, seed=args.seed + 1)
     gap_sets = {"train": minibatch(train_data, torch.arange(min(args.gap_sequences, args.train_sequences))),
                 "test": minibatch(test_data, torch.arange(min(args.gap_sequences, args.test_sequences)))}
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("resume", "commit")}
+    # the results' settings (--resume compares them): all but how the call runs (--workers gives the same numbers)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                if k not in ("resume", "commit", "workers")}
     results = {"task": task.name, "settings": {**settings, "protocol": PROTOCOL},
                "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}", "methods": {}}
     done = finished_runs(args.out, results["settings"]) if args.resume else {}

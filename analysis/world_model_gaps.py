@@ -28,6 +28,7 @@ from .gap_report import (bdmc_lines, curve_table, encoder_fit_table, gap_table, 
                          plot_refinement)
 from .cli import command_main, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
+from .workers import cpu_seconds
 
 SPLITS = ("heldout", "train")
 NOT_OPTIONS = ("exact_log_px",)   # world models have no exact log p(x)
@@ -72,7 +73,7 @@ def run(args) -> dict:
     sources = {"heldout": (held, args.seed), "train": (agent.replay, args.seed + 1)}
     gap_sets = {split: windows(sources[split][0], args.sequences, length, sources[split][1]) for split in args.splits}
     encoder_data = windows(agent.replay, args.encoder_windows, length, args.seed + 2)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
     own = agent.posterior if agent.posterior.has_encoder else None      # without one, its posterior is q*
     gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split=args.splits[0],
                      label=f"{args.run_dir.name}")
@@ -82,7 +83,7 @@ def run(args) -> dict:
             "settings": {**asdict(settings), "heldout_episodes": args.heldout_episodes,
                          "heldout_policy": args.heldout_policy, "sequences": args.sequences, "length": length,
                          "encoder_windows": args.encoder_windows},
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0, "core_seconds": cpu_seconds() - cpu0,
             "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
             "bdmc": gaps.get("bdmc"),
             **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in args.splits}}
@@ -102,7 +103,9 @@ def markdown(r: dict) -> str:
              f"{s['sequences']} windows of {s['length']} steps per split; held-out windows from {s['heldout_episodes']} "
              f"episodes collected with policy `{s['heldout_policy']}`; {s['eval_samples']} samples per ELBO, IWAE and "
              f"SMC estimate; fresh encoders fitted for {s['encoder_steps']} steps on {s['encoder_windows']} training "
-             f"windows; {r['seconds']:.0f} s on {r['machine']}.", ""]
+             f"windows; {r['seconds']:.0f} s on {r['machine']}"
+             + (f", {s['workers']} worker processes ({r['core_seconds']:.0f} core-seconds)" if s.get("workers", 1) > 1
+                else "") + ".", ""]
     for split in splits:
         lines += gap_table(by_name, split)
         lines += log_px_lines({r["inference"]: r[split]}, split)

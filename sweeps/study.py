@@ -57,7 +57,10 @@ FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: th
 # CPU beside other jobs, with 16 windows per split (docs/agent) as with 8 (4660 s against 4701 s, amortized, session
 # 9, not side by side); so each split is what costs. AIS alone does grow with the windows: 7.1, 12.4 and 22.5 s for
 # 4, 8 and 16 windows x 16 chains (20 AIS steps, cartpole RSSM, one process, session 11).
-ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout")), "uncertainty": ("uncertainty", ())}
+# The gaps run their independent pieces in 2 processes (--workers; the same numbers as with 1): where the other core
+# is idle, as at the end of a sitting, that halves most of the analysis' wall-clock; where both are busy it costs
+# nothing, the pieces share the cores with the other run.
+ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout", "--workers", "2")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # core-hours per run on this project's 2-core CPU beside other jobs, for the estimates of what is left where no run of
@@ -103,14 +106,19 @@ def is_done(results: Path) -> bool:
 
 def measured_core_hours(results: Path) -> RunHours | None:
     """Core-hours a done run took, from what its committed results record: every episode's training, collecting
-    and evaluation seconds, and both analyses' seconds, as hours of one core (the study's default of one torch
+    and evaluation seconds, and both analyses' (core_seconds), as hours of one core (the study's default of one torch
     thread per run; checkpointing and plotting are not counted); None where the run is not done."""
     if not is_done(results):
         return None
     from analysis.compare import episode_seconds
     train = sum(map(episode_seconds, read_metrics(results)))
-    analyses = sum(json.loads((results / "analysis" / f"{a}.json").read_text()).get("seconds", 0.0) for a in ANALYSES)
+    analyses = sum(core_seconds(json.loads((results / "analysis" / f"{a}.json").read_text())) for a in ANALYSES)
     return RunHours(train / 3600, analyses / 3600)
+
+
+def core_seconds(analysis: dict) -> float:
+    """An analysis' CPU seconds: core_seconds where it ran in several processes, else its wall-clock seconds."""
+    return analysis.get("core_seconds", analysis.get("seconds", 0.0))
 
 
 def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[dict[str, RunHours], str]:
@@ -322,7 +330,7 @@ def main(argv=None) -> int:
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
     todo = [r for r in runs if not is_done(args.results / r.spec.name)]
-    per_run, how = hours_per_run(runs, todo, args.results)
+    per_run, how = hours_per_run(study_runs(), todo, args.results)      # measured on every done run, not --only's
     need = {r.spec.name: hours_needed(r, args.work, per_run) for r in todo}
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {sum(need.values()):.0f} "
           f"core-hours ({how})")

@@ -70,6 +70,9 @@ def test_experiment_cli_rejects_bad_values(capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["--posteriors", "amortized", "magic"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--workers", "0"])
+    assert e.value.code == 2 and "--workers must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_agent_config_rejects_bad_task_variant_settings_up_front():

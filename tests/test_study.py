@@ -10,6 +10,7 @@ from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
 from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, hours_needed,
                           hours_per_run, is_done, measured_core_hours, progress, study_runs, commit_with_reports)
+from sweeps.study import main as study_main
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
 
@@ -107,19 +108,19 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
     assert (work / "log.txt").read_text() == log           # nothing ran the second time
 
 
-def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint_holds(tmp_path):
+def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint_holds(tmp_path, capsys):
     """--dry-run's and --hours' estimates: a posterior with done runs costs their mean measured hours per run, the
     others CORE_HOURS; a run that is not done is not measured; a started run needs only the share of its training
     its checkpoint lacks, plus the analyses it lacks."""
     runs, results, work = study_runs(), tmp_path / "runs", tmp_path / "work"
     first = [r for r in runs if r.spec.config.inference == "amortized"][:2]
-    for r, (train, gaps) in zip(first, ((3.0, 1800.0), (5.0, 3600.0))):
+    for r, (train, gaps) in zip(first, ((3.0, {"seconds": 1800.0}), (5.0, {"seconds": 2000.0, "core_seconds": 3600.0}))):
         d = results / r.spec.name
         write_run(d, 100, 100)
         (d / "metrics.jsonl").write_text("".join(json.dumps({"episode": e + 1, "train_seconds": train,
                                                              "collect_seconds": 20.0, "plan_seconds": 19.0})
                                                  + "\n" for e in range(100)))
-        (d / "analysis" / "gaps.json").write_text(json.dumps({"seconds": gaps}))
+        (d / "analysis" / "gaps.json").write_text(json.dumps(gaps))      # core_seconds where it had several workers
     hours = [measured_core_hours(results / r.spec.name) for r in first]
     assert hours == [RunHours(100 * 23 / 3600, 1800 / 3600), RunHours(100 * 25 / 3600, 1.0)]  # planning is in collecting
     assert measured_core_hours(results / "absent") is None
@@ -134,6 +135,9 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
     assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
     write_run(work / fresh.spec.name, 100, 100)                              # trained and analysed: nothing left
     assert hours_needed(fresh, work, per_run) == 0.0
+    # --only leaves the done runs out of what it runs, not out of what the estimate is measured on
+    assert study_main(["--results", str(results), "--work", str(work), "--dry-run", "--only", started.spec.name]) == 0
+    assert "amortized 1.4 per run, measured on 2" in capsys.readouterr().out
 
 
 def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_path):

@@ -135,3 +135,23 @@ def test_analysis_commands_reject_a_missing_run(tmp_path, capsys):
     assert world_model_gaps.main([str(tmp_path / "nothing")]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert uncertainty.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_gap_command_gives_the_same_numbers_with_two_workers(tiny_run, tmp_path):
+    """--workers 2 runs the encoder fits, q* fits, log p(x) estimators and the BDMC sandwich in two processes,
+    each piece seeded from its name: every number in gaps.json is the one --workers 1 computes."""
+    options = ["--splits", "heldout", "--heldout-episodes", "2", "--sequences", "4", "--length", "10",
+               "--encoder-windows", "20", "--eval-samples", "50", "--q-star-max-steps", "60", "--encoder-steps", "10",
+               "--curve-steps", "0", "2", "--ais-steps", "10", "--ais-chains", "4", "--bdmc-sequences", "2"]
+    results = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        assert world_model_gaps.main([str(tiny_run), "--out", str(out), "--workers", str(workers)] + options) == 0
+        results[workers] = json.loads((out / "gaps.json").read_text())
+    one, two = results[1]["heldout"], results[2]["heldout"]
+    assert one["values"] == two["values"] and one["gaps"] == two["gaps"]      # every ELBO, log p(x), gap: exactly
+    assert one["log_px_estimator"]["estimator"] == two["log_px_estimator"]["estimator"]
+    assert {k: v["elbo_per_step"] for k, v in one["q_star"].items()} == {
+        k: v["elbo_per_step"] for k, v in two["q_star"].items()}
+    assert results[1]["bdmc"]["width"] == results[2]["bdmc"]["width"]
+    assert results[2]["core_seconds"] > 0 and "2 worker processes" in (tmp_path / "workers2" / "gaps.md").read_text()
