@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from agent.config import WANDB_MODES, AgentConfig
@@ -74,9 +74,11 @@ ANALYSIS_CORE_HOURS = 0.9
 
 @dataclass(frozen=True)
 class RunHours:
-    """Core-hours of one run: its training (all episodes) and its analyses."""
+    """Hours of one run: its training (all episodes, one core) and its analyses, in core-hours and in wall-clock
+    hours (fewer where the analysis had several worker processes and a free core)."""
     train: float
     analyses: float
+    analyses_wall: float
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,16 @@ def is_done(results: Path) -> bool:
 
 def measured_core_hours(results: Path) -> RunHours | None:
     """Core-hours a done run took, from what its committed results record: every episode's training, collecting
-    and evaluation seconds, and both analyses' (core_seconds), as hours of one core (the study's default of one torch
-    thread per run; checkpointing and plotting are not counted); None where the run is not done."""
+    and evaluation seconds, and both analyses' (core_seconds, and wall-clock seconds), as hours of one core (the
+    study's default of one torch thread per run; checkpointing and plotting are not counted); None where the run is
+    not done."""
     if not is_done(results):
         return None
     from analysis.compare import episode_seconds
     train = sum(map(episode_seconds, read_metrics(results)))
-    analyses = sum(core_seconds(json.loads((results / "analysis" / f"{a}.json").read_text())) for a in ANALYSES)
-    return RunHours(train / 3600, analyses / 3600)
+    analyses = [json.loads((results / "analysis" / f"{a}.json").read_text()) for a in ANALYSES]
+    return RunHours(train / 3600, sum(map(core_seconds, analyses)) / 3600,
+                    sum(a.get("seconds", 0.0) for a in analyses) / 3600)
 
 
 def core_seconds(analysis: dict) -> float:
@@ -128,25 +132,27 @@ def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> 
     for r in runs:
         if r not in todo and (h := measured_core_hours(results / r.spec.name)) is not None:
             measured.setdefault(r.spec.config.inference, []).append(h)
-    per_run = {k: RunHours(sum(h.train for h in v) / len(v), sum(h.analyses for h in v) / len(v))
+    per_run = {k: RunHours(*(sum(column) / len(v) for column in zip(*(astuple(h) for h in v))))
                for k, v in measured.items()}
     how = "; ".join(f"{k} {h.train + h.analyses:.1f} per run, measured on {len(measured[k])}"
                     for k, h in per_run.items())
     for k, h in CORE_HOURS.items():
-        per_run.setdefault(k, RunHours(h - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
+        per_run.setdefault(k, RunHours(h - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
     return per_run, (how + "; " if how else "") + "estimated from docs/throughput where none is done"
 
 
-def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analyses: bool = True) -> float:
-    """Core-hours `run` still needs: the share of its training that work/<name> has not checkpointed yet and, with
-    `analyses`, its analyses unless all of them are there."""
+def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analyses: bool = True,
+                 wall: bool = False) -> float:
+    """Core-hours (wall: wall-clock hours) `run` still needs: the share of its training that work/<name> has not
+    checkpointed yet and, with `analyses`, its analyses unless all of them are there."""
     h, run_dir = per_run[run.spec.config.inference], work / run.spec.name
     try:
         trained = len(read_metrics(run_dir)) / run.spec.config.episodes if (run_dir / "config.json").exists() else 0.0
     except ValueError:      # an unreadable metrics.jsonl: counted as untrained
         trained = 0.0
     analysed = all((run_dir / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
-    return h.train * max(0.0, 1.0 - trained) + (h.analyses if analyses and not analysed else 0.0)
+    return h.train * max(0.0, 1.0 - trained) + ((h.analyses_wall if wall else h.analyses)
+                                                if analyses and not analysed else 0.0)
 
 
 def study_task(command: list[str], run_dir: str, results: str, threads: int, analyses: dict | None = ANALYSES,
@@ -300,9 +306,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "would not finish but training (checkpointed every episode) loses nothing; a later call "
                         "without it analyses them")
     p.add_argument("--hours", type=float, default=None,
-                   help="wall-clock hours this call may take: a run starts only where the core-hours it still needs "
-                        "(measured on done runs of its posterior, less what its checkpoint holds) fit in what is "
-                        "left, else the next one in order that fits is tried; after its training, its analyses "
+                   help="wall-clock hours this call may take: a run starts only where the hours it still needs "
+                        "(measured on done runs of its posterior, less what its checkpoint holds; its analyses' "
+                        "wall-clock, shorter than their core-hours where their workers had a free core) fit in what "
+                        "is left, else the next one in order that fits is tried; after its training, its analyses "
                         "start only where they still fit (else the next call does them: an analysis killed at the "
                         "end of a sitting restarts from scratch); leave a few minutes for committing. Default: no "
                         "limit")
@@ -347,7 +354,7 @@ def main(argv=None) -> int:
 
     def task_args(plan: Plan):
         command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run, "study")
-        analyses_by = None if ends is None else ends - per_run[plan.spec.config.inference].analyses * 3600
+        analyses_by = None if ends is None else ends - per_run[plan.spec.config.inference].analyses_wall * 3600
         return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
                 None if args.train_only else ANALYSES, analyses_by)
 
@@ -365,25 +372,25 @@ def main(argv=None) -> int:
                                         args.results)
         elif not args.train_only and not is_done(results):     # trained when its analyses no longer fitted
             unanalysed.append(plan.spec.name)
-            print(f"{plan.spec.name}: trained; its analyses (about {per_run[plan.spec.config.inference].analyses:.1f} "
-                  f"core-hours) no longer fit in --hours: left for the next call", file=sys.stderr)
+            print(f"{plan.spec.name}: trained; its analyses (about "
+                  f"{per_run[plan.spec.config.inference].analyses_wall:.1f} h) no longer fit in --hours: left for the "
+                  f"next call", file=sys.stderr)
         elif args.commit and not args.train_only:
             final = final_eval_return(results)
             commit_with_reports([results], f"study: {plan.spec.name} (final evaluation return "
                                            f"{'none' if final is None else f'{final:.1f}'})", args.results)
 
-    if args.train_only:
-        need = {r.spec.name: hours_needed(r, args.work, per_run, analyses=False) for r in todo}
+    wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True) for r in todo}
     deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
 
     def admit(plan: Plan) -> str:       # why not to start `plan` now ("": start it)
         left = math.inf if deadline is None else (deadline - time.monotonic()) / 3600
-        needs = need[plan.spec.name]
-        return "" if needs <= left else f"not started: needs about {needs:.1f} core-hours, {left:.1f} h left of --hours"
+        needs = wall[plan.spec.name]
+        return "" if needs <= left else f"not started: needs about {needs:.1f} h, {left:.1f} h left of --hours"
 
     plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
     if all(admit(plan) for plan in plans):      # nothing fits: no Ray instance for nothing
-        print(f"no run fits in --hours {args.hours}: the shortest needs about {min(need.values()):.1f} core-hours")
+        print(f"no run fits in --hours {args.hours}: the shortest needs about {min(wall.values()):.1f} h")
         return 0
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record, admit)
     failed = [name for name, r in records.items() if r["status"] == FAILED]

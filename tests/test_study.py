@@ -122,14 +122,17 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
                                                  + "\n" for e in range(100)))
         (d / "analysis" / "gaps.json").write_text(json.dumps(gaps))      # core_seconds where it had several workers
     hours = [measured_core_hours(results / r.spec.name) for r in first]
-    assert hours == [RunHours(100 * 23 / 3600, 1800 / 3600), RunHours(100 * 25 / 3600, 1.0)]  # planning is in collecting
+    # planning is in collecting; the analyses in core-hours and in wall-clock hours (less with several workers)
+    assert hours == [RunHours(100 * 23 / 3600, 0.5, 0.5), RunHours(100 * 25 / 3600, 1.0, 2000 / 3600)]
     assert measured_core_hours(results / "absent") is None
     todo = [r for r in runs if r not in first]
     per_run, how = hours_per_run(runs, todo, results)
-    assert per_run["amortized"] == RunHours(100 * 24 / 3600, 0.75) and "amortized 1.4 per run, measured on 2" in how
-    assert per_run["semi_amortized"] == RunHours(CORE_HOURS["semi_amortized"] - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS)
+    assert per_run["amortized"] == RunHours(100 * 24 / 3600, 0.75, 3800 / 7200) and "amortized 1.4 per run, measured on 2" in how
+    assert per_run["semi_amortized"] == RunHours(CORE_HOURS["semi_amortized"] - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS,
+                                                 ANALYSIS_CORE_HOURS)
     fresh, started = [r for r in todo if r.spec.config.inference == "amortized"][:2]
     assert hours_needed(fresh, work, per_run) == per_run["amortized"].train + 0.75
+    assert hours_needed(fresh, work, per_run, wall=True) == per_run["amortized"].train + 3800 / 7200
     write_run(work / started.spec.name, 100, 25, analyses=("gaps",))        # a quarter trained, one analysis done
     assert abs(hours_needed(started, work, per_run) - (0.75 * per_run["amortized"].train + 0.75)) < 1e-12
     assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
