@@ -220,6 +220,8 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     tag = label or own_name
     q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples, max_steps=s.q_star_max_steps,
                             window=WINDOW, patience=PATIENCE, lr_halvings=s.q_star_lr_halvings)
+    tqdm.write(f"[{tag}] fitting fresh encoders to the frozen model and q* in each family "
+               f"({s.workers} worker process{'es' if s.workers > 1 else ''}) ...")
     with Workers(s.workers, s.seed) as w:
         own_q = {split: w.submit(f"{split} q*[own]", same_family_q_star, model, batch, own, q_star.fit)
                  for split, batch in gap_sets.items()} if own is not None else {}
@@ -227,7 +229,6 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         markov = None
         if not model.deter_dim:     # the Markov-Gaussian encoder ignores h_t: for the toy SSMs
             markov = w.submit("fresh markov encoder", fresh_encoder, MARKOV_ENCODER, model, encoder_data, s)
-        tqdm.write(f"[{tag}] fitting fresh encoders to the frozen model ...")
         posteriors = fits.result()
         if markov is not None:
             posteriors["markov"] = markov.result()

@@ -86,10 +86,11 @@ def log_px(model: SequenceModel, batch: SequenceBatch, proposal=None, iwae_k: in
         a = ais_settings or AISSettings()
         runs[f"ais-{a.steps}x{a.chains} ({name})"] = (ais_log_px, model, posterior, batch, ctx, a)
     workers = workers or Workers()
-    pending = {name: workers.submit(f"{label}log p(x) {name}", timed, *run) for name, run in runs.items()}
+    first = sorted(runs, key=lambda name: not name.startswith("ais-"))       # the longest first, for the workers
+    pending = {name: workers.submit(f"{label}log p(x) {name}", timed, *runs[name]) for name in first}
     est, seconds = {}, {}
-    for name, piece in pending.items():
-        est[name], seconds[name] = piece.result()
+    for name in runs:
+        est[name], seconds[name] = pending[name].result()
     record = {**{f"mean_{k}": float(v.mean()) for k, v in est.items()}, "seconds": seconds, **checked}
     if ais_from is not None:       # AIS, whose trust the BDMC sandwich measures, over the heavy-tailed IWAE / SMC
         best = next(k for k in est if k.startswith("ais-"))
