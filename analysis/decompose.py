@@ -223,7 +223,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     tqdm.write(f"[{tag}] fitting fresh encoders to the frozen model and q* in each family "
                f"({s.workers} worker process{'es' if s.workers > 1 else ''}) ...")
     with Workers(s.workers, s.seed) as w:
-        own_q = {split: w.submit(f"{split} q*[own]", same_family_q_star, model, batch, own, q_star.fit)
+        own_q = {split: {"own": w.submit(f"{split} q*[own]", same_family_q_star, model, batch, own, q_star.fit)}
                  for split, batch in gap_sets.items()} if own is not None else {}
         fits = w.submit("fresh filter and smoother", fresh_filter_and_smoother, model, encoder_data, s)
         markov = None
@@ -236,7 +236,7 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
             posteriors["own"] = own
         pending = {split: {**{k: w.submit(f"{split} q*[{k}]", same_family_q_star, model, batch, q, q_star.fit)
                               for k, q in posteriors.items() if k != "own"},
-                           **({"own": own_q[split]} if own is not None else {}),
+                           **own_q.get(split, {}),
                            "mean-field": w.submit(f"{split} q*[mean-field]", mean_field_q_star, model, batch, q_star,
                                                   posteriors["smoother"])}
                    for split, batch in gap_sets.items()}
