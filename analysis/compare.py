@@ -60,6 +60,11 @@ MEASURES = {
 CORRELATES = ("amortization_gap", "coverage_error")  # what each run's final return is set against in scatter plots
 SECONDS = ("train_seconds", "collect_seconds", "eval_seconds")  # planning is part of collecting
 SMOOTH = 5  # train returns: trailing mean over this many episodes
+# metrics.jsonl's training ELBO per step (mean over an episode's updates, on replay batches, without free nats):
+# "elbo" at the posterior the model learns at (lambda^K for semi_amortized and iterative_amortized), "elbo_init" at
+# the encoder's own output lambda^0 (those two only)
+TRAINING_ELBOS = ("elbo", "elbo_init")
+LAST = 10  # training ELBO summaries: mean over each run's last LAST episodes
 LEVEL = 0.95
 
 
@@ -201,6 +206,30 @@ def over_seeds(values) -> dict:
             "ci": list(mean_t_interval(v, LEVEL)) if several else None, "n": len(v)}
 
 
+def last_mean(run: Run, key: str) -> float | None:
+    """Mean of the run's last LAST values of `key`, or None where it has none."""
+    values = _series(run, key)[1]
+    return float(np.mean(values[-LAST:])) if values else None
+
+
+def lowest_late(run: Run, key: str) -> float | None:
+    """The lowest value of `key` in the second half of the run's episodes (a collapse late in training shows here
+    when the run's last episodes have recovered), or None where it has none there."""
+    episodes, values = _series(run, key)
+    late = [v for e, v in zip(episodes, values) if e > run.rows[-1]["episode"] / 2]
+    return min(late) if late else None
+
+
+def training_elbo(runs: list[Run]) -> dict:
+    """Per group: the training ELBO of its last LAST episodes at the model's posterior and at the encoder's output,
+    their difference (what the K refinement steps or learned updates add in training) and the lowest training ELBO
+    of the second half, each over seeds."""
+    final, init = ([last_mean(r, k) for r in runs] for k in TRAINING_ELBOS)
+    return {"elbo": over_seeds(final), "elbo_init": over_seeds(init),
+            "refinement_gain": over_seeds(None if i is None else f - i for f, i in zip(final, init)),
+            "lowest_late_elbo": over_seeds(lowest_late(r, "elbo") for r in runs)}
+
+
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Along the last axis: y_t = mean(x_{t-window+1}, ..., x_t), over fewer values at the start."""
     c = np.cumsum(values, axis=-1)
@@ -280,7 +309,10 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
         "task_variant": variant, "inference": inference, "n_seeds": len(runs), "runs": per_run,
         "final_return": summarize([p["final_return"] for p in per_run], rng, args.n_boot),
         "curves": {args.metric: curve(runs, args.metric, rng, args.n_boot),
-                   "train_return": curve(runs, "train_return", rng, args.n_boot, SMOOTH)},
+                   "train_return": curve(runs, "train_return", rng, args.n_boot, SMOOTH),
+                   **{k: curve(runs, k, rng, args.n_boot) for k in TRAINING_ELBOS
+                      if all(_series(r, k)[1] for r in runs)}},
+        "training_elbo": training_elbo(runs),
         "gaps": {col: over_seeds(value(r) for r in runs) for col, (_, value) in GAP_COLUMNS.items()},
         "gap_estimators": sorted({str(e) for g in gaps if (e := _get(g, ("heldout", "estimator"))) is not None}),
         "uncertainty": {t: {m: over_seeds(_number(c, ("summary", t, m)) for c in calibration) for m in CALIBRATION}
@@ -389,8 +421,9 @@ def _save_png(fig, path: Path) -> None:
 
 
 def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, path: Path) -> None:
-    """The metric and the train return against env steps, and the metric against wall-clock minutes."""
-    fig, axes = plt.subplots(3, 1, figsize=(7, 8.5))
+    """The metric and the train return against env steps, the metric against wall-clock minutes, and the training
+    ELBO against env steps (solid at the model's posterior, dashed at the encoder's output where it differs)."""
+    fig, axes = plt.subplots(4, 1, figsize=(7, 11.5))
     panels = [(metric, "env_steps", f"{metric}: mean over seeds, {LEVEL:.0%} bootstrap CI"),
               ("train_return", "env_steps", f"train_return (with exploration noise), trailing mean over {SMOOTH} "
                                             f"episodes"),
@@ -407,6 +440,20 @@ def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, pat
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("episode return")
         ax.set_xlabel("minutes" if x == "minutes" else "environment steps")
+    ax = axes[3]
+    for g in groups:
+        for key, style in zip(TRAINING_ELBOS, ("-", "--")):
+            if key in g["curves"]:
+                c = g["curves"][key]
+                ax.plot(c["env_steps"], c["mean"], style, color=colors[g["inference"]], lw=1)
+                if key == "elbo" and g["n_seeds"] > 1 and c["episode"]:
+                    ax.fill_between(c["env_steps"], *np.transpose(c["ci"]), color=colors[g["inference"]], alpha=0.2,
+                                    lw=0)
+    ax.set_title("training ELBO per step (mean over seeds): solid at the posterior the model learns at,\ndashed "
+                 "at the encoder's output (semi_amortized, iterative_amortized)", fontsize=9)
+    ax.set_yscale("symlog", linthresh=10)   # linear within +-10 nats per step, where runs that train well stay
+    ax.set_ylabel("nats / step (symlog)")
+    ax.set_xlabel("environment steps")
     axes[0].legend(fontsize=8)
     fig.suptitle(variant)
     fig.tight_layout()
@@ -574,11 +621,25 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                           _with_ci(e["probability"], e["ci"])] for e in report["improvement"]])
     lines += ["## Learning curves", "",
               f"Top: {metric}, mean over seeds at the episodes all seeds share, against environment steps, with a "
-              f"pointwise {LEVEL:.0%} bootstrap CI. Middle: the training episodes' return (exploration noise on), "
-              f"trailing mean over {SMOOTH} episodes. Bottom: {metric} against the wall-clock minutes spent up to "
-              f"that episode (training, collection with planning, evaluation).", ""]
+              f"pointwise {LEVEL:.0%} bootstrap CI. Second: the training episodes' return (exploration noise on), "
+              f"trailing mean over {SMOOTH} episodes. Third: {metric} against the wall-clock minutes spent up to "
+              f"that episode (training, collection with planning, evaluation). Last: the training ELBO per step "
+              f"(section Training ELBO), each episode's, not smoothed.", ""]
     for variant, png in curve_pngs.items():
         lines += [f"### {variant}", "", f"![learning curves, {variant}]({png})", ""]
+    if any(g["training_elbo"]["elbo"]["n"] for g in groups):
+        lines += ["## Training ELBO", "",
+                  "From each run's metrics.jsonl: the ELBO per step of its training updates (on replay batches, without "
+                  "free nats), at the posterior the model learns at and, for semi_amortized and iterative_amortized, at "
+                  "the encoder's own output lambda^0 (before the K gradient steps or learned updates); their difference "
+                  f"is what those steps add in training: the mean over each run's last {LAST} episodes. Last column: the "
+                  "lowest episode's training ELBO in the run's second half (a collapse that the last episodes "
+                  f"recovered from shows there). Each is then a {SEED_MEAN}.", ""]
+        titles = {"elbo": "training ELBO", "elbo_init": "at the encoder's output",
+                  "refinement_gain": "gain of the steps (difference)", "lowest_late_elbo": "lowest, second half"}
+        lines += table(["task variant", "inference", *titles.values()],
+                       [[g["task_variant"], g["inference"], *(_mean_ci(g["training_elbo"][k], 2) for k in titles)]
+                        for g in groups])
     gap_cols = [c for c in GAP_COLUMNS if any(g["gaps"][c]["n"] for g in groups)]
     if gap_cols:
         estimators = sorted({e for g in groups for e in g["gap_estimators"]})
