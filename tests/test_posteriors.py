@@ -248,3 +248,27 @@ def test_every_posterior_declares_its_family_and_its_parts(name):
             assert q.family.kind == kind and q.family.free_offsets == (part is not q) == q.refinable
         else:
             assert q.family == Family(FamilyKind.MEAN_FIELD) and q.refinable and q.default_decision_steps >= 1
+
+
+def test_per_sequence_training_steps_ascend_the_training_objective():
+    """Its local parameters learn as an encoder does, on -loss (free nats and reward included): with free nats
+    above every KL_t the steps see no KL at all (without them, the ELBO's pull to the prior made the agent's latents
+    collapse onto the prior)."""
+    model = _model("rssm")
+    batch = _batch(model)
+    q = make_posterior("per_sequence", model, steps_per_update=2, train_lr=0.1)
+
+    def trained(objective):
+        q.store.fill_(float("nan"))
+        torch.manual_seed(0)
+        q.training_loss(model, batch, objective)
+        return q.store[batch.index, : batch.length].clone()
+
+    def refined(per_step):
+        torch.manual_seed(0)
+        return refine(model, q, batch, q.initial_params(model, batch), q.train_refine, per_step=per_step)
+
+    no_kl = trained(Objective(free_nats=1e6))
+    assert torch.allclose(no_kl, refined(lambda ro: ro.log_lik + ro.reward_log_lik))
+    assert not torch.allclose(no_kl, refined(None))
+    assert torch.allclose(trained(Objective(free_nats=0.0)), refined(lambda ro: ro.elbo + ro.reward_log_lik))

@@ -34,10 +34,15 @@ class Objective:
     n_samples: int = 1
 
 
-def negative_elbo(ro: Rollout, objective: Objective) -> torch.Tensor:
+def objective_terms(ro: Rollout, objective: Objective) -> torch.Tensor:
+    """The training objective per step (N, T): log p(x_t|.) + log p(r_t|.) - max(KL_t, free_nats)."""
     kl = ro.kl.clamp(min=objective.free_nats) if objective.free_nats > 0 else ro.kl
     rew = ro.reward_log_lik if ro.reward_log_lik is not None else 0.0
-    return -(ro.log_lik + rew - kl).mean()
+    return ro.log_lik + rew - kl
+
+
+def negative_elbo(ro: Rollout, objective: Objective) -> torch.Tensor:
+    return -objective_terms(ro, objective).mean()
 
 
 def metrics(ro: Rollout) -> dict[str, float]:

@@ -5,7 +5,8 @@ the prior), then optimum.optimize: Adam on the ELBO with `n_samples` samples per
 steps, stopping after `patience` windows without improvement or at `max_steps`, each sequence keeping its best
 window's averaged iterate, never returning worse than its start.
 For joint model learning, its loss (WarmStartedSviLoss) keeps lambda for every stored sequence (by
-`batch.index`, `stored` / `remember`), warm-starts from it, takes `steps_per_update` steps and writes it back.
+`batch.index`, `stored` / `remember`), warm-starts from it, takes `steps_per_update` steps on the training
+objective (free nats included, as an encoder learns) and writes it back.
 Family: mean-field Gaussian across time, diagonal per step.
 Cost per optimizer step: one model rollout forward and backward with n_samples samples.
 """
@@ -16,7 +17,7 @@ import torch
 from ..base import SequenceBatch, SequenceModel
 from ..rollout import rollout
 from .base import LocalGaussian, local_params
-from .losses import Loss, metrics, negative_elbo
+from .losses import Loss, metrics, negative_elbo, objective_terms
 from .optimum import OptimumReport, OptimumSettings, optimize
 from .refine import RefineSettings, refine
 
@@ -24,13 +25,15 @@ INITS = ("standard_normal", "prior")
 
 
 class WarmStartedSviLoss(Loss):
-    """Per-sequence parameters from the posterior's store (posterior.stored), posterior.train_refine gradient steps,
-    written back (posterior.remember); the model learns at the result."""
+    """Per-sequence parameters from the posterior's store (posterior.stored), posterior.train_refine gradient steps
+    on the training objective (free nats and reward included, as an encoder learns), written back
+    (posterior.remember); the model learns at the result."""
 
     def __call__(self, model, posterior, batch, objective):
         if batch.index is None:
             raise ValueError("per_sequence training keeps parameters per stored sequence and needs batch.index")
-        lam = refine(model, posterior, batch, posterior.stored(model, batch), posterior.train_refine)
+        lam = refine(model, posterior, batch, posterior.stored(model, batch), posterior.train_refine,
+                     per_step=lambda ro: objective_terms(ro, objective))
         posterior.remember(batch, lam)
         ro = rollout(model, posterior, batch, lam, objective.n_samples)
         return negative_elbo(ro, objective), metrics(ro)

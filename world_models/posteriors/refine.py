@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from ..base import SequenceBatch, SequenceModel
-from ..rollout import rollout
+from ..rollout import Rollout, rollout
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -38,10 +38,13 @@ class RefineSettings:
             raise ValueError(f"refinement needs lr > 0 and n_samples >= 1, got lr={self.lr}, n_samples={self.n_samples}")
 
 
-def sequence_elbo(model: SequenceModel, local, batch: SequenceBatch, lam: torch.Tensor, n_samples: int) -> torch.Tensor:
-    """ELBO(lambda) per sequence (B,), Monte Carlo over n_samples, KL in closed form per step."""
+def sequence_elbo(model: SequenceModel, local, batch: SequenceBatch, lam: torch.Tensor, n_samples: int,
+                  per_step: Callable[[Rollout], torch.Tensor] | None = None) -> torch.Tensor:
+    """ELBO(lambda) per sequence (B,), Monte Carlo over n_samples, KL in closed form per step; per_step(rollout)
+    (N, T) replaces the ELBO's per-step terms log p(x_t | .) - KL_t (e.g. the training objective's, free nats
+    included)."""
     ro = rollout(model, local, batch, lam, n_samples)
-    return ro.elbo.sum(1).reshape(n_samples, -1).mean(0)
+    return (ro.elbo if per_step is None else per_step(ro)).sum(1).reshape(n_samples, -1).mean(0)
 
 
 class FunctionalOptimizer:
@@ -69,10 +72,12 @@ class FunctionalOptimizer:
 
 
 def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor, s: RefineSettings,
-           unrolled: bool = False, on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+           unrolled: bool = False, on_step: Callable[[int, torch.Tensor], None] | None = None,
+           per_step: Callable[[Rollout], torch.Tensor] | None = None) -> torch.Tensor:
     """K steps of ELBO ascent from the context lam0, moving only its free part (local.split). unrolled:
     the result stays a differentiable function of lam0 and the model (second-order terms included);
-    otherwise it is detached from both. on_step(k, context after step k, detached) is called after each step."""
+    otherwise it is detached from both. on_step(k, context after step k, detached) is called after each step.
+    per_step: ascend the sum over steps of per_step(rollout) instead of the ELBO (sequence_elbo)."""
     fixed, lam = local.split(lam0 if unrolled else lam0.detach())
     context = (lambda free: free) if fixed.shape[-1] == 0 else (lambda free: torch.cat([fixed, free], -1))
     opt = FunctionalOptimizer(s, lam)
@@ -80,7 +85,7 @@ def refine(model: SequenceModel, local, batch: SequenceBatch, lam0: torch.Tensor
         if not unrolled:
             lam = lam.detach().requires_grad_(True)
         with torch.enable_grad():
-            elbo = sequence_elbo(model, local, batch, context(lam), s.n_samples).sum()
+            elbo = sequence_elbo(model, local, batch, context(lam), s.n_samples, per_step).sum()
             (g,) = torch.autograd.grad(elbo, lam, create_graph=unrolled)
         lam = opt.update(lam, g)
         if on_step is not None:
