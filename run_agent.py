@@ -52,7 +52,10 @@ HELP = {
     "refine_every": "semi_amortized: refine on the 1st, (k+1)-th, ... model update after each episode only, amortized "
                     "updates between (1: every update)",
     "decision_refine_steps": "refinement steps at each decision, for posteriors with local parameters to refine "
-                             "(default: the posterior's own: 0 where it has an encoder, 3 where it has none)",
+                             "(default: the posterior's own: 0 where it has an encoder, 20 for per_sequence, K for "
+                             "iterative_amortized's learned update)",
+    "decision_refine_lr": "step size (Adam) of the refinement at each decision (default: the posterior's own: 0.1 "
+                          "for per_sequence, --refine-lr for the others)",
     "decision_window": "recent steps re-inferred at each decision",
     "action_repeat": "env steps per action (default: PlaNet's per task)",
     "missing_every": "keep only every k-th observation (missing-observation variant; default: every one kept)",

@@ -55,6 +55,7 @@ class AgentConfig:
     #                                 (5: 1.32x amortized's seconds per episode against 2.39x at 1, final return
     #                                 782 +- 21 against 787 +- 13 over 3 seeds; docs/throughput)
     decision_refine_steps: Optional[int] = None  # refinement at each decision; None: the posterior's default
+    decision_refine_lr: Optional[float] = None   # its step size; None: the posterior's default, else refine_lr
     decision_window: int = 8        # steps re-inferred at each decision
     action_repeat: Optional[int] = None
     missing_every: Optional[int] = None
@@ -182,6 +183,7 @@ RANGES = {
     "refine_lr": Range(float, 0, 100, low_open=True),
     "refine_every": Range(int, 1, 100_000),
     "decision_refine_steps": Range(int, 0, 10_000, optional=True),   # None: the posterior's default
+    "decision_refine_lr": Range(float, 0, 100, low_open=True, optional=True),
     "decision_window": Range(int, 1, 10_000),
 }
 

@@ -58,8 +58,11 @@ class Agent:
         self.optimizer = make_adam(self.params, cfg.lr, cfg.adam_eps)
         self.planner = make_planner(cfg.planner, preset=cfg.planner_preset,
                                     **({"horizon": cfg.horizon} if cfg.horizon else {}))
-        steps = self.posterior.default_decision_steps if cfg.decision_refine_steps is None else cfg.decision_refine_steps
-        decision = RefineSettings(steps=steps, lr=cfg.refine_lr) if steps else None
+        steps = (self.posterior.default_decision_steps if cfg.decision_refine_steps is None
+                 else cfg.decision_refine_steps)
+        lr = next(x for x in (cfg.decision_refine_lr, self.posterior.default_decision_lr, cfg.refine_lr)
+                  if x is not None)
+        decision = RefineSettings(steps=steps, lr=lr) if steps else None
         self.belief = Belief(self.model, self.posterior, decision, cfg.decision_window)
         self.episode, self.env_steps = 0, 0
         self.on_progress = None     # optional callback(phase, done, total) inside an episode (a progress display)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.config import AgentConfig
+from agent.loop import Agent
 from agent.replay import Replay
 from run_agent import main
 from world_models.posteriors import POSTERIORS
@@ -40,6 +42,17 @@ def test_decision_time_refinement_runs(tmp_path):
     assert main(TINY + ["--inference", "semi_amortized", "--decision-refine-steps", "1", "--decision-window", "3",
                         "--episodes", "2", "--run-dir", str(tmp_path)]) == 0
     assert metrics(tmp_path)[1]["plan_seconds"] > 0
+
+
+@pytest.mark.parametrize("inference, settings, expected", [
+    ("per_sequence", {}, (20, 0.1)),                              # its own default: near the converged belief
+    ("per_sequence", {"decision_refine_lr": 0.02, "decision_refine_steps": 4}, (4, 0.02)),
+    ("semi_amortized", {"decision_refine_steps": 2, "refine_lr": 0.05}, (2, 0.05)),   # no default lr: --refine-lr
+    ("amortized", {}, None)])
+def test_decision_refinement_takes_the_posteriors_defaults_unless_given(tmp_path, inference, settings, expected):
+    cfg = AgentConfig(inference=inference, deter=16, stoch=4, hidden=16, wandb="disabled", **settings)
+    s = Agent(cfg, tmp_path).belief.refine_settings
+    assert (None if s is None else (s.steps, s.lr)) == expected
 
 
 def test_pixels_run(tmp_path):
@@ -94,6 +107,7 @@ def test_sigkill_then_resume_counts_every_episode_once(tmp_path):
     (["--missing-prob", "1.5"], "--missing-prob must be a finite number in [0, 1); got 1.5"),
     (["--obs", "rgb"], "unknown --obs 'rgb'; valid choices: state, pixels"),
     (["--inference", "amortized", "--decision-refine-steps", "2"], "(--decision-refine-steps) needs a posterior"),
+    (["--inference", "per_sequence", "--decision-refine-lr", "0"], "--decision-refine-lr must be"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(tmp_path, capsys, argv, message):
     run_dir = tmp_path / "run"

@@ -58,6 +58,8 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     - amortized_part(): the encoder that filters one step at a time for the belief (None without one);
     - refinable: its context is local parameters lambda that `improve` makes better (LocalGaussian);
     - default_decision_steps: refinement steps at each of the agent's decisions when the user gives none;
+    - default_decision_lr: their step size when the user gives none (None: the run's training refinement step
+      size, --refine-lr);
     - growing_state: the state_dict entries whose leading sizes grow with the data seen (a per-sequence store), so
       that a checkpoint of them has another shape than a fresh posterior's."""
 
@@ -67,6 +69,7 @@ class Posterior(nn.Module, metaclass=ABCMeta):
     has_encoder: bool = True
     refinable: bool = False
     default_decision_steps: int = 0
+    default_decision_lr: float | None = None
     growing_state: tuple[str, ...] = ()
 
     def describe(self) -> str:
