@@ -49,8 +49,8 @@ HELP = {
     "horizon": "planning horizon (default: the preset's, 12)",
     "refine_steps": "semi_amortized: refinement steps K in training; per_sequence: warm-started steps per update",
     "refine_lr": "refinement step size (Adam)",
-    "refine_every": "semi_amortized: refine on the 1st, (k+1)-th, ... model update after each episode only, amortized "
-                    "updates between (1: every update)",
+    "refine_every": "semi_amortized, iterative_amortized: refine (run the learned update) on the 1st, (k+1)-th, ... "
+                    "model update after each episode only, amortized updates between (1: every update)",
     "decision_refine_steps": "refinement steps at each decision, for posteriors with local parameters to refine "
                              "(default: the posterior's own: 0 where it has an encoder, 20 for per_sequence, K for "
                              "iterative_amortized's learned update)",

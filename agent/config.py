@@ -51,9 +51,11 @@ class AgentConfig:
     horizon: Optional[int] = None   # overrides the preset's
     refine_steps: int = 3           # semi_amortized: K at training time; per_sequence: warm-started steps per update
     refine_lr: float = 0.03         # 0.1 made semi_amortized training degrade after ~300 updates (docs/agent)
-    refine_every: int = REFINE_EVERY  # semi_amortized: refine on every k-th model update, amortized ones between
-    #                                 (5: 1.32x amortized's seconds per episode against 2.39x at 1, final return
-    #                                 782 +- 21 against 787 +- 13 over 3 seeds; docs/throughput)
+    refine_every: int = REFINE_EVERY  # semi_amortized, iterative_amortized: refine (or run the learned update) on
+    #                                 every k-th model update, amortized ones between (semi_amortized at 5: 1.32x
+    #                                 amortized's seconds per episode against 2.39x at 1, final return 782 +- 21
+    #                                 against 787 +- 13 over 3 seeds, docs/throughput; iterative_amortized at 1
+    #                                 collapsed again and again, docs/agent/iterative_refine_every)
     decision_refine_steps: Optional[int] = None  # refinement at each decision; None: the posterior's default
     decision_refine_lr: Optional[float] = None   # its step size; None: the posterior's default, else refine_lr
     decision_window: int = 8        # steps re-inferred at each decision
@@ -90,7 +92,7 @@ class AgentConfig:
 
     def unused_settings(self) -> set[str]:
         """Settings that change nothing for this config's posterior (runs that differ only in them are the same)."""
-        return set() if self.inference == "semi_amortized" else {"refine_every"}
+        return set() if self.inference in ("semi_amortized", "iterative_amortized") else {"refine_every"}
 
     def warnings(self) -> list[str]:
         """Settings that are valid but probably not what the user wants."""
@@ -101,7 +103,8 @@ class AgentConfig:
                        f"untrained model (give more {flag('episodes')} or fewer {flag('seed_episodes')})")
         if self.refine_every not in (1, REFINE_EVERY) and "refine_every" in self.unused_settings():
             out.append(f"{flag('refine_every')} {self.refine_every} does nothing with {flag('inference')} "
-                       f"{self.inference} (only semi_amortized refines on a fraction of its updates)")
+                       f"{self.inference} (only semi_amortized and iterative_amortized refine on a fraction of their "
+                       f"updates)")
         return out
 
     def save(self, path: Path) -> None:

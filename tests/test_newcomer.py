@@ -37,6 +37,7 @@ def test_a_run_that_would_train_nothing_says_so(tmp_path, capsys):
     assert AgentConfig(episodes=6, seed_episodes=5).warnings() == []
     assert "--refine-every 3 does nothing with --inference amortized" in AgentConfig(refine_every=3).warnings()[0]
     assert AgentConfig(refine_every=3, inference="semi_amortized").warnings() == []
+    assert AgentConfig(refine_every=3, inference="iterative_amortized").warnings() == []
     assert AgentConfig().warnings() == [] == profile_config("v1").warnings()    # the defaults and v1's (1) are quiet
 
 

@@ -125,20 +125,23 @@ def test_detached_training_loss_gives_the_encoder_only_its_own_gradient():
         torch.testing.assert_close(a, p.grad)
 
 
-def test_refine_every_k_th_update_and_amortized_updates_between():
-    """refine_every = 3: calls 1 and 4 are the full detached loss, calls 2 and 3 exactly -ELBO(lambda^0) with gradients
-    for the model and the encoder together; new_round() starts the count again; bad k and the unrolled variant are
-    refused."""
+@pytest.mark.parametrize("name, settings", [("semi_amortized", {"refine_settings": RefineSettings(steps=2, lr=0.1)}),
+                                            ("iterative_amortized", {"iterations": 2})])
+def test_refine_every_k_th_update_and_amortized_updates_between(name, settings):
+    """refine_every = 3: calls 1 and 4 are the full detached loss (the learned update's included), calls 2 and 3
+    exactly -ELBO(lambda^0) with gradients for the model and the encoder together; new_round() starts the count again;
+    bad k and the unrolled variant are refused."""
     model = RSSM((3,), 1, deter_dim=16, z_dim=4, hidden=16)
     batch = _batch(model, B=4, T=5)
-    every = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=2, lr=0.1), refine_every=3)
-    always = make_posterior("semi_amortized", model, refine_settings=RefineSettings(steps=2, lr=0.1))
+    every = make_posterior(name, model, refine_every=3, **settings)
+    always = make_posterior(name, model, **settings)
     always.load_state_dict(every.state_dict())
     for call in range(1, 5):
         torch.manual_seed(call)
         loss, info = every.training_loss(model, batch, Objective(free_nats=1.0))
         loss.backward()
-        grads = [p.grad.clone() for p in [*model.parameters(), *every.parameters()]]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone()   # the update network's: none between
+                 for p in [*model.parameters(), *every.parameters()]]
         model.zero_grad(), every.zero_grad()
         torch.manual_seed(call)
         if call in (1, 4):
@@ -158,9 +161,10 @@ def test_refine_every_k_th_update_and_amortized_updates_between():
     every.loss.new_round()
     assert [every.training_loss(model, batch, Objective())[1]["refined"] for _ in range(4)] == [1.0, 0.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="integer k >= 1, got 0"):
-        make_posterior("semi_amortized", model, refine_every=0)
-    with pytest.raises(ValueError, match="refine_every = 2 needs the detached variant"):
-        make_posterior("semi_amortized", model, refine_every=2, variant="unrolled")
+        make_posterior(name, model, refine_every=0)
+    if name == "semi_amortized":   # the only one with an unrolled variant
+        with pytest.raises(ValueError, match="refine_every = 2 needs the detached variant"):
+            make_posterior("semi_amortized", model, refine_every=2, variant="unrolled")
 
 
 @pytest.mark.parametrize("name", POSTERIORS)

@@ -178,8 +178,8 @@ def test_more_episodes_resume_a_finished_run(first_sweep, tmp_path):
 
 
 def test_settings_a_run_does_not_use_are_not_a_conflict():
-    """refine_every changes only semi_amortized runs: an amortized run stored with another value is the same run
-    (e.g. after its default changed); a semi_amortized one is not."""
+    """refine_every changes only semi_amortized and iterative_amortized runs: an amortized run stored with another
+    value is the same run (e.g. after its default changed); a semi_amortized one is not."""
     from sweeps.status import config_differences
     amortized = AgentConfig(inference="amortized", refine_every=1)
     assert config_differences(amortized, AgentConfig(inference="amortized", refine_every=5)) == []

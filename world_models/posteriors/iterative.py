@@ -12,7 +12,10 @@ the gated update, shared by every step and sequence:
 
 Training (its `loss`, LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
 sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder does (model
-and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). Cost per use: one amortized pass + K x (one model
+and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). With
+refine_every = k (the agent's default 5, as semi_amortized's) this happens on every k-th update only, the model and
+encoder learning together at delta^0 between: learning at delta^K on every update, the model became one whose
+encoder's ELBO diverged under its own training again and again. Cost per use: one amortized pass + K x (one model
 rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
 """
 from __future__ import annotations
@@ -42,14 +45,15 @@ class IterativeAmortizedPosterior(SemiAmortizedPosterior):
     step_cost = ("one amortized pass + K x (model rollout forward and backward w.r.t. the offsets + one "
                  "update-network pass)")
 
-    def __init__(self, model: SequenceModel, iterations: int = 3, update_hidden: int = 64, **encoder_settings):
+    def __init__(self, model: SequenceModel, iterations: int = 3, update_hidden: int = 64, refine_every: int = 1,
+                 **encoder_settings):
         super().__init__(model, RefineSettings(steps=iterations), variant="detached", **encoder_settings)
         d = 2 * model.z_dim
         self.update_net = mlp(2 * d + 1, update_hidden, 2 * d, layers=2)
         torch.nn.init.zeros_(self.update_net[-1].weight)   # starts as the identity update: delta stays 0
         torch.nn.init.zeros_(self.update_net[-1].bias)
         self.iterations = iterations
-        self.loss = LearnedUpdateLoss()
+        self.loss = LearnedUpdateLoss(refine_every)
         self.default_decision_steps = iterations          # the belief runs its update at every decision
 
     def describe(self) -> str:

@@ -35,7 +35,8 @@ REGISTRY: dict[str, Registered] = {
                                  lambda cfg: {**_refined(cfg), "refine_every": cfg.refine_every}, _refined),
     "iterative_amortized": Registered(
         IterativeAmortizedPosterior,
-        lambda cfg: {"iterations": cfg.refine_steps}, lambda args: {"iterations": args.refine_steps}),
+        lambda cfg: {"iterations": cfg.refine_steps, "refine_every": cfg.refine_every},
+        lambda args: {"iterations": args.refine_steps}),
     "per_sequence": Registered(
         PerSequencePosterior,
         lambda cfg: {"steps_per_update": cfg.refine_steps, "train_lr": cfg.refine_lr},
