@@ -40,7 +40,8 @@ def _run_seeded(seed: int, fn: Callable, args: tuple, kwargs: dict) -> Any:
 class Workers:
     """`with Workers(n, seed) as w: f = w.submit("q*[filter]", fn, *args)` runs fn(*args) seeded by its name, in
     one of n forked worker processes (n > 1) or at once in this one (n = 1); f.result() is its value (or raises its
-    error; with n = 1, submit raises it). seed None (n = 1 only): the pieces are not reseeded but draw from the caller's stream, in order."""
+    error; with n = 1, submit raises it). seed None (n = 1 only): the pieces are not reseeded but draw from the
+    caller's stream, in order."""
 
     def __init__(self, workers: int = 1, seed: int | None = None):
         if workers < 1:

@@ -10,13 +10,14 @@ the gated update, shared by every step and sequence:
     u_t = [delta_t, g_t / rms(g_t), log rms(g_t)]          (rms over the step's 2 Dz entries; g detached)
     delta_t <- delta_t + f(u_t) * sigmoid(gate(u_t))        (f, gate: the two halves of one MLP's output)
 
-Training (its `loss`, LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update network minimizes
-sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder does (model
-and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held fixed). With
-refine_every = k (the agent's default 5, as semi_amortized's) this happens on every k-th update only, the model and
-encoder learning together at delta^0 between: learning at delta^K on every update, the model became one whose
-encoder's ELBO diverged under its own training again and again. Cost per use: one amortized pass + K x (one model
-rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its loss.
+Training (its `loss`, LearnedUpdateLoss): the encoder learns at delta^0 (-ELBO, model held fixed); the update
+network minimizes sum_k -ELBO(delta^k) over the K iterations with the training objective's free nats, as the encoder
+does (model and encoder held fixed; the plain ELBO's gradient is its input); the model learns at delta^K (held
+fixed). With refine_every = k (the agent's default 5, as semi_amortized's) this happens on every k-th update only,
+the model and encoder learning together at delta^0 between: learning at delta^K on every update, the model became
+one whose encoder's ELBO diverged under its own training again and again. Cost per use: one amortized pass + K x
+(one model rollout forward and backward w.r.t. delta, one update-network pass); in training K more rollouts for its
+loss.
 """
 from __future__ import annotations
 

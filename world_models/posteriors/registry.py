@@ -56,11 +56,12 @@ Q_STAR, REFINED = "per_sequence", "semi_amortized"
 
 
 def make_posterior(name: str, model, **settings) -> Posterior:
-    """Build the posterior called `name` for `model`. Settings go to its constructor: encoder sizes
-    (hidden, embed_dim, rnn_dim, min_std) for the amortized ones; refine_settings (RefineSettings),
-    variant ('detached' | 'unrolled') and smoothing_init for semi_amortized; iterations, update_hidden and
-    refine_every (and the encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, lr_halvings, init,
-    steps_per_update, train_lr for per_sequence; refine_settings and the encoder sizes for amortized_markov (models without h_t)."""
+    """Build the posterior called `name` for `model`. Settings go to its constructor: encoder sizes (hidden, embed_dim,
+    rnn_dim, min_std) for the amortized ones; refine_settings (RefineSettings), variant ('detached' |
+    'unrolled') and smoothing_init for semi_amortized; iterations, update_hidden and refine_every (and the
+    encoder sizes) for iterative_amortized; lr, n_samples, window, patience, max_steps, lr_halvings, init,
+    steps_per_update, train_lr for per_sequence; refine_settings and the encoder sizes for amortized_markov
+    (models without h_t)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown posterior {name!r}; valid choices: {', '.join(POSTERIORS)} (and for models without "
                          f"h_t: {', '.join(n for n in SSM_POSTERIORS if n not in POSTERIORS)})")
