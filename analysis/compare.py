@@ -37,9 +37,12 @@ VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action
 # where they end (a warning says so) or cut with --until-episode; physics_state only changes what is stored
 REPLICATE_SETTINGS = ("seed", "device", "wandb", "episodes", "physics_state")
 # gap -> (column title, its value in one run or None): nats per time step on held-out sequences, from
-# RUN_DIR/analysis/gaps.json
+# RUN_DIR/analysis/gaps.json; the conditioning gap and own-minus-fresh compare fresh encoders, taken only from runs
+# whose fresh encoders were fitted with a decaying step size (fresh_fits_settled)
 GAP_COLUMNS = {**{name: (f"{name} gap", lambda run, name=name: _heldout(run, ("gaps", name)))
-                  for name in ("inference", "approximation", "amortization", "conditioning")},
+                  for name in ("inference", "approximation", "amortization")},
+               "conditioning": ("conditioning gap",
+                                lambda run: _heldout(run, ("gaps", "conditioning")) if fresh_fits_settled(run) else None),
                "encoder_excess": ("own minus fresh encoder's amortization gap", lambda run: encoder_excess(run)),
                "log_px": ("log p(x)", lambda run: _heldout(run, ("log_px",)))}
 TARGETS = ("obs", "reward", "state")
@@ -287,7 +290,20 @@ def encoder_excess(run: Run) -> float | None:
     (per_sequence has no amortization gap)."""
     kind = "smoother" if run.config.inference == SMOOTHER else "filter"
     own, fresh = _heldout(run, ("gaps", "amortization")), _heldout(run, ("gaps", f"amortization[{kind}]"))
-    return None if own is None or fresh is None else own - fresh
+    return None if own is None or fresh is None or not fresh_fits_settled(run) else own - fresh
+
+
+def settled_fresh_fits(gaps: dict | None) -> bool:
+    """Whether a gap analysis (gaps.json) fitted its fresh encoders with a step size decayed to 0 (its settings'
+    encoder_lr_schedule "cosine"). Fitted at a constant 1e-2, as in the study's runs before session 22, a fit ended
+    wherever its last step fell in Adam's noise ball, up to 11 nats per step below its best checkpoint: compared
+    with such a fit, an encoder looked better than what its family can do on the model."""
+    return _get(gaps, ("settings", "encoder_lr_schedule")) == "cosine"
+
+
+def fresh_fits_settled(run: Run) -> bool:
+    """settled_fresh_fits of the run's gap analysis."""
+    return settled_fresh_fits(run.analysis["gaps"])
 
 
 def coverage_error(uncertainty: dict | None, target: str) -> float | None:
@@ -659,7 +675,11 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                   f"{SEED_MEAN}. Each gap is of the run's own posterior; \"own minus fresh\" is its amortization "
                   "gap minus that of a fresh encoder of its kind (the smoother for amortized_smoothing, the filter "
                   "otherwise) fitted to the frozen model: above 0, training the encoder with the model cost it that "
-                  "much."
+                  "much. The conditioning gap and own minus fresh compare fresh encoders and come only from runs "
+                  "whose fresh encoders' step size decayed to 0 (`encoder_lr_schedule: cosine` in gaps.json); fits "
+                  "at a constant step size ended wherever their last step fell"
+                  + (f" (left out: {', '.join(report['unsettled_fresh_fits'])})"
+                     if report.get("unsettled_fresh_fits") else "") + "."
                   + (f" log p(x) estimator: {', '.join(estimators)}." if estimators else ""), ""]
         lines += table(["task variant", "inference", *(GAP_COLUMNS[c][0] for c in gap_cols)],
                         [[g["task_variant"], g["inference"], *(_mean_ci(g["gaps"][c], 3) for c in gap_cols)]
@@ -758,7 +778,9 @@ def main(argv: list[str] | None = None) -> int:
               "warnings": warnings, "groups": groups, "across_variants": across_variants(groups, rng, args.n_boot),
               "baseline": args.baseline, "improvement": improvement_over(groups, args.baseline, rng, args.n_boot),
               "differences": differences(by_group, args.baseline),
-              "correlations": correlations(by_group, groups, rng, args.n_boot)}
+              "correlations": correlations(by_group, groups, rng, args.n_boot),
+              "unsettled_fresh_fits": [run.dir.name for run in runs
+                                       if run.analysis["gaps"] is not None and not fresh_fits_settled(run)]}
 
     args.out.mkdir(parents=True, exist_ok=True)
     inferences = sorted({g["inference"] for g in groups})

@@ -103,7 +103,7 @@ def markdown(r: dict) -> str:
              f"{s['sequences']} windows of {s['length']} steps per split; held-out windows from {s['heldout_episodes']} "
              f"episodes collected with policy `{s['heldout_policy']}`; {s['eval_samples']} samples per ELBO, IWAE and "
              f"SMC estimate; fresh encoders fitted for {s['encoder_steps']} steps on {s['encoder_windows']} training "
-             f"windows; {r['seconds']:.0f} s on {r['machine']}"
+             f"windows ({s.get('encoder_lr_schedule', 'constant')} step size); {r['seconds']:.0f} s on {r['machine']}"
              + (f", {s['workers']} worker processes ({r['core_seconds']:.0f} core-seconds)" if s.get("workers", 1) > 1
                 else "") + ".", ""]
     for split in splits:

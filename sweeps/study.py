@@ -62,6 +62,7 @@ FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: th
 # nothing, the pieces share the cores with the other run.
 ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout", "--workers", "2")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
+REANALYSE = "re-analyse"    # a done run's action where only its gaps are measured again (reanalysable)
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # core-hours per run on this project's 2-core CPU beside other jobs, for the estimates of what is left where no run of
 # that posterior is done yet (the measured hours of done runs replace them as runs finish): training (amortized 20 min
@@ -104,6 +105,33 @@ def is_done(results: Path) -> bool:
         return is_finished(results) and all((results / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
     except (OSError, ValueError):       # absent or unreadable: not done
         return False
+
+
+def reanalysable(results: Path, run_dir: Path) -> bool:
+    """A committed run whose gap analysis fitted its fresh encoders at a constant step size (the runs analysed before
+    session 22; analysis.compare.settled_fresh_fits) and whose finished training, checkpoint included, is in
+    `run_dir`: its gaps are measured again there and committed over the old ones. A run trained on a machine whose
+    runs/ is gone keeps its old gaps; the report leaves out their fresh-encoder columns."""
+    from analysis.compare import settled_fresh_fits
+    try:
+        if not (is_done(results) and (run_dir / "checkpoint.pt").is_file() and is_finished(run_dir)):
+            return False
+        return not settled_fresh_fits(json.loads((results / "analysis" / "gaps.json").read_text()))
+    except (OSError, ValueError):      # unreadable: nothing to re-analyse from
+        return False
+
+
+def drop_unsettled_gaps(run_dir: Path) -> None:
+    """Delete run_dir's own gap analysis where it is one with unsettled fresh encoders, so that the run's study_task
+    measures its gaps again (one already measured again, whose commit was missed, is kept and copied)."""
+    from analysis.compare import settled_fresh_fits
+    path = run_dir / "analysis" / "gaps.json"
+    try:
+        settled = settled_fresh_fits(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        settled = False
+    if not settled:
+        path.unlink(missing_ok=True)
 
 
 def measured_core_hours(results: Path) -> RunHours | None:
@@ -336,14 +364,24 @@ def main(argv=None) -> int:
         print(f"sweeps.study: error: no run matches --only {' '.join(args.only)}; run names look like "
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
-    todo = [r for r in runs if not is_done(args.results / r.spec.name)]
-    per_run, how = hours_per_run(study_runs(), todo, args.results)      # measured on every done run, not --only's
-    need = {r.spec.name: hours_needed(r, args.work, per_run) for r in todo}
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs done; {len(todo)} to run, about {sum(need.values()):.0f} "
-          f"core-hours ({how})")
+    unfinished = [r for r in runs if not is_done(args.results / r.spec.name)]
+    # first, the done runs whose gaps can be measured again with settled fresh encoders, before runs/ is lost
+    again = [r for r in runs if reanalysable(args.results / r.spec.name, args.work / r.spec.name)]
+    if not args.dry_run:
+        for r in again:
+            drop_unsettled_gaps(args.work / r.spec.name)
+    todo = again + unfinished
+    per_run, how = hours_per_run(study_runs(), unfinished, args.results)   # measured on every done run, not --only's
+    per_run_analyses = {k: RunHours(0.0, h.analyses, h.analyses_wall) for k, h in per_run.items()}
+    need = {r.spec.name: hours_needed(r, args.work, per_run) if r in unfinished
+            else per_run_analyses[r.spec.config.inference].analyses for r in todo}
+    print(f"{len(runs) - len(unfinished)} of {len(runs)} runs done; {len(unfinished)} to run"
+          + (f", {len(again)} to re-analyse (fresh encoders fitted at a constant step size)" if again else "")
+          + f", about {sum(need.values()):.0f} core-hours ({how})")
     if args.dry_run:
         for r in runs:
-            left = f"{action(args.work, r.spec.name)} (about {need[r.spec.name]:.1f} core-hours)" if r in todo else "done"
+            doing = REANALYSE if r in again else action(args.work, r.spec.name)
+            left = f"{doing} (about {need[r.spec.name]:.1f} core-hours)" if r in todo else "done"
             print(f"  {r.part:8s} {r.spec.name}: {left}")
         return 0
     if not todo:
@@ -353,7 +391,8 @@ def main(argv=None) -> int:
     ends = None if args.hours is None else time.time() + args.hours * 3600       # wall-clock: read in Ray workers
 
     def task_args(plan: Plan):
-        command = agent_command(plan.spec.config, plan.run_dir, plan.action == RESUME, args.cpus_per_run, "study")
+        command = agent_command(plan.spec.config, plan.run_dir, plan.action in (RESUME, REANALYSE), args.cpus_per_run,
+                                "study")
         analyses_by = None if ends is None else ends - per_run[plan.spec.config.inference].analyses_wall * 3600
         return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
                 None if args.train_only else ANALYSES, analyses_by)
@@ -377,10 +416,12 @@ def main(argv=None) -> int:
                   f"next call", file=sys.stderr)
         elif args.commit and not args.train_only:
             final = final_eval_return(results)
-            commit_with_reports([results], f"study: {plan.spec.name} (final evaluation return "
-                                           f"{'none' if final is None else f'{final:.1f}'})", args.results)
+            what = ("gaps measured again, fresh encoders fitted with the cosine step size" if plan.action == REANALYSE
+                    else f"final evaluation return {'none' if final is None else f'{final:.1f}'}")
+            commit_with_reports([results], f"study: {plan.spec.name} ({what})", args.results)
 
-    wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True) for r in todo}
+    wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True)
+            if r in unfinished else per_run[r.spec.config.inference].analyses_wall for r in todo}
     deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
 
     def admit(plan: Plan) -> str:       # why not to start `plan` now ("": start it)
@@ -388,7 +429,10 @@ def main(argv=None) -> int:
         needs = wall[plan.spec.name]
         return "" if needs <= left else f"not started: needs about {needs:.1f} h, {left:.1f} h left of --hours"
 
-    plans = [Plan(r.spec, args.work / r.spec.name, action(args.work, r.spec.name)) for r in todo]
+    if args.train_only:         # nothing of a re-analysis is training
+        todo = unfinished
+    plans = [Plan(r.spec, args.work / r.spec.name, REANALYSE if r in again else action(args.work, r.spec.name))
+             for r in todo]
     if all(admit(plan) for plan in plans):      # nothing fits: no Ray instance for nothing
         print(f"no run fits in --hours {args.hours}: the shortest needs about {min(wall.values()):.1f} h")
         return 0

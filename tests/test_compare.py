@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.config import AgentConfig
-from analysis.compare import Run, encoder_excess, main, task_variant
+from analysis.compare import GAP_COLUMNS, Run, encoder_excess, main, task_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +118,9 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     assert report["command"] in md and "--out" in report["command"]
     assert "0.200 [-1.071, 1.471] (2)" in md and "## Calibration" in md and "smc-100" in md
     assert "| cartpole | amortized | 0.0000 (1) | 0.2000 (1) | 0.2000 (1) |" in md
+    # the constructed gaps.json record no fresh-encoder schedule: each run with one is named as left out
+    assert report["unsettled_fresh_fits"] == ["amortized--s0", "amortized--s1"]
+    assert "(left out: amortized--s0, amortized--s1)" in md
     pngs = re.findall(r"\]\(([^)]+\.png)\)", md)
     assert set(pngs) == {"final_iqm.png", "curves_cartpole.png"}
     for png in pngs:
@@ -345,9 +348,11 @@ def test_markdown_rows_escape_pipes_inside_cells():
 
 def test_encoder_excess_is_set_against_a_fresh_encoder_of_the_posteriors_kind():
     """Own amortization gap minus the fresh smoother's for amortized_smoothing, the fresh filter's for the others;
-    None for per_sequence (no amortization gap) and for runs without a gap analysis."""
-    values = {"amortization": 1.0, "amortization[filter]": 0.75, "amortization[smoother]": 0.25}
-    gaps = {"heldout": {"gaps": {name: {"mean_per_step": v} for name, v in values.items()}}}
+    None for per_sequence (no amortization gap), for runs without a gap analysis and for runs whose fresh encoders
+    were fitted at a constant step size (or before the schedule was recorded), as is their conditioning gap."""
+    values = {"amortization": 1.0, "amortization[filter]": 0.75, "amortization[smoother]": 0.25, "conditioning": 0.5}
+    gaps = {"heldout": {"gaps": {name: {"mean_per_step": v} for name, v in values.items()}},
+            "settings": {"encoder_lr_schedule": "cosine"}}
     run = lambda inference, g: Run(Path("."), AgentConfig(inference=inference), [], {"gaps": g, "uncertainty": None})
     assert encoder_excess(run("amortized", gaps)) == 0.25
     assert encoder_excess(run("semi_amortized", gaps)) == 0.25
@@ -355,6 +360,11 @@ def test_encoder_excess_is_set_against_a_fresh_encoder_of_the_posteriors_kind():
     per_sequence = {"heldout": {"gaps": {k: v for k, v in gaps["heldout"]["gaps"].items() if k != "amortization"}}}
     assert encoder_excess(run("per_sequence", per_sequence)) is None
     assert encoder_excess(run("amortized", None)) is None
+    conditioning = GAP_COLUMNS["conditioning"][1]
+    assert conditioning(run("amortized", gaps)) == 0.5
+    for unsettled in ({**gaps, "settings": {"encoder_lr_schedule": "constant"}}, {"heldout": gaps["heldout"]}):
+        assert encoder_excess(run("amortized", unsettled)) is None and conditioning(run("amortized", unsettled)) is None
+        assert GAP_COLUMNS["amortization"][1](run("amortized", unsettled)) == 1.0      # the own posterior's: kept
 
 
 def test_a_report_cut_at_an_episode_leaves_out_analyses_of_later_models(tmp_path):

@@ -177,7 +177,7 @@ def test_the_fresh_encoder_guard_leaves_a_fit_unchanged_where_the_last_iterate_i
     torch.manual_seed(9)
     plain = make_posterior("amortized", model).double()
     train(lambda b: plain.training_loss(model, b, Objective()), plain.parameters(), data, 120, 16, lr=s.encoder_lr,
-          seed=s.seed + 7)
+          seed=s.seed + 7, cosine_decay=s.encoder_lr_schedule == "cosine")
     for a, b in zip(guarded.parameters(), plain.parameters()):
         assert torch.equal(a, b)
     r = guarded.fit_record

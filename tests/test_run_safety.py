@@ -265,3 +265,17 @@ def test_a_per_sequence_run_resumes_and_loads_with_its_grown_store(tmp_path):
     torch.testing.assert_close(load_run(run_dir).posterior.store, store, equal_nan=True, rtol=0, atol=0)
     assert main(["--resume", "--run-dir", str(run_dir), "--episodes", "3", "--no-progress"]) == 0
     assert json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["episode"] == 3
+
+
+def test_training_with_cosine_decay_takes_steps_of_the_cosine_size():
+    """On a loss with a constant gradient Adam's step is its step size (up to eps = 1e-4 against a gradient of 1):
+    with cosine_decay step t of T moves the parameter by lr (1 + cos(pi t / T)) / 2, without it by lr."""
+    data = SequenceBatch(torch.zeros(4, 3, 1), torch.zeros(4, 3, 1), torch.ones(4, 3))
+    T, lr = 8, 0.1
+    for decay, sizes in ((True, [lr * (1 + math.cos(math.pi * t / T)) / 2 for t in range(T)]), (False, [lr] * T)):
+        w = torch.nn.Parameter(torch.zeros(1))
+        seen = [0.0]
+        train(lambda b: (w.sum(), {}), [w], data, T, 2, lr=lr, progress=lambda step, m: seen.append(float(w.detach())),
+              cosine_decay=decay)
+        steps = [a - b for a, b in zip(seen, seen[1:])]
+        assert steps == pytest.approx(sizes, rel=1e-3)

@@ -8,8 +8,9 @@ from agent.config import AgentConfig
 from sweeps.status import is_finished
 from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
-from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, hours_needed,
-                          hours_per_run, is_done, measured_core_hours, progress, study_runs, commit_with_reports)
+from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results,
+                          drop_unsettled_gaps, hours_needed, hours_per_run, is_done, measured_core_hours, progress,
+                          reanalysable, study_runs, commit_with_reports)
 from sweeps.study import main as study_main
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
@@ -230,3 +231,30 @@ def test_hours_that_fit_no_run_start_nothing(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "no run fits in --hours 0.1: the shortest needs about" in out.stdout
     assert not (tmp_path / "work").exists()
+
+
+def test_done_runs_with_unsettled_fresh_encoders_are_reanalysed_where_their_checkpoint_is(tmp_path):
+    """A committed run whose gaps.json has no cosine schedule of its fresh encoders is re-analysed where the work folder
+    holds its finished training (checkpoint included), only its gaps: the local gaps.json of the old fit is dropped,
+    one already measured with settled fits is kept; without the local run, or with settled gaps, nothing is redone."""
+    name = "cartpole-amortized-missing_probnone-s0"
+    results, work = tmp_path / "runs", tmp_path / "work"
+    write_run(results / name, 100, 100)
+    assert not reanalysable(results / name, work / name)           # trained elsewhere: keeps its gaps
+    write_run(work / name, 100, 100)
+    assert reanalysable(results / name, work / name)
+    out = subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(results), "--work", str(work),
+                          "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "1 of 60 runs done; 59 to run, 1 to re-analyse" in out.stdout
+    assert f"{name}: re-analyse (about" in out.stdout
+    assert (work / name / "analysis" / "gaps.json").is_file()          # a dry run deletes nothing
+    drop_unsettled_gaps(work / name)
+    assert not (work / name / "analysis" / "gaps.json").exists()
+    assert (work / name / "analysis" / "uncertainty.json").is_file()  # its other analysis stays
+    settled = json.dumps({"settings": {"encoder_lr_schedule": "cosine"}})
+    (work / name / "analysis" / "gaps.json").write_text(settled)
+    drop_unsettled_gaps(work / name)
+    assert (work / name / "analysis" / "gaps.json").read_text() == settled
+    (results / name / "analysis" / "gaps.json").write_text(settled)
+    assert not reanalysable(results / name, work / name)

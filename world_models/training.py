@@ -43,12 +43,17 @@ def gradient_step(loss: torch.Tensor, params, optimizer: torch.optim.Optimizer, 
 
 def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch, steps: int, batch_size: int,
           lr: float = 1e-3, eps: float = 1e-4, grad_clip: float = 1000.0, seed: int = 0,
-          progress: Callable[[int, dict], None] | None = None, skip_nonfinite: bool = False) -> list[dict]:
+          progress: Callable[[int, dict], None] | None = None, skip_nonfinite: bool = False,
+          cosine_decay: bool = False) -> list[dict]:
     """Adam on loss_fn over random minibatches; returns per-step metrics (loss and what loss_fn reports).
     skip_nonfinite: a step whose loss or gradient is not finite leaves the parameters and Adam's state as they were
-    and is recorded (loss NaN, 'skipped': why) instead of stopping the training with NonFiniteLoss."""
+    and is recorded (loss NaN, 'skipped': why) instead of stopping the training with NonFiniteLoss.
+    cosine_decay: step t of T takes step size lr_t = lr * (1 + cos(pi t / T)) / 2, from lr down towards 0, so that
+    the last iterates settle instead of wandering in Adam's noise ball at a constant step size."""
     params = [p for p in params if p.requires_grad]
     opt = make_adam(params, lr, eps)
+    schedule = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (1 + math.cos(math.pi * t / steps)) / 2)
+                if cosine_decay else None)
     g = torch.Generator().manual_seed(seed)
     history = []
     for step in range(steps):
@@ -61,6 +66,8 @@ def train(loss_fn: Callable[[SequenceBatch], tuple], params, data: SequenceBatch
                 e.step = step
                 raise
             value, info = float("nan"), {**info, "skipped": str(e)}
+        if schedule is not None:
+            schedule.step()
         history.append({"step": step, "loss": value, **info})
         if progress is not None:
             progress(step, history[-1])
