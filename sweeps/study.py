@@ -107,16 +107,24 @@ def is_done(results: Path) -> bool:
         return False
 
 
-def reanalysable(results: Path, run_dir: Path) -> bool:
-    """A committed run whose gap analysis fitted its fresh encoders at a constant step size (the runs analysed before
-    session 22; analysis.compare.settled_fresh_fits) and whose finished training, checkpoint included, is in
-    `run_dir`: its gaps are measured again there and committed over the old ones. A run trained on a machine whose
-    runs/ is gone keeps its old gaps; the report leaves out their fresh-encoder columns."""
+def gaps_settled(run_dir: Path) -> bool:
+    """Whether run_dir's gap analysis fitted its fresh encoders with a decaying step size (analysis.compare's
+    settled_fresh_fits); False where it is absent or unreadable."""
     from analysis.compare import settled_fresh_fits
     try:
-        if not (is_done(results) and (run_dir / "checkpoint.pt").is_file() and is_finished(run_dir)):
-            return False
-        return not settled_fresh_fits(json.loads((results / "analysis" / "gaps.json").read_text()))
+        return settled_fresh_fits(json.loads((run_dir / "analysis" / "gaps.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def reanalysable(results: Path, run_dir: Path) -> bool:
+    """A committed run whose gap analysis fitted its fresh encoders at a constant step size (the runs analysed before
+    session 22) and whose finished training, checkpoint included, is in `run_dir`: its gaps are measured again there
+    and committed over the old ones. A run trained on a machine whose runs/ is gone keeps its old gaps; the report
+    leaves out their fresh-encoder columns."""
+    try:
+        return (is_done(results) and not gaps_settled(results) and (run_dir / "checkpoint.pt").is_file()
+                and is_finished(run_dir))
     except (OSError, ValueError):      # unreadable: nothing to re-analyse from
         return False
 
@@ -124,14 +132,8 @@ def reanalysable(results: Path, run_dir: Path) -> bool:
 def drop_unsettled_gaps(run_dir: Path) -> None:
     """Delete run_dir's own gap analysis where it is one with unsettled fresh encoders, so that the run's study_task
     measures its gaps again (one already measured again, whose commit was missed, is kept and copied)."""
-    from analysis.compare import settled_fresh_fits
-    path = run_dir / "analysis" / "gaps.json"
-    try:
-        settled = settled_fresh_fits(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        settled = False
-    if not settled:
-        path.unlink(missing_ok=True)
+    if not gaps_settled(run_dir):
+        (run_dir / "analysis" / "gaps.json").unlink(missing_ok=True)
 
 
 def measured_core_hours(results: Path) -> RunHours | None:
@@ -263,6 +265,12 @@ def progress(runs: list[StudyRun], results: Path) -> str:
              "|---|---|---|" + "---|" * len(SEEDS)]
     for (part, label, inference), cells in groups.items():
         lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
+    unsettled = [r.spec.name for r in runs if r not in todo and not gaps_settled(results / r.spec.name)]
+    if unsettled:
+        lines += ["", "Done runs whose gaps were measured with fresh encoders fitted at a constant step size "
+                      f"(before session 22; {len(unsettled)}): the study measures them again where runs/study2 holds "
+                      "the run, and the reports leave out their conditioning gap and own minus fresh: "
+                      + ", ".join(unsettled) + "."]
     lines += ["", "Reports, regenerated with this page: [the main study](report/report.md) (every posterior against "
               f"amortized), [the same at episode {MIDPOINT}](report_episode{MIDPOINT}/report.md) (returns only); the "
               "free-nats ablation, free nats 0 against 3, for "
@@ -365,16 +373,17 @@ def main(argv=None) -> int:
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
     unfinished = [r for r in runs if not is_done(args.results / r.spec.name)]
-    # first, the done runs whose gaps can be measured again with settled fresh encoders, before runs/ is lost
-    again = [r for r in runs if reanalysable(args.results / r.spec.name, args.work / r.spec.name)]
+    # first, the done runs whose gaps can be measured again with settled fresh encoders, before runs/ is lost (their
+    # hours: both analyses', an overestimate by the calibration's minutes)
+    again = [] if args.train_only else [r for r in runs
+                                        if reanalysable(args.results / r.spec.name, args.work / r.spec.name)]
     if not args.dry_run:
         for r in again:
             drop_unsettled_gaps(args.work / r.spec.name)
     todo = again + unfinished
     per_run, how = hours_per_run(study_runs(), unfinished, args.results)   # measured on every done run, not --only's
-    per_run_analyses = {k: RunHours(0.0, h.analyses, h.analyses_wall) for k, h in per_run.items()}
     need = {r.spec.name: hours_needed(r, args.work, per_run) if r in unfinished
-            else per_run_analyses[r.spec.config.inference].analyses for r in todo}
+            else per_run[r.spec.config.inference].analyses for r in todo}
     print(f"{len(runs) - len(unfinished)} of {len(runs)} runs done; {len(unfinished)} to run"
           + (f", {len(again)} to re-analyse (fresh encoders fitted at a constant step size)" if again else "")
           + f", about {sum(need.values()):.0f} core-hours ({how})")
@@ -409,7 +418,8 @@ def main(argv=None) -> int:
                 if args.commit:
                     commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
                                         args.results)
-        elif not args.train_only and not is_done(results):     # trained when its analyses no longer fitted
+        elif not args.train_only and (not is_done(results) or plan.action == REANALYSE
+                                      and reanalysable(results, plan.run_dir)):  # its analyses no longer fitted
             unanalysed.append(plan.spec.name)
             print(f"{plan.spec.name}: trained; its analyses (about "
                   f"{per_run[plan.spec.config.inference].analyses_wall:.1f} h) no longer fit in --hours: left for the "
@@ -429,8 +439,6 @@ def main(argv=None) -> int:
         needs = wall[plan.spec.name]
         return "" if needs <= left else f"not started: needs about {needs:.1f} h, {left:.1f} h left of --hours"
 
-    if args.train_only:         # nothing of a re-analysis is training
-        todo = unfinished
     plans = [Plan(r.spec, args.work / r.spec.name, REANALYSE if r in again else action(args.work, r.spec.name))
              for r in todo]
     if all(admit(plan) for plan in plans):      # nothing fits: no Ray instance for nothing

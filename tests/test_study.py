@@ -161,6 +161,10 @@ def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_pat
     assert (f"| ablation | free_nats=0 | amortized | · | · | · | failed ([log](failed/{failed}.log)) | · |"
             in table)
     assert sum(line.count("·") for line in table) == 58
+    assert "fresh encoders fitted at a constant step size (before session 22; 1): the study" in page
+    assert page.count(done) == 1
+    (results / done / "analysis" / "gaps.json").write_text(json.dumps({"settings": {"encoder_lr_schedule": "cosine"}}))
+    assert "constant step size" not in progress(runs, results)
 
 
 def test_a_committed_run_brings_the_regenerated_progress_page_and_reports(tmp_path, capsys):
