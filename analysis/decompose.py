@@ -194,11 +194,10 @@ def smoother_from_filter(model: SequenceModel, filt) -> torch.nn.Module:
 def fresh_encoder(name: str, model: SequenceModel, data: SequenceBatch, s: GapSettings, init=None, lr=None):
     """An amortized encoder (`amortized`, `amortized_smoothing` or `amortized_markov`) fitted to a frozen model, from a new
     initialization or from `init` (an encoder of that type), with step size lr (default s.encoder_lr; decayed to 0 over
-    the fit by a cosine unless s.encoder_lr_schedule is "constant"); its last
-    iterate unless an earlier checkpoint is significantly better (EncoderCheckpoints; q.fit_record says which). A step
-    with a non-finite gradient is skipped and counted (fit_record's skipped_steps), not fatal: on square, the Markov
-    encoder fitted to semi_amortized seed 0's learned model met a NaN gradient (finite loss) at step 449 of 800,
-    which stopped the whole toy experiment."""
+    the fit by a cosine unless s.encoder_lr_schedule is "constant"); its last iterate unless an earlier checkpoint is
+    significantly better (EncoderCheckpoints; q.fit_record says which). A step with a non-finite gradient is skipped
+    and counted (fit_record's skipped_steps), not fatal: on square, the Markov encoder fitted to semi_amortized seed
+    0's learned model met a NaN gradient (finite loss) at step 449 of 800, which stopped the whole toy experiment."""
     q = init if init is not None else make_posterior(name, model).to(next(model.parameters()).dtype)
     checkpoints = EncoderCheckpoints(model, q, data, s.encoder_steps, s.seed + 8)
     with frozen(model):
