@@ -38,11 +38,12 @@ VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action
 REPLICATE_SETTINGS = ("seed", "device", "wandb", "episodes", "physics_state")
 # gap -> (column title, its value in one run or None): nats per time step on held-out sequences, from
 # RUN_DIR/analysis/gaps.json; the conditioning gap and own-minus-fresh compare fresh encoders, taken only from runs
-# whose fresh encoders were fitted with a decaying step size (fresh_fits_settled)
+# whose fresh encoders were fitted with a decaying step size (settled_fresh_fits)
 GAP_COLUMNS = {**{name: (f"{name} gap", lambda run, name=name: _heldout(run, ("gaps", name)))
                   for name in ("inference", "approximation", "amortization")},
                "conditioning": ("conditioning gap",
-                                lambda run: _heldout(run, ("gaps", "conditioning")) if fresh_fits_settled(run) else None),
+                                lambda run: _heldout(run, ("gaps", "conditioning"))
+                                if settled_fresh_fits(run.analysis["gaps"]) else None),
                "encoder_excess": ("own minus fresh encoder's amortization gap", lambda run: encoder_excess(run)),
                "log_px": ("log p(x)", lambda run: _heldout(run, ("log_px",)))}
 TARGETS = ("obs", "reward", "state")
@@ -290,7 +291,7 @@ def encoder_excess(run: Run) -> float | None:
     (per_sequence has no amortization gap)."""
     kind = "smoother" if run.config.inference == SMOOTHER else "filter"
     own, fresh = _heldout(run, ("gaps", "amortization")), _heldout(run, ("gaps", f"amortization[{kind}]"))
-    return None if own is None or fresh is None or not fresh_fits_settled(run) else own - fresh
+    return None if own is None or fresh is None or not settled_fresh_fits(run.analysis["gaps"]) else own - fresh
 
 
 def settled_fresh_fits(gaps: dict | None) -> bool:
@@ -299,11 +300,6 @@ def settled_fresh_fits(gaps: dict | None) -> bool:
     wherever its last step fell in Adam's noise ball, up to 11 nats per step below its best checkpoint: compared
     with such a fit, an encoder looked better than what its family can do on the model."""
     return _get(gaps, ("settings", "encoder_lr_schedule")) == "cosine"
-
-
-def fresh_fits_settled(run: Run) -> bool:
-    """settled_fresh_fits of the run's gap analysis."""
-    return settled_fresh_fits(run.analysis["gaps"])
 
 
 def coverage_error(uncertainty: dict | None, target: str) -> float | None:
@@ -780,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
               "differences": differences(by_group, args.baseline),
               "correlations": correlations(by_group, groups, rng, args.n_boot),
               "unsettled_fresh_fits": [run.dir.name for run in runs
-                                       if run.analysis["gaps"] is not None and not fresh_fits_settled(run)]}
+                                       if run.analysis["gaps"] is not None
+                                       and not settled_fresh_fits(run.analysis["gaps"])]}
 
     args.out.mkdir(parents=True, exist_ok=True)
     inferences = sorted({g["inference"] for g in groups})

@@ -430,8 +430,8 @@ def main(argv=None) -> int:
                     else f"final evaluation return {'none' if final is None else f'{final:.1f}'}")
             commit_with_reports([results], f"study: {plan.spec.name} ({what})", args.results)
 
-    wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True)
-            if r in unfinished else per_run[r.spec.config.inference].analyses_wall for r in todo}
+    # a re-analysis' local gaps.json is gone by now: hours_needed counts its analyses and no training
+    wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True) for r in todo}
     deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
 
     def admit(plan: Plan) -> str:       # why not to start `plan` now ("": start it)
