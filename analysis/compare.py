@@ -348,7 +348,8 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
 
 def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -> list[dict]:
     """Per inference type run in every task variant (when there are several): the IQM of the final returns of all
-    its runs pooled, with a bootstrap CI that resamples seeds within each variant (stratified)."""
+    its runs pooled, with a bootstrap CI that resamples seeds within each variant (stratified) where every variant
+    has at least 2 seeds (a variant with one seed would be resampled as a constant: an interval too narrow)."""
     variants = sorted({g["task_variant"] for g in groups})
     if len(variants) < 2:
         return []
@@ -359,8 +360,10 @@ def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -
         if set(finals) != set(variants):
             continue
         pooled = np.concatenate([finals[v] for v in variants])
+        resamplable = min(len(r) for r in finals.values()) > 1
         out.append({"inference": inference, "task_variants": variants, "n": len(pooled), "iqm": float(iqm(pooled)),
-                    "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng))})
+                    "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng)) if resamplable
+                    else None})
     return out
 
 
@@ -537,8 +540,8 @@ def _with_ci(value: float, ci, digits: int = 2) -> str:
     return f"{value:.{digits}f}" + ("" if ci is None else f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]")
 
 
-def _iqm_ci(stat: dict) -> str:
-    return _with_ci(stat["iqm"], stat["iqm_ci"], 1) + (" (one seed: no CI)" if stat["iqm_ci"] is None else "")
+def _iqm_ci(stat: dict, no_ci: str = "one seed") -> str:
+    return _with_ci(stat["iqm"], stat["iqm_ci"], 1) + (f" ({no_ci}: no CI)" if stat["iqm_ci"] is None else "")
 
 
 def _mean_ci(stat: dict, digits: int) -> str:
@@ -630,7 +633,7 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
         lines += ["Across task variants (raw returns pooled, seeds resampled within each variant; meaningful only "
                   "when the variants share a return scale):", ""]
         lines += table(["inference", "runs", f"IQM [{LEVEL:.0%} CI]"],
-                        [[a["inference"], str(a["n"]), _iqm_ci(a)]
+                        [[a["inference"], str(a["n"]), _iqm_ci(a, "a variant with one seed")]
                          for a in report["across_variants"]])
     if report["improvement"]:
         lines += [f"Probability of improvement over `{report['baseline']}`: P(final return of a run of X > one of "

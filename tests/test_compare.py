@@ -148,6 +148,7 @@ def test_missing_analysis_variants_and_skipped_dirs(tmp_path, capsys):
     evals = {6: [100, 200, 600]}
     dirs = [write_run(root, "amortized", s, evals) for s in (0, 1)]
     dirs += [write_run(root, "amortized", s, evals, missing_every=2) for s in (1, 2)]
+    dirs += [write_run(root, "iterative_amortized", 0, evals, **more) for more in ({}, {"missing_every": 2})]
     (root / "empty").mkdir()
     no_eval = write_run(root, "semi_amortized", 0, {})
     out = tmp_path / "out"
@@ -156,13 +157,19 @@ def test_missing_analysis_variants_and_skipped_dirs(tmp_path, capsys):
     assert "skipping" in err and "no metrics.jsonl" in err and "no eval_return values" in err
 
     report = json.loads((out / "report.json").read_text())
-    assert [(g["task_variant"], g["n_seeds"]) for g in report["groups"]] == [
-        ("cartpole", 2), ("cartpole missing_every=2", 2)]
+    assert [(g["task_variant"], g["inference"], g["n_seeds"]) for g in report["groups"]] == [
+        ("cartpole", "amortized", 2), ("cartpole", "iterative_amortized", 1),
+        ("cartpole missing_every=2", "amortized", 2), ("cartpole missing_every=2", "iterative_amortized", 1)]
     assert len(report["skipped"]) == 2
     # pooled over both variants: 100, 200 | 200, 600 -> one trimmed from each end: (200 + 200) / 2
-    (pooled,) = report["across_variants"]
+    pooled, one_seed_each = report["across_variants"]
     assert (pooled["inference"], pooled["n"], pooled["iqm"]) == ("amortized", 4, 200)
+    low, high = pooled["iqm_ci"]
+    assert low < high
+    # one seed in each variant: each would be resampled as a constant, so no interval rather than a point
+    assert (one_seed_each["inference"], one_seed_each["n"], one_seed_each["iqm_ci"]) == ("iterative_amortized", 2, None)
     md = (out / "report.md").read_text()
+    assert "(a variant with one seed: no CI)" in md
     assert "## Gaps" not in md and "## Calibration" not in md and "## Wall-clock" in md
     assert (out / "curves_cartpole_missing_every_2.png").exists()
 
