@@ -28,8 +28,8 @@ from agent.report import read_metrics  # noqa: E402
 from analysis.markdown import table  # noqa: E402
 from world_models.posteriors.registry import SMOOTHER  # noqa: E402
 from analysis.stats import (bootstrap_ci, iqm, mean_t_interval,  # noqa: E402
-                            probability_of_improvement, probability_of_improvement_ci, spearman, spearman_ci,
-                            stratified_bootstrap_ci, welch_interval)
+                            probability_of_improvement, probability_of_improvement_ci, smallest_rank_test_p, spearman,
+                            spearman_ci, stratified_bootstrap_ci, welch_interval)
 
 DEFAULTS = {f.name: f.default for f in fields(AgentConfig)}
 VARIANT_SETTINGS = ("obs", "missing_every", "missing_prob", "obs_noise", "action_noise")  # named when non-default
@@ -383,6 +383,7 @@ def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator
             resamplable = min(len(r) for r in [*x.values(), *y.values()]) > 1
             out.append({"inference": inference, "baseline": baseline, "task_variants": scope,
                         "n": [sum(len(r) for r in x.values()), sum(len(r) for r in y.values())],
+                        "smallest_p": smallest_rank_test_p([(len(x[v]), len(y[v])) for v in scope]),
                         "probability": probability_of_improvement(x, y),
                         "ci": list(probability_of_improvement_ci(x, y, n_boot, LEVEL, rng=rng)) if resamplable else None})
     return out
@@ -560,13 +561,22 @@ def _reading(ci, null: float, above: str, below: str, without: str = "one run on
     return f"no difference shown (the interval contains {null:g})"
 
 
+def _improvement_reading(e: dict) -> str:
+    """_reading of a probability of improvement, unless no exact rank test at its numbers of runs could reach
+    p < 1 - LEVEL (then a bootstrap interval that excludes 0.5 is an artefact of too few seeds)."""
+    if e["ci"] is not None and e["smallest_p"] >= 1 - LEVEL:
+        return (f"too few runs to tell (no exact rank test at these numbers of runs reaches p < {1 - LEVEL:g}: "
+                f"its smallest p is {e['smallest_p']:.2f})")
+    return _reading(e["ci"], 0.5, "X better", "X worse")
+
+
 def findings(report: dict) -> list[str]:
     """The section 'what the data shows and what it does not': every comparison the report makes, read only by
     whether its interval excludes the value of no effect."""
     base = f"`{report['baseline']}`"
     rows = [[f"`{e['inference']}` vs {base}", ", ".join(e["task_variants"]), "final return: P(X > baseline)",
              f"{e['n'][0]}, {e['n'][1]}", _with_ci(e["probability"], e["ci"]),
-             _reading(e["ci"], 0.5, "X better", "X worse")] for e in report["improvement"]]
+             _improvement_reading(e)] for e in report["improvement"]]
     rows += [[f"`{d['inference']}` vs {base}", d["task_variant"], f"{d['title']}: X - baseline",
               f"{d['n'][0]}, {d['n'][1]}", _with_ci(d["difference"], d["ci"], 3),
               _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
@@ -587,7 +597,10 @@ def findings(report: dict) -> list[str]:
              f"Every comparison below, read only by whether its {LEVEL:.0%} interval excludes the value of no effect "
              "(0.5 for a probability of improvement, 0 for a difference or a correlation). A difference of means has "
              "Welch's t interval (unequal variances); a probability of improvement and a correlation have bootstrap "
-             f"intervals, which over few seeds are rough and tend to be too narrow; and {chance}. A run's log p(x), "
+             "intervals, which over few seeds are rough and tend to be too narrow (at complete separation one "
+             "collapses to a point), so a probability of improvement is read only where an exact rank test at its "
+             f"numbers of runs could reach p < {1 - LEVEL:g} (3 against 3 runs cannot: its smallest p is 0.1); and "
+             f"{chance}. A run's log p(x), "
              "gaps and calibration are measured on held-out episodes of its own agent, so their differences mix the "
              "quality of the model and inference with the states each agent visits.", ""]
     if rows:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+import math
+
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -78,6 +80,15 @@ def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.n
     y_1..y_k there, P_m = (1 / (n k)) sum_ij [1(x_i > y_j) + 1(x_i = y_j) / 2]; the result is the mean of P_m over
     the tasks, which x and y must share (a task is a dict key; runs may differ in number)."""
     return float(np.mean([_improvement(*_pair(x, y, task)) for task in _tasks(x, y)]))
+
+
+def smallest_rank_test_p(sizes: list[tuple[int, int]]) -> float:
+    """The smallest two-sided p-value an exact rank (permutation) test of X against Y can reach with (n_m, k_m) runs
+    in each task m, labels permuted within tasks: the most extreme arrangement (every x above every y in every task)
+    has probability 1 / prod_m C(n_m + k_m, n_m), doubled for two sides. Where it is above 1 - level, no interval
+    of P(X > Y) at these sizes can honestly exclude 0.5, whatever a bootstrap says (at complete separation the
+    percentile bootstrap collapses to a point)."""
+    return min(1.0, 2 / math.prod(math.comb(n + k, n) for n, k in sizes))
 
 
 def probability_of_improvement_ci(x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], n_boot: int = 2000,

@@ -322,6 +322,17 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
         "| 1, 5 | 1.00 | no interval (one run on a side): no claim |")
     assert "with 4 intervals about 0.2 would exclude" in section   # 3 above and the gap-return correlation
 
+    # 3 semi_amortized runs against 2 amortized, every one above: the bootstrap interval collapses to [1, 1], but no
+    # exact rank test at 3 vs 2 runs reaches p < 0.05 (smallest 2 / C(5, 2) = 0.2), so the section makes no claim
+    three_two = tmp_path / "three_two"
+    dirs = [str(root / name) for name in ("amortized--s0", "amortized--s1", "semi_amortized--s0",
+                                          "semi_amortized--s1", "semi_amortized--s2")]
+    assert main([*dirs, "--out", str(three_two), "--n-boot", "50"]) == 0
+    (improvement,) = json.loads((three_two / "report.json").read_text())["improvement"]
+    assert (improvement["ci"], improvement["smallest_p"]) == ([1.0, 1.0], pytest.approx(0.2))
+    assert ("| 3, 2 | 1.00 [1.00, 1.00] | too few runs to tell (no exact rank test at these numbers of runs reaches "
+            "p < 0.05: its smallest p is 0.20) |") in (three_two / "report.md").read_text()
+
     # 2 semi_amortized runs against 1 amortized: no interval anywhere, and the section says so
     few = tmp_path / "few"
     dirs = [str(root / name) for name in ("amortized--s0", "semi_amortized--s0", "semi_amortized--s1")]

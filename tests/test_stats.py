@@ -1,11 +1,12 @@
+import itertools
 import warnings
 
 import numpy as np
 import pytest
 
 from analysis.stats import (bootstrap_ci, iqm, mean_t_interval, probability_of_improvement,
-                            probability_of_improvement_ci, spearman, spearman_ci, stratified_bootstrap_ci,
-                            welch_interval)
+                            probability_of_improvement_ci, smallest_rank_test_p, spearman, spearman_ci,
+                            stratified_bootstrap_ci, welch_interval)
 
 
 def test_iqm_hand_computed():
@@ -88,6 +89,24 @@ def test_probability_of_improvement_hand_computed():
     assert probability_of_improvement(y, x) == pytest.approx(3 / 8)
     with pytest.raises(ValueError, match="same tasks"):
         probability_of_improvement({"a": [1.0]}, {"b": [1.0]})
+
+
+def test_smallest_rank_test_p_is_that_of_an_enumerated_permutation_test():
+    """Independent reference: enumerate every relabelling of the runs within each task, and take the two-sided
+    p-value of the observed P(X > Y) where every x is above every y (the most extreme data)."""
+    for sizes in ([(2, 3)], [(3, 3)], [(4, 4)], [(2, 3), (2, 2)]):
+        tasks = {f"t{m}": (np.arange(n + k, dtype=float), n) for m, (n, k) in enumerate(sizes)}
+        relabellings = itertools.product(*[itertools.combinations(range(n + k), n) for n, k in sizes])
+        null = []
+        for chosen in relabellings:
+            x = {t: v[list(c)] for (t, (v, _)), c in zip(tasks.items(), chosen)}
+            y = {t: np.delete(v, list(c)) for (t, (v, _)), c in zip(tasks.items(), chosen)}
+            null.append(probability_of_improvement(x, y))
+        null = np.array(null)
+        one_sided = float((null >= 1.0).mean())       # the observed statistic at complete separation is 1
+        assert smallest_rank_test_p(sizes) == pytest.approx(min(1.0, 2 * one_sided))
+    assert smallest_rank_test_p([(3, 3)]) == pytest.approx(0.1)      # the issue's 3 vs 3 runs
+    assert smallest_rank_test_p([(4, 4)]) < 0.05 < smallest_rank_test_p([(3, 4)])
 
 
 def test_spearman_matches_scipy_with_ties_and_its_interval_covers_it():
