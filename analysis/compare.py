@@ -561,10 +561,15 @@ def _reading(ci, null: float, above: str, below: str, without: str = "one run on
     return f"no difference shown (the interval contains {null:g})"
 
 
+def _too_few_to_read(e: dict) -> bool:
+    """Whether no exact rank test at a probability of improvement's numbers of runs could reach p < 1 - LEVEL:
+    then a bootstrap interval that excludes 0.5 is an artefact of too few seeds."""
+    return e["smallest_p"] >= 1 - LEVEL
+
+
 def _improvement_reading(e: dict) -> str:
-    """_reading of a probability of improvement, unless no exact rank test at its numbers of runs could reach
-    p < 1 - LEVEL (then a bootstrap interval that excludes 0.5 is an artefact of too few seeds)."""
-    if e["ci"] is not None and e["smallest_p"] >= 1 - LEVEL:
+    """_reading of a probability of improvement, unless it has too few runs to be read (_too_few_to_read)."""
+    if e["ci"] is not None and _too_few_to_read(e):
         return (f"too few runs to tell (no exact rank test at these numbers of runs reaches p < {1 - LEVEL:g}: "
                 f"its smallest p is {e['smallest_p']:.2f})")
     return _reading(e["ci"], 0.5, "X better", "X worse")
@@ -572,7 +577,8 @@ def _improvement_reading(e: dict) -> str:
 
 def findings(report: dict) -> list[str]:
     """The section 'what the data shows and what it does not': every comparison the report makes, read only by
-    whether its interval excludes the value of no effect."""
+    whether its interval excludes the value of no effect (a probability of improvement only where its numbers of
+    runs allow an exact rank test to reach p < 1 - LEVEL); the chance count leaves out the intervals not read."""
     base = f"`{report['baseline']}`"
     rows = [[f"`{e['inference']}` vs {base}", ", ".join(e["task_variants"]), "final return: P(X > baseline)",
              f"{e['n'][0]}, {e['n'][1]}", _with_ci(e["probability"], e["ci"]),
@@ -587,8 +593,8 @@ def findings(report: dict) -> list[str]:
                       "fewer than 4 runs")] for _, c, v in correlated]
     if not rows and not corr:
         return []
-    n_intervals = sum(e["ci"] is not None for e in [*report["improvement"], *report["differences"],
-                                                    *(v for _, _, v in correlated)])
+    n_intervals = sum(e["ci"] is not None for e in [*(i for i in report["improvement"] if not _too_few_to_read(i)),
+                                                    *report["differences"], *(v for _, _, v in correlated)])
     chance = (f"with {n_intervals} intervals about {n_intervals * (1 - LEVEL):.1f} would exclude that value by chance "
               "alone if nothing differed: a single excluded value is a lead to follow with more seeds, not a finding"
               if n_intervals else "no comparison has an interval yet (each side needs 2 seeds, a correlation 4 runs): "
@@ -599,7 +605,8 @@ def findings(report: dict) -> list[str]:
              "Welch's t interval (unequal variances); a probability of improvement and a correlation have bootstrap "
              "intervals, which over few seeds are rough and tend to be too narrow (at complete separation one "
              "collapses to a point), so a probability of improvement is read only where an exact rank test at its "
-             f"numbers of runs could reach p < {1 - LEVEL:g} (3 against 3 runs cannot: its smallest p is 0.1); and "
+             f"numbers of runs could reach p < {1 - LEVEL:g} (3 against 3 runs cannot: its smallest p is "
+             f"{smallest_rank_test_p([(3, 3)]):.1f}); and "
              f"{chance}. A run's log p(x), "
              "gaps and calibration are measured on held-out episodes of its own agent, so their differences mix the "
              "quality of the model and inference with the states each agent visits.", ""]

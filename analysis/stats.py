@@ -10,9 +10,8 @@ that all bootstrap resamples are scored in one vectorized call.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
-
 import math
+from typing import Callable, Mapping
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -85,7 +84,7 @@ def probability_of_improvement(x: Mapping[str, np.ndarray], y: Mapping[str, np.n
 def smallest_rank_test_p(sizes: list[tuple[int, int]]) -> float:
     """The smallest two-sided p-value an exact rank (permutation) test of X against Y can reach with (n_m, k_m) runs
     in each task m, labels permuted within tasks: the most extreme arrangement (every x above every y in every task)
-    has probability 1 / prod_m C(n_m + k_m, n_m), doubled for two sides. Where it is above 1 - level, no interval
+    has probability 1 / prod_m C(n_m + k_m, n_m), doubled for two sides. Where it is not below 1 - level, no interval
     of P(X > Y) at these sizes can honestly exclude 0.5, whatever a bootstrap says (at complete separation the
     percentile bootstrap collapses to a point)."""
     return min(1.0, 2 / math.prod(math.comb(n + k, n) for n, k in sizes))

@@ -332,6 +332,8 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert (improvement["ci"], improvement["smallest_p"]) == ([1.0, 1.0], pytest.approx(0.2))
     assert ("| 3, 2 | 1.00 [1.00, 1.00] | too few runs to tell (no exact rank test at these numbers of runs reaches "
             "p < 0.05: its smallest p is 0.20) |") in (three_two / "report.md").read_text()
+    # and the chance count leaves it out: the two differences and the gap-return correlation
+    assert "with 3 intervals about 0.2 would exclude" in (three_two / "report.md").read_text()
 
     # 2 semi_amortized runs against 1 amortized: no interval anywhere, and the section says so
     few = tmp_path / "few"
