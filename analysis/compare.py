@@ -346,10 +346,16 @@ def group_entry(variant: str, inference: str, runs: list[Run], args, rng: np.ran
     }
 
 
+def _resamplable(*samples) -> bool:
+    """Whether a stratified bootstrap over these samples (one per task variant and side) has something to resample
+    in each: a sample of one run is resampled as a constant, which gives an interval too narrow."""
+    return min(len(x) for x in samples) > 1
+
+
 def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -> list[dict]:
     """Per inference type run in every task variant (when there are several): the IQM of the final returns of all
     its runs pooled, with a bootstrap CI that resamples seeds within each variant (stratified) where every variant
-    has at least 2 seeds (a variant with one seed would be resampled as a constant: an interval too narrow)."""
+    has at least 2 seeds (_resamplable)."""
     variants = sorted({g["task_variant"] for g in groups})
     if len(variants) < 2:
         return []
@@ -360,10 +366,9 @@ def across_variants(groups: list[dict], rng: np.random.Generator, n_boot: int) -
         if set(finals) != set(variants):
             continue
         pooled = np.concatenate([finals[v] for v in variants])
-        resamplable = min(len(r) for r in finals.values()) > 1
         out.append({"inference": inference, "task_variants": variants, "n": len(pooled), "iqm": float(iqm(pooled)),
-                    "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng)) if resamplable
-                    else None})
+                    "iqm_ci": list(stratified_bootstrap_ci(finals, iqm, n_boot, LEVEL, rng=rng))
+                    if _resamplable(*finals.values()) else None})
     return out
 
 
@@ -380,12 +385,12 @@ def improvement_over(groups: list[dict], baseline: str, rng: np.random.Generator
             if not all((v, inference) in finals and (v, baseline) in finals for v in scope):
                 continue
             x, y = ({v: finals[(v, name)] for v in scope} for name in (inference, baseline))
-            resamplable = min(len(r) for r in [*x.values(), *y.values()]) > 1
             out.append({"inference": inference, "baseline": baseline, "task_variants": scope,
                         "n": [sum(len(r) for r in x.values()), sum(len(r) for r in y.values())],
                         "smallest_p": smallest_rank_test_p([(len(x[v]), len(y[v])) for v in scope]),
                         "probability": probability_of_improvement(x, y),
-                        "ci": list(probability_of_improvement_ci(x, y, n_boot, LEVEL, rng=rng)) if resamplable else None})
+                        "ci": list(probability_of_improvement_ci(x, y, n_boot, LEVEL, rng=rng))
+                        if _resamplable(*x.values(), *y.values()) else None})
     return out
 
 
