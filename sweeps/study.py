@@ -32,8 +32,9 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean
 
 from agent.config import WANDB_MODES, AgentConfig
 from agent.report import read_metrics
@@ -157,15 +158,21 @@ def core_seconds(analysis: dict) -> float:
 
 def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[dict[str, RunHours], str]:
     """({posterior: core-hours of one of its runs}, how that was estimated): the mean of its done runs'
-    measured_core_hours, or CORE_HOURS (ANALYSIS_CORE_HOURS of it the analyses) where none of its runs is done."""
-    measured: dict[str, list[RunHours]] = {}
+    measured_core_hours, or CORE_HOURS (ANALYSIS_CORE_HOURS of it the analyses) where none of its runs is done. The
+    analyses' hours are the mean over its runs with settled gaps where it has any (every analysis from now on fits
+    its fresh encoders that way, which costs more than the constant step size of the older ones)."""
+    measured: dict[str, list[tuple[RunHours, bool]]] = {}
     for r in runs:
-        if r not in todo and (h := measured_core_hours(results / r.spec.name)) is not None:
-            measured.setdefault(r.spec.config.inference, []).append(h)
-    per_run = {k: RunHours(*(sum(column) / len(v) for column in zip(*(astuple(h) for h in v))))
-               for k, v in measured.items()}
-    how = "; ".join(f"{k} {h.train + h.analyses:.1f} per run, measured on {len(measured[k])}"
-                    for k, h in per_run.items())
+        if r not in todo and (h := measured_core_hours(d := results / r.spec.name)) is not None:
+            measured.setdefault(r.spec.config.inference, []).append((h, gaps_settled(d)))
+    per_run, how = {}, []
+    for k, v in measured.items():
+        settled = [h for h, s in v if s] or [h for h, _ in v]
+        per_run[k] = RunHours(mean(h.train for h, _ in v), mean(h.analyses for h in settled),
+                              mean(h.analyses_wall for h in settled))
+        how.append(f"{k} {per_run[k].train + per_run[k].analyses:.1f} per run, measured on {len(v)}"
+                   + (f" (analyses on the {len(settled)} with settled gaps)" if len(settled) < len(v) else ""))
+    how = "; ".join(how)
     for k, h in CORE_HOURS.items():
         per_run.setdefault(k, RunHours(h - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
     return per_run, (how + "; " if how else "") + "estimated from docs/throughput where none is done"

@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import mean
 
 from agent.config import AgentConfig
 from sweeps.status import is_finished
@@ -142,6 +143,16 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
     # --only leaves the done runs out of what it runs, not out of what the estimate is measured on
     assert study_main(["--results", str(results), "--work", str(work), "--dry-run", "--only", started.spec.name]) == 0
     assert "amortized 1.4 per run, measured on 2" in capsys.readouterr().out
+    # once a run has settled gaps (fresh encoders at a decaying step size, costlier), the analyses are its mean alone
+    third = results / started.spec.name
+    write_run(third, 100, 100)
+    (third / "metrics.jsonl").write_text((results / first[0].spec.name / "metrics.jsonl").read_text())
+    (third / "analysis" / "gaps.json").write_text(json.dumps({"seconds": 5400.0, "settings": {"encoder_lr_schedule":
+                                                                                                "cosine"}}))
+    todo.remove(started)
+    per_run, how = hours_per_run(runs, todo, results)
+    assert per_run["amortized"] == RunHours(mean([100 * 23 / 3600, 100 * 25 / 3600, 100 * 23 / 3600]), 1.5, 1.5)
+    assert "amortized 2.2 per run, measured on 3 (analyses on the 1 with settled gaps)" in how
 
 
 def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_path):
