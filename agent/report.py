@@ -1,6 +1,8 @@
-"""The run's learning-curve PNG, redrawn from metrics.jsonl after every episode."""
+"""The run's learning-curve PNG, redrawn from metrics.jsonl after every episode, and save_png, the one way the
+project writes a figure."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -8,8 +10,23 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from .checkpoint import write_atomic  # noqa: E402
+
+# colours of a saved figure: enough for ten line colours over white with their anti-aliased edges and shaded
+# bands; the project's line plots take about a quarter of their RGBA size (a 3x3 panel report figure: 454 kB to
+# 97 kB), which matters for the study's reports, committed again with every run
+PALETTE = 64
+
+
+def save_png(fig, path: Path, dpi: int = 100) -> None:
+    """Write `fig` to `path` atomically as a PNG of PALETTE colours, and close it."""
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=dpi)
+    plt.close(fig)
+    image = Image.open(rendered).convert("RGB").quantize(colors=PALETTE, method=Image.Quantize.MEDIANCUT)
+    write_atomic(path, lambda f: image.save(f, format="png", optimize=True))
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -33,5 +50,4 @@ def plot_learning_curve(run_dir: Path, cfg) -> None:
     ax.set_title(f"{cfg.env} ({cfg.obs}), {cfg.inference}, seed {cfg.seed}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    write_atomic(Path(run_dir) / "learning_curve.png", lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_png(fig, Path(run_dir) / "learning_curve.png")

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from agent.checkpoint import write_atomic  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
-from agent.report import read_metrics  # noqa: E402
+from agent.report import read_metrics, save_png  # noqa: E402
 from analysis.markdown import table  # noqa: E402
 from world_models.posteriors.registry import SMOOTHER  # noqa: E402
 from analysis.stats import (bootstrap_ci, iqm, mean_t_interval,  # noqa: E402
@@ -70,6 +70,7 @@ SMOOTH = 5  # train returns: trailing mean over this many episodes
 TRAINING_ELBOS = ("elbo", "elbo_init")
 LAST = 10  # training ELBO summaries: mean over each run's last LAST episodes
 LEVEL = 0.95
+HORIZON_BAND_SEEDS = 3  # the calibration-by-horizon plot shades a group's interval from this many seeds
 
 
 @dataclass
@@ -308,6 +309,18 @@ def coverage_error(uncertainty: dict | None, target: str) -> float | None:
     return None if c50 is None or c90 is None else (abs(c50 - 0.5) + abs(c90 - 0.9)) / 2
 
 
+def by_horizon(calibrations: list[dict | None], target: str) -> dict | None:
+    """Each CALIBRATION score of `target`'s open-loop predictions at horizons k = 1..H (those every run with the
+    analysis has) over seeds: {score: {"mean": [...], "ci": [...], "n": [...]}} (over_seeds at each k; a run without
+    a scored target at k is left out there), or None where no run has them."""
+    series = [ph for c in calibrations if (ph := _get(c, ("per_horizon", target))) is not None]
+    if not series:
+        return None
+    horizon = min(len(ph["nll"]) for ph in series)
+    stats = {m: [over_seeds(ph[m][k] for ph in series) for k in range(horizon)] for m in CALIBRATION}
+    return {m: {key: [s[key] for s in column] for key in ("mean", "ci", "n")} for m, column in stats.items()}
+
+
 def learned_obs_std(uncertainty: dict | None) -> float | None:
     """The model's observation noise std, sqrt of its mean emission variance (analysis.uncertainty's noise.model)."""
     var = _number(uncertainty, ("noise", "model", "emission_var"))
@@ -445,11 +458,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
 
-def _save_png(fig, path: Path) -> None:
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
-
-
 def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, path: Path) -> None:
     """The metric and the train return against env steps, the metric against wall-clock minutes, and the training
     ELBO against env steps (solid at the model's posterior, dashed at the encoder's output where it differs)."""
@@ -487,7 +495,45 @@ def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, pat
     axes[0].legend(fontsize=8)
     fig.suptitle(variant)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
+
+
+def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path: Path) -> None:
+    """Per target (a row), the open-loop NLL, CRPS and coverage of the central 50% (dashed) and 90% (solid)
+    intervals against the horizon: one line per inference type, mean over seeds, its t interval shaded from
+    HORIZON_BAND_SEEDS seeds (with 2, t_{0.975, 1} = 12.7 stretches the band over the whole panel)."""
+    horizons = {(inference, t): h for inference, runs in groups.items() for t in TARGETS
+                if (h := by_horizon([r.analysis["uncertainty"] for r in runs], t)) is not None}
+    targets = [t for t in TARGETS if any(target == t for _, target in horizons)]
+    fig, axes = plt.subplots(len(targets), 3, figsize=(11, 2.8 * len(targets)), squeeze=False)
+    for row, target in zip(axes, targets):
+        for inference, runs in groups.items():
+            if (h := horizons.get((inference, target))) is None:
+                continue
+            for ax, score, style in ((row[0], "nll", "-"), (row[1], "crps", "-"), (row[2], "coverage90", "-"),
+                                     (row[2], "coverage50", "--")):
+                ks = np.arange(1, len(h[score]["mean"]) + 1)
+                mean = np.array([np.nan if m is None else m for m in h[score]["mean"]])
+                ax.plot(ks, mean, style, color=colors[inference], lw=1.2,
+                        label=f"{inference} (n={len(runs)})" if score == "nll" else None)
+                ci = np.array([(np.nan, np.nan) if c is None or n < HORIZON_BAND_SEEDS else c
+                               for c, n in zip(h[score]["ci"], h[score]["n"])])
+                if not np.isnan(ci).all():
+                    ax.fill_between(ks, ci[:, 0], ci[:, 1], color=colors[inference], alpha=0.15, lw=0)
+        if np.nanmax(np.abs(row[0].get_ylim())) > 100:
+            row[0].set_yscale("symlog", linthresh=10)   # linear within +-10 nats, where short horizons stay
+        for ax, name in zip(row, (f"NLL (nats{', symlog' if row[0].get_yscale() == 'symlog' else ''})", "CRPS", "observed coverage (90% solid, 50% dashed)")):
+            ax.set_title(f"{target}: {name}", fontsize=9)
+            ax.set_xlabel("horizon k (steps)")
+            ax.grid(alpha=0.3)
+        for level in (0.5, 0.9):
+            row[2].axhline(level, color="k", lw=0.6, ls=":")
+        row[2].set_ylim(0, 1.02)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{variant}: open-loop predictions by horizon, mean over seeds ({LEVEL:.0%} t interval shaded "
+                 f"where a group has {HORIZON_BAND_SEEDS} or more)")
+    fig.tight_layout()
+    save_png(fig, path)
 
 
 def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dict, xlabel: str, path: Path) -> None:
@@ -510,7 +556,7 @@ def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dic
     axes[0][0].set_yticks(range(len(inferences)), inferences)
     axes[0][0].set_ylim(-0.6, len(inferences) - 0.4)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None:
@@ -533,7 +579,7 @@ def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -628,7 +674,7 @@ SEED_MEAN = (f"mean over seeds [{LEVEL:.0%} Student-t interval, mean -+ t * stan
              "one seed] (seeds with the value)")
 
 
-def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
+def markdown(report: dict, curve_pngs: dict[str, str], horizon_pngs: dict[str, str]) -> str:
     metric, k, groups = report["metric"], report["final_episodes"], report["groups"]
     lines = ["# Run comparison", "", "Produced by:", "", "```bash", report["command"], "```", "",
              f"{sum(g['n_seeds'] for g in groups)} runs in {len(groups)} groups (task variant x inference type); "
@@ -715,6 +761,13 @@ def markdown(report: dict, curve_pngs: dict[str, str]) -> str:
                         [[g["task_variant"], g["inference"], t,
                           *(_mean_ci(g["uncertainty"][t][m], 3) for m in CALIBRATION)]
                          for g, t in calib])
+        lines += ["", "Each score above is the mean over horizons 1 to the analysis' horizon (50 in the study), "
+                  "weighted by the scored targets at each. A model's NLL grows with the horizon as its open-loop "
+                  "predictions drift, so the long horizons dominate the mean NLL, and one overconfident run moves "
+                  "it by hundreds of nats. Per horizon (the interval over seeds shaded where a group has "
+                  f"{HORIZON_BAND_SEEDS} seeds or more; each run's scores per horizon are in its "
+                  "`analysis/uncertainty.json`, per_horizon):", ""]
+        lines += [f"![calibration by horizon, {v}]({png})" for v, png in horizon_pngs.items()] + [""]
     noise = [g for g in groups if g["noise"]["learned_obs_std"]["n"]]
     if noise:
         lines += ["", "Learned observation noise next to the injected one (`obs_noise`, the std of the Gaussian "
@@ -814,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
     curve_pngs = {v: f"curves_{_slug(v)}.png" for v in variants}
     for v in variants:
         plot_curves(v, [g for g in groups if g["task_variant"] == v], args.metric, colors, args.out / curve_pngs[v])
+    analysed = {v: {inference: runs for (variant, inference), runs in sorted(by_group.items()) if variant == v
+                    and any(_get(r.analysis["uncertainty"], ("per_horizon",)) for r in runs)} for v in variants}
+    horizon_pngs = {v: f"calibration_{_slug(v)}.png" for v in variants if analysed[v]}
+    for v, png in horizon_pngs.items():
+        plot_horizons(v, analysed[v], colors, args.out / png)
     panels = {v: [{"inference": g["inference"], **g["final_return"]} for g in groups if g["task_variant"] == v]
               for v in variants}
     if report["across_variants"]:
@@ -822,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, entry in {k: c for k, c, _ in _correlated(report)}.items():
         plot_correlation(entry, args.metric, colors, args.out / f"scatter_{name}.png")
     write_atomic(args.out / "report.json", lambda f: f.write(json.dumps(report, indent=1).encode()))
-    write_atomic(args.out / "report.md", lambda f: f.write(markdown(report, curve_pngs).encode()))
+    write_atomic(args.out / "report.md", lambda f: f.write(markdown(report, curve_pngs, horizon_pngs).encode()))
     print(f"wrote {args.out / 'report.md'}")
     return 0
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from agent.report import save_png  # noqa: E402
 from analysis.markdown import table  # noqa: E402
 
 GAP_ORDER = ("inference", "approximation", "amortization", "conditioning")
@@ -166,9 +167,6 @@ def plot_refinement(by_name: dict, split: str, path: Path, title: str) -> None:
 
 
 def save(fig, path: Path) -> None:
-    """Write a figure atomically (temp file + rename) and close it."""
+    """Lay the figure out tightly and write it (agent.report.save_png, at 110 dpi)."""
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path, dpi=110)

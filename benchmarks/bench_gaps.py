@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from agent.report import save_png  # noqa: E402
+
 
 def rows_of(split: dict, bdmc: dict | None) -> dict[str, float]:
     """{estimator: seconds} of one decomposition of one split."""
@@ -106,7 +108,7 @@ def main(argv=None):
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out / "refinement_wallclock.png", dpi=120)
+    save_png(fig, args.out / "refinement_wallclock.png", dpi=120)
     print("\n".join(md))
     print(f"wrote {args.out}/bench_gaps.md and refinement_wallclock.png")
 

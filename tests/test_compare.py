@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.config import AgentConfig
-from analysis.compare import GAP_COLUMNS, Run, encoder_excess, main, task_variant
+from analysis.compare import GAP_COLUMNS, Run, by_horizon, encoder_excess, load_runs, main, task_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,6 +105,7 @@ def test_report_numbers_tables_and_plots(runs, tmp_path):
     assert groups["semi_amortized"]["gaps"]["amortization"]["n"] == 0
     assert groups["amortized"]["uncertainty"]["obs"]["coverage90"] == {"mean": 0.875, "sem": None, "ci": None, "n": 1}
     assert groups["amortized"]["uncertainty"]["state"]["nll"]["n"] == 0
+    assert not list(out.glob("calibration_*.png"))     # no scores per horizon in these runs: no figure
     noise = groups["amortized"]["noise"]   # learned std sqrt(0.04), nothing injected
     assert noise["learned_obs_std"]["mean"] == pytest.approx(0.2) and noise["injected_obs_std"]["mean"] == 0
     assert noise["learned_minus_injected"]["mean"] == pytest.approx(0.2)
@@ -225,6 +226,30 @@ def test_until_episode_compares_runs_at_equal_data(runs, tmp_path):
     assert groups["amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["amortized"][3] + [50]))
     assert groups["semi_amortized"]["final_return"]["mean"] == pytest.approx(np.mean(EVALS["semi_amortized"][3]))
     assert "cut at episode 4" in (out / "report.md").read_text()
+
+
+def test_calibration_by_horizon_over_seeds_and_its_figure(tmp_path):
+    """Two runs' open-loop scores per horizon (horizons 3 and 2; the second without a scored observation at k = 1):
+    over seeds at the horizons both have, a mean and t interval where 2 runs have a value; one figure per variant."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    scores = ({"nll": [1.0, 2.0, 3.0], "crps": [0.1, 0.2, 0.3], "coverage50": [0.5, 0.4, 0.3],
+               "coverage90": [0.9, 0.8, 0.7]},
+              {"nll": [None, 4.0], "crps": [None, 0.4], "coverage50": [None, 0.6], "coverage90": [None, 1.0]})
+    for seed, obs in enumerate(scores):
+        write_run(root, "amortized", seed, EVALS["amortized"], {"uncertainty": {**UNCERTAINTY,
+                                                                               "per_horizon": {"obs": obs}}})
+    write_run(root, "semi_amortized", 0, EVALS["semi_amortized"])        # no calibration analysis
+    runs, _ = load_runs([str(root / "amortized*")], "eval_return")
+    h = by_horizon([r.analysis["uncertainty"] for r in runs], "obs")
+    assert h["nll"]["mean"] == [1.0, 3.0] and h["nll"]["n"] == [1, 2]
+    assert h["nll"]["ci"][0] is None and h["nll"]["ci"][1] == pytest.approx([3 - 12.706205, 3 + 12.706205])
+    assert h["coverage90"]["mean"] == pytest.approx([0.9, 0.9])
+    assert by_horizon([r.analysis["uncertainty"] for r in runs], "state") is None
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
+    assert "![calibration by horizon, cartpole](calibration_cartpole.png)" in (out / "report.md").read_text()
+    assert (out / "calibration_cartpole.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_final_return_against_gaps_and_calibration_across_runs(tmp_path):
