@@ -520,9 +520,11 @@ def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path
                                for c, n in zip(h[score]["ci"], h[score]["n"])])
                 if not np.isnan(ci).all():
                     ax.fill_between(ks, ci[:, 0], ci[:, 1], color=colors[inference], alpha=0.15, lw=0)
+        nll = "NLL (nats)"
         if np.nanmax(np.abs(row[0].get_ylim())) > 100:
             row[0].set_yscale("symlog", linthresh=10)   # linear within +-10 nats, where short horizons stay
-        for ax, name in zip(row, (f"NLL (nats{', symlog' if row[0].get_yscale() == 'symlog' else ''})", "CRPS", "observed coverage (90% solid, 50% dashed)")):
+            nll = "NLL (nats, symlog)"
+        for ax, name in zip(row, (nll, "CRPS", "observed coverage (90% solid, 50% dashed)")):
             ax.set_title(f"{target}: {name}", fontsize=9)
             ax.set_xlabel("horizon k (steps)")
             ax.grid(alpha=0.3)
