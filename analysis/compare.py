@@ -640,14 +640,19 @@ def findings(report: dict) -> list[str]:
               f"{d['n'][0]}, {d['n'][1]}", _with_ci(d["difference"], d["ci"], 3),
               _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
              for d in report["differences"]]
+    # within a group, against 0: does training the encoder with the model cost it what a fresh fit shows?
+    excess = [(g, s) for g in report["groups"] if (s := g["gaps"]["encoder_excess"])["n"]]
+    own = [[f"`{g['inference']}`", g["task_variant"], str(s["n"]), _with_ci(s["mean"], s["ci"], 3),
+            _reading(s["ci"], 0.0, "own encoder worse", "own encoder better", "one run")] for g, s in excess]
     correlated = _correlated(report)
     corr = [[c["title"], v["task_variant"], str(v["runs"]), _with_ci(v["spearman"], v["ci"]),
              _reading(v["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
                       "fewer than 4 runs")] for _, c, v in correlated]
-    if not rows and not corr:
+    if not rows and not own and not corr:
         return []
     n_intervals = sum(e["ci"] is not None for e in [*(i for i in report["improvement"] if not _too_few_to_read(i)),
-                                                    *report["differences"], *(v for _, _, v in correlated)])
+                                                    *report["differences"], *(s for _, s in excess),
+                                                    *(v for _, _, v in correlated)])
     chance = (f"with {n_intervals} intervals about {n_intervals * (1 - LEVEL):.1f} would exclude that value by chance "
               "alone if nothing differed: a single excluded value is a lead to follow with more seeds, not a finding"
               if n_intervals else "no comparison has an interval yet (each side needs 2 seeds, a correlation 4 runs): "
@@ -666,6 +671,12 @@ def findings(report: dict) -> list[str]:
     if rows:
         lines += table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
                          "reading"], rows)
+    if own:
+        lines += ["Within each group, against 0: the run's own amortization gap minus that of a fresh encoder of its "
+                  "kind fitted to the frozen final model (nats / step, held out; Student-t interval over seeds, "
+                  "runs with settled fresh fits only). Above 0, training the encoder jointly with the model (free "
+                  "nats included) left it worse than its family can do on that model.", ""]
+        lines += table(["inference", "task variant", "runs", f"own minus fresh [{LEVEL:.0%} CI]", "reading"], own)
     if corr:
         lines += table(["final return against", "task variant", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
     return lines
