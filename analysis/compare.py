@@ -498,12 +498,15 @@ def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, pat
     save_png(fig, path)
 
 
-def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path: Path) -> None:
+def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path: Path) -> bool:
     """Per target (a row), the open-loop NLL, CRPS and coverage of the central 50% (dashed) and 90% (solid)
     intervals against the horizon: one line per inference type, mean over seeds, its t interval shaded from
-    HORIZON_BAND_SEEDS seeds (with 2, t_{0.975, 1} = 12.7 stretches the band over the whole panel)."""
+    HORIZON_BAND_SEEDS seeds (with 2, t_{0.975, 1} = 12.7 stretches the band over the whole panel). False, and
+    nothing written, where no run has scores per horizon."""
     horizons = {(inference, t): h for inference, runs in groups.items() for t in TARGETS
                 if (h := by_horizon([r.analysis["uncertainty"] for r in runs], t)) is not None}
+    if not horizons:
+        return False
     targets = [t for t in TARGETS if any(target == t for _, target in horizons)]
     fig, axes = plt.subplots(len(targets), 3, figsize=(11, 2.8 * len(targets)), squeeze=False)
     for row, target in zip(axes, targets):
@@ -536,6 +539,7 @@ def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path
                  f"where a group has {HORIZON_BAND_SEEDS} or more)")
     fig.tight_layout()
     save_png(fig, path)
+    return True
 
 
 def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dict, xlabel: str, path: Path) -> None:
@@ -880,11 +884,12 @@ def main(argv: list[str] | None = None) -> int:
     curve_pngs = {v: f"curves_{_slug(v)}.png" for v in variants}
     for v in variants:
         plot_curves(v, [g for g in groups if g["task_variant"] == v], args.metric, colors, args.out / curve_pngs[v])
-    analysed = {v: {inference: runs for (variant, inference), runs in sorted(by_group.items()) if variant == v
-                    and any(_get(r.analysis["uncertainty"], ("per_horizon",)) for r in runs)} for v in variants}
-    horizon_pngs = {v: f"calibration_{_slug(v)}.png" for v in variants if analysed[v]}
-    for v, png in horizon_pngs.items():
-        plot_horizons(v, analysed[v], colors, args.out / png)
+    horizon_pngs = {}
+    for v in variants:
+        png = f"calibration_{_slug(v)}.png"
+        if plot_horizons(v, {inference: runs for (variant, inference), runs in sorted(by_group.items())
+                             if variant == v}, colors, args.out / png):
+            horizon_pngs[v] = png
     panels = {v: [{"inference": g["inference"], **g["final_return"]} for g in groups if g["task_variant"] == v]
               for v in variants}
     if report["across_variants"]:
