@@ -64,6 +64,7 @@ FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: th
 ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout", "--workers", "2")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 REANALYSE = "re-analyse"    # a done run's action where only its gaps are measured again (reanalysable)
+RETRAIN = "train again"     # a done run's label where its unsettled gaps need a new training (stale, not reanalysable)
 ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # core-hours per run on this project's 2-core CPU beside other jobs, for the estimates of what is left where no run of
 # that posterior is done yet (the measured hours of done runs replace them as runs finish): training (amortized 20 min
@@ -118,14 +119,18 @@ def gaps_settled(run_dir: Path) -> bool:
         return False
 
 
-def reanalysable(results: Path, run_dir: Path) -> bool:
+def stale(results: Path) -> bool:
     """A committed run whose gap analysis fitted its fresh encoders at a constant step size (the runs analysed before
-    session 22) and whose finished training, checkpoint included, is in `run_dir`: its gaps are measured again there
-    and committed over the old ones. A run trained on a machine whose runs/ is gone keeps its old gaps; the report
-    leaves out their fresh-encoder columns."""
+    session 22): its conditioning gap and own minus fresh are left out of the reports until it is measured again."""
+    return is_done(results) and not gaps_settled(results)
+
+
+def reanalysable(results: Path, run_dir: Path) -> bool:
+    """A stale committed run whose finished training, checkpoint included, is in `run_dir`: its gaps are measured
+    again there and committed over the old ones. One trained on a machine whose runs/ is gone is trained again
+    (RETRAIN), after every run the study lacks."""
     try:
-        return (is_done(results) and not gaps_settled(results) and (run_dir / "checkpoint.pt").is_file()
-                and is_finished(run_dir))
+        return stale(results) and (run_dir / "checkpoint.pt").is_file() and is_finished(run_dir)
     except (OSError, ValueError):      # unreadable: nothing to re-analyse from
         return False
 
@@ -249,8 +254,10 @@ def progress(runs: list[StudyRun], results: Path) -> str:
     per seed), which have a failure log, and the core-hours the rest needs (mean measured hours of the done runs of
     each posterior; CORE_HOURS where none is done), from `results` alone, so every clone writes the same page."""
     todo = [r for r in runs if not is_done(results / r.spec.name)]
+    again = [r for r in runs if stale(results / r.spec.name)]
     per_run, how = hours_per_run(runs, todo, results)
-    left = sum(per_run[r.spec.config.inference].train + per_run[r.spec.config.inference].analyses for r in todo)
+    hours = lambda rs: sum(per_run[r.spec.config.inference].train + per_run[r.spec.config.inference].analyses
+                           for r in rs)
     failed = results.parent / "failed"
     groups: dict[tuple[str, str, str], dict[int, str]] = {}
     for r in runs:
@@ -266,18 +273,20 @@ def progress(runs: list[StudyRun], results: Path) -> str:
              "A cell is a committed run's final evaluation return (mean of its 10 evaluation episodes at episode "
              "100), `·` a run not committed yet, `failed` a run whose last attempt failed (its log is linked; the "
              "next call of the study retries it).", "",
-             f"**{len(runs) - len(todo)} of {len(runs)} runs done**; the other {len(todo)} need about {left:.0f} "
-             f"core-hours on this project's 2-core CPU, one core per run ({how}).", "",
+             f"**{len(runs) - len(todo)} of {len(runs)} runs done**; the other {len(todo)} need about "
+             f"{hours(todo):.0f} core-hours on this project's 2-core CPU, one core per run"
+             + (f", and training again the {len(again)} done runs with gaps from before session 22 (below) about "
+                f"{hours(again):.0f} more" if again else "") + f" ({how}).", "",
              "| part | task variant | inference | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
              "|---|---|---|" + "---|" * len(SEEDS)]
     for (part, label, inference), cells in groups.items():
         lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
-    unsettled = [r.spec.name for r in runs if r not in todo and not gaps_settled(results / r.spec.name)]
-    if unsettled:
+    if again:
         lines += ["", "Done runs whose gaps were measured with fresh encoders fitted at a constant step size "
-                      f"(before session 22; {len(unsettled)}): the study measures them again where runs/study2 holds "
-                      "the run, and the reports leave out their conditioning gap and own minus fresh: "
-                      + ", ".join(unsettled) + "."]
+                      f"(before session 22; {len(again)}): the reports leave out their conditioning gap and own minus "
+                      "fresh; the study measures their gaps again where runs/study2 still holds the finished training, "
+                      "and otherwise trains them again from scratch after every other run and commits the new run "
+                      "over the old one: " + ", ".join(r.spec.name for r in again) + "."]
     lines += ["", "Reports, regenerated with this page: [the main study](report/report.md) (every posterior against "
               f"amortized), [the same at episode {MIDPOINT}](report_episode{MIDPOINT}/report.md) (returns only); the "
               "free-nats ablation, free nats 0 against 3, for "
@@ -369,6 +378,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def what_to_do(runs: list[StudyRun], results: Path, work: Path,
+               train_only: bool = False) -> tuple[list[StudyRun], list[StudyRun], list[StudyRun]]:
+    """(again, unfinished, retrain), each in the study's order and run in that order: first the stale runs whose
+    finished training is in `work` (their gaps measured again before runs/ is lost; none with train_only), then the
+    runs not done, then the other stale runs, whose training is gone: trained again from scratch after every run the
+    study lacks, so that new seeds come first, and committed over their old results."""
+    unfinished = [r for r in runs if not is_done(results / r.spec.name)]
+    local = [r for r in runs if reanalysable(results / r.spec.name, work / r.spec.name)]
+    retrain = [r for r in runs if stale(results / r.spec.name) and r not in local]
+    return [] if train_only else local, unfinished, retrain
+
+
+def what_was_done(results: Path, old_metrics: str | None) -> str:
+    """The commit message's account of a run that `results` now holds: its final evaluation return, and for a run
+    that was stale before (old_metrics: its committed metrics.jsonl then), whether it was trained again (its metrics
+    changed) or only its gaps measured again."""
+    final = final_eval_return(results)
+    returned = f"final evaluation return {'none' if final is None else f'{final:.1f}'}"
+    if old_metrics is None:
+        return returned
+    if (results / "metrics.jsonl").read_text() != old_metrics:
+        return f"trained again: its gaps were from before session 22 and its training gone; {returned}"
+    return "gaps measured again, fresh encoders fitted with the cosine step size"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.report:
@@ -379,24 +413,23 @@ def main(argv=None) -> int:
         print(f"sweeps.study: error: no run matches --only {' '.join(args.only)}; run names look like "
               f"{study_runs()[0].spec.name}", file=sys.stderr)
         return 2
-    unfinished = [r for r in runs if not is_done(args.results / r.spec.name)]
-    # first, the done runs whose gaps can be measured again with settled fresh encoders, before runs/ is lost (their
-    # hours: both analyses', an overestimate by the calibration's minutes)
-    again = [] if args.train_only else [r for r in runs
-                                        if reanalysable(args.results / r.spec.name, args.work / r.spec.name)]
+    again, unfinished, retrain = what_to_do(runs, args.results, args.work, args.train_only)
     if not args.dry_run:
         for r in again:
             drop_unsettled_gaps(args.work / r.spec.name)
-    todo = again + unfinished
+    todo = again + unfinished + retrain
     per_run, how = hours_per_run(study_runs(), unfinished, args.results)   # measured on every done run, not --only's
-    need = {r.spec.name: hours_needed(r, args.work, per_run) if r in unfinished
-            else per_run[r.spec.config.inference].analyses for r in todo}
+    need = {r.spec.name: per_run[r.spec.config.inference].analyses if r in again
+            else hours_needed(r, args.work, per_run) for r in todo}
     print(f"{len(runs) - len(unfinished)} of {len(runs)} runs done; {len(unfinished)} to run"
-          + (f", {len(again)} to re-analyse (fresh encoders fitted at a constant step size)" if again else "")
+          + (f", {len(again)} to re-analyse" if again else "")
+          + (f", {len(retrain)} to {RETRAIN} (training gone)" if retrain else "")
+          + (" (gaps with fresh encoders fitted at a constant step size)" if again or retrain else "")
           + f", about {sum(need.values()):.0f} core-hours ({how})")
     if args.dry_run:
         for r in runs:
-            doing = REANALYSE if r in again else action(args.work, r.spec.name)
+            doing = (REANALYSE if r in again else f"{RETRAIN}, {action(args.work, r.spec.name)}" if r in retrain
+                     else action(args.work, r.spec.name))
             left = f"{doing} (about {need[r.spec.name]:.1f} core-hours)" if r in todo else "done"
             print(f"  {r.part:8s} {r.spec.name}: {left}")
         return 0
@@ -414,6 +447,7 @@ def main(argv=None) -> int:
                 None if args.train_only else ANALYSES, analyses_by)
 
     unanalysed = []
+    old_metrics = {r.spec.name: (args.results / r.spec.name / "metrics.jsonl").read_text() for r in again + retrain}
 
     def on_record(plan: Plan, record: dict) -> None:
         results = args.results / plan.spec.name
@@ -425,17 +459,14 @@ def main(argv=None) -> int:
                 if args.commit:
                     commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
                                         args.results)
-        elif not args.train_only and (not is_done(results) or plan.action == REANALYSE
-                                      and reanalysable(results, plan.run_dir)):  # its analyses no longer fitted
+        elif not args.train_only and (not is_done(results) or stale(results)):  # its analyses no longer fitted
             unanalysed.append(plan.spec.name)
             print(f"{plan.spec.name}: trained; its analyses (about "
                   f"{per_run[plan.spec.config.inference].analyses_wall:.1f} h) no longer fit in --hours: left for the "
                   f"next call", file=sys.stderr)
         elif args.commit and not args.train_only:
-            final = final_eval_return(results)
-            what = ("gaps measured again, fresh encoders fitted with the cosine step size" if plan.action == REANALYSE
-                    else f"final evaluation return {'none' if final is None else f'{final:.1f}'}")
-            commit_with_reports([results], f"study: {plan.spec.name} ({what})", args.results)
+            commit_with_reports([results], f"study: {plan.spec.name} "
+                                           f"({what_was_done(results, old_metrics.get(plan.spec.name))})", args.results)
 
     # a re-analysis' local gaps.json is gone by now: hours_needed counts its analyses and no training
     wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True) for r in todo}

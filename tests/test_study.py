@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
 from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results,
                           drop_unsettled_gaps, hours_needed, hours_per_run, is_done, measured_core_hours, progress,
-                          reanalysable, study_runs, commit_with_reports)
+                          reanalysable, study_runs, commit_with_reports, what_to_do, what_was_done)
 from sweeps.study import main as study_main
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
@@ -72,6 +73,8 @@ def test_only_light_results_are_copied_and_replace_an_old_copy(tmp_path):
 def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
     results = tmp_path / "runs"
     write_run(results / "cartpole-amortized-missing_probnone-s0", 100, 100)
+    (results / "cartpole-amortized-missing_probnone-s0" / "analysis" / "gaps.json").write_text(
+        json.dumps({"settings": {"encoder_lr_schedule": "cosine"}}))       # settled: not trained again
     run = lambda *a: subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(results),
                                      "--work", str(tmp_path / "work"), *a], cwd=REPO, capture_output=True, text=True)
     out = run("--dry-run")
@@ -172,10 +175,15 @@ def test_the_progress_page_shows_each_committed_run_and_each_failure_log(tmp_pat
     assert (f"| ablation | free_nats=0 | amortized | · | · | · | failed ([log](failed/{failed}.log)) | · |"
             in table)
     assert sum(line.count("·") for line in table) == 58
-    assert "fresh encoders fitted at a constant step size (before session 22; 1): the study" in page
+    assert "fresh encoders fitted at a constant step size (before session 22; 1): the reports leave out" in page
+    assert "and otherwise trains them again from scratch after every other run" in page
+    # its hours as a stale run: the measured hours of its own committed results (the only amortized... run here)
+    assert "the other 59 need about" in page and ", and training again the 1 done runs with gaps from before " \
+        "session 22 (below) about" in page
     assert page.count(done) == 1
     (results / done / "analysis" / "gaps.json").write_text(json.dumps({"settings": {"encoder_lr_schedule": "cosine"}}))
-    assert "constant step size" not in progress(runs, results)
+    page = progress(runs, results)
+    assert "constant step size" not in page and "training again" not in page
 
 
 def test_a_committed_run_brings_the_regenerated_progress_page_and_reports(tmp_path, capsys):
@@ -248,20 +256,37 @@ def test_hours_that_fit_no_run_start_nothing(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
-def test_done_runs_with_unsettled_fresh_encoders_are_reanalysed_where_their_checkpoint_is(tmp_path):
+def test_done_runs_with_unsettled_fresh_encoders_are_reanalysed_where_their_checkpoint_is_else_trained_again(tmp_path):
     """A committed run whose gaps.json has no cosine schedule of its fresh encoders is re-analysed where the work folder
     holds its finished training (checkpoint included), only its gaps: the local gaps.json of the old fit is dropped,
-    one already measured with settled fits is kept; without the local run, or with settled gaps, nothing is redone."""
+    one already measured with settled fits is kept. Without the local run it is trained again, after every run the
+    study lacks; with settled gaps nothing is redone."""
     name = "cartpole-amortized-missing_probnone-s0"
     results, work = tmp_path / "runs", tmp_path / "work"
+    runs = study_runs()
     write_run(results / name, 100, 100)
-    assert not reanalysable(results / name, work / name)           # trained elsewhere: keeps its gaps
+    (results / name / "metrics.jsonl").write_text("".join(json.dumps({"episode": e + 1, "train_seconds": 10.0})
+                                                          + "\n" for e in range(100)))
+    dry_run = lambda: subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(results), "--work",
+                                      str(work), "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert not reanalysable(results / name, work / name)           # trained elsewhere: trained again, last
+    again, unfinished, retrain = what_to_do(runs, results, work)
+    assert again == [] and len(unfinished) == 59 and [r.spec.name for r in retrain] == [name]
+    out = dry_run()
+    assert out.returncode == 0, out.stderr
+    assert "1 of 60 runs done; 59 to run, 1 to train again (training gone) (gaps with fresh encoders" in out.stdout
+    assert f"{name}: train again, new (about 0.3 core-hours)" in out.stdout      # its 100 x 10 s of training
+    write_run(work / name, 100, 40, analyses=())                   # a new training under way: resumed
+    assert f"{name}: train again, resume (about 0.2 core-hours)" in dry_run().stdout
+    shutil.rmtree(work / name)
     write_run(work / name, 100, 100)
     assert reanalysable(results / name, work / name)
-    out = subprocess.run([sys.executable, "-m", "sweeps.study", "--results", str(results), "--work", str(work),
-                          "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    again, _, retrain = what_to_do(runs, results, work)
+    assert [r.spec.name for r in again] == [name] and retrain == []
+    assert what_to_do(runs, results, work, train_only=True)[0::2] == ([], [])       # --train-only: nothing to train
+    out = dry_run()
     assert out.returncode == 0, out.stderr
-    assert "1 of 60 runs done; 59 to run, 1 to re-analyse" in out.stdout
+    assert "1 of 60 runs done; 59 to run, 1 to re-analyse" in out.stdout and "train again" not in out.stdout
     assert f"{name}: re-analyse (about" in out.stdout
     assert (work / name / "analysis" / "gaps.json").is_file()          # a dry run deletes nothing
     drop_unsettled_gaps(work / name)
@@ -273,3 +298,14 @@ def test_done_runs_with_unsettled_fresh_encoders_are_reanalysed_where_their_chec
     assert (work / name / "analysis" / "gaps.json").read_text() == settled
     (results / name / "analysis" / "gaps.json").write_text(settled)
     assert not reanalysable(results / name, work / name)
+
+
+def test_the_commit_message_says_whether_a_stale_run_was_trained_again_or_only_measured_again(tmp_path):
+    write_run(tmp_path, 100, 100)
+    rows = [{"episode": e + 1} for e in range(99)] + [{"episode": 100, "eval_return": 812.34}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    old = (tmp_path / "metrics.jsonl").read_text()
+    assert what_was_done(tmp_path, None) == "final evaluation return 812.3"              # a new run
+    assert what_was_done(tmp_path, old) == "gaps measured again, fresh encoders fitted with the cosine step size"
+    assert what_was_done(tmp_path, old.replace("812.34", "700.0")) == (
+        "trained again: its gaps were from before session 22 and its training gone; final evaluation return 812.3")
