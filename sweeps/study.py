@@ -254,7 +254,7 @@ def progress(runs: list[StudyRun], results: Path) -> str:
     per seed), which have a failure log, and the core-hours the rest needs (mean measured hours of the done runs of
     each posterior; CORE_HOURS where none is done), from `results` alone, so every clone writes the same page."""
     todo = [r for r in runs if not is_done(results / r.spec.name)]
-    again = [r for r in runs if stale(results / r.spec.name)]
+    stale_runs = [r for r in runs if stale(results / r.spec.name)]
     per_run, how = hours_per_run(runs, todo, results)
     hours = lambda rs: sum(per_run[r.spec.config.inference].train + per_run[r.spec.config.inference].analyses
                            for r in rs)
@@ -275,18 +275,18 @@ def progress(runs: list[StudyRun], results: Path) -> str:
              "next call of the study retries it).", "",
              f"**{len(runs) - len(todo)} of {len(runs)} runs done**; the other {len(todo)} need about "
              f"{hours(todo):.0f} core-hours on this project's 2-core CPU, one core per run"
-             + (f", and training again the {len(again)} done runs with gaps from before session 22 (below) about "
-                f"{hours(again):.0f} more" if again else "") + f" ({how}).", "",
+             + (f", and training again the {len(stale_runs)} done runs with gaps from before session 22 (below) about "
+                f"{hours(stale_runs):.0f} more" if stale_runs else "") + f" ({how}).", "",
              "| part | task variant | inference | " + " | ".join(f"seed {s}" for s in SEEDS) + " |",
              "|---|---|---|" + "---|" * len(SEEDS)]
     for (part, label, inference), cells in groups.items():
         lines.append(f"| {part} | {label} | {inference} | " + " | ".join(cells.get(s, "") for s in SEEDS) + " |")
-    if again:
+    if stale_runs:
         lines += ["", "Done runs whose gaps were measured with fresh encoders fitted at a constant step size "
-                      f"(before session 22; {len(again)}): the reports leave out their conditioning gap and own minus "
-                      "fresh; the study measures their gaps again where runs/study2 still holds the finished training, "
-                      "and otherwise trains them again from scratch after every other run and commits the new run "
-                      "over the old one: " + ", ".join(r.spec.name for r in again) + "."]
+                      f"(before session 22; {len(stale_runs)}): the reports leave out their conditioning gap and own "
+                      "minus fresh; the study measures their gaps again where runs/study2 still holds the finished "
+                      "training, and otherwise trains them again from scratch after every other run and commits the "
+                      "new run over the old one: " + ", ".join(r.spec.name for r in stale_runs) + "."]
     lines += ["", "Reports, regenerated with this page: [the main study](report/report.md) (every posterior against "
               f"amortized), [the same at episode {MIDPOINT}](report_episode{MIDPOINT}/report.md) (returns only); the "
               "free-nats ablation, free nats 0 against 3, for "
