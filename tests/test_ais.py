@@ -40,3 +40,30 @@ def test_ais_matches_the_exact_log_px_and_bdmc_brackets_it():
     assert abs(float((lower - exact).mean())) < 0.05, lower - exact
     assert float(lower.mean()) < float(exact.mean()) + 0.05 and float(upper.mean()) > float(exact.mean()) - 0.05
     assert float((upper - lower).mean()) < 0.2 and 0.5 < rec["acceptance"] < 0.95
+
+
+def test_estimates_of_log_px_ignore_the_rewards():
+    """The gap analysis drops its windows' rewards (analysis/world_model_gaps.py) so that no rollout computes the
+    reward head: valid only while every ELBO, q* fit and log p(x) estimate is of log p(x), not log p(x, r)."""
+    from dataclasses import replace
+
+    from world_models.posteriors.optimum import OptimumSettings, optimize
+    from world_models.rssm import RSSM
+    torch.manual_seed(0)
+    model = RSSM((5,), 2, deter_dim=8, z_dim=3, hidden=6).double()
+    g = torch.Generator().manual_seed(1)
+    with_rewards = SequenceBatch(torch.randn(3, 7, 5, generator=g, dtype=torch.float64),
+                                 torch.randn(3, 7, 2, generator=g, dtype=torch.float64),
+                                 rewards=torch.randn(3, 7, generator=g, dtype=torch.float64), index=torch.arange(3))
+    q = make_posterior("semi_amortized", model, hidden=6).double()
+
+    def estimates(batch):
+        torch.manual_seed(2)
+        ctx = q.initial_params(model, batch).detach()
+        ctx, _ = optimize(model, q, batch, ctx, OptimumSettings(lr=0.05, n_samples=2, max_steps=6, window=2,
+                                                                patience=1, select_samples=4))
+        return [bounds.elbo(model, q, batch, 4, ctx=ctx), bounds.iwae(model, q, batch, 4, ctx=ctx),
+                bounds.smc(model, q, batch, 4, ctx=ctx), ais(model, q, batch, ctx, AISSettings(chains=2, steps=3))[0]]
+
+    for a, b in zip(estimates(with_rewards), estimates(replace(with_rewards, rewards=None))):
+        assert torch.equal(a, b)
