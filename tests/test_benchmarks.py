@@ -65,3 +65,11 @@ def test_bench_gap_workers_times_both_and_finds_the_same_numbers(tmp_path, capsy
     r = json.loads((tmp_path / "out" / "workers.json").read_text())
     assert r["same_numbers"] and [c["workers"] for c in r["calls"]] == [1, 2] and r["speedup"] > 0
     assert "speedup of 2 workers" in capsys.readouterr().out
+
+
+def test_bench_ais_times_both_loops_on_the_same_chains(tmp_path):
+    from benchmarks import bench_ais
+    out = tmp_path / "ais.json"
+    report = bench_ais.main(["--quick", "--json", str(out)])
+    assert json.loads(out.read_text())["plain_over_given"] == report["plain_over_given"] > 0
+    assert report["max_abs_difference_log_px"] < 1e-3     # the same AIS, up to float32 rounding

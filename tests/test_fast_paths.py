@@ -22,7 +22,7 @@ from world_models.linear_gaussian import LinearGaussianSSM
 from world_models.nonlinear_ssm import NonlinearSSM
 from world_models.posteriors.markov import MarkovGaussianLocal
 from world_models.posteriors import KalmanPosterior, Objective, RefineSettings, make_posterior
-from world_models.rollout import rollout, ssm_loop
+from world_models.rollout import fast_loop, rollout, ssm_loop
 from world_models.rssm import RSSM
 
 F64 = torch.float64
@@ -116,6 +116,33 @@ def assert_same(plain, fast):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["amortized", "amortized_smoothing", "semi_amortized", "iterative_amortized"])
+def test_given_latents_path_computes_the_rollout_and_its_gradients(name):
+    """AIS's rollouts (z given): h from RSSM.deter_path, then the head on every step at once; the same terms and
+    gradients (w.r.t. z, the context, the start state and every weight) as the step-by-step loop."""
+    model = small_rssm(obs_std=None)
+    post = make_posterior(name, model, hidden=6).to(F64)
+    start = ModelState(torch.randn(4, 8, dtype=F64, requires_grad=True), torch.randn(4, 3, dtype=F64, requires_grad=True))
+    batch = batch_with_gaps(start=start)
+    ctx = post.initial_params(model, batch) if post.refinable else post.context(model, batch)
+    if post.refinable:   # nonzero offsets, as in q* and after refinement
+        ctx = ctx + 0.3 * torch.randn_like(ctx)
+    ctx = ctx.detach().requires_grad_(True)
+    z = torch.randn(4, 7, 3, dtype=F64, requires_grad=True)
+    assert fast_loop(model, post, ctx, z) is not None
+
+    def values_and_grads_at(fused):
+        ro = rollout(model, post, batch, ctx, fused=fused, z=z)
+        loss = (ro.log_lik + ro.log_prior - 0.7 * ro.log_q).sum() + ro.reward_log_lik.sum() + 0.1 * ro.h.pow(2).sum()
+        leaves = [z, ctx, start.h, start.z] + [p for p in list(model.parameters()) + list(post.parameters())]
+        terms = [ro.h, ro.z, ro.q_mean, ro.q_std, ro.log_lik, ro.log_prior, ro.log_q, ro.kl, ro.reward_log_lik]
+        return [t.detach() for t in terms], torch.autograd.grad(loss, leaves, allow_unused=True)
+
+    plain, fast = values_and_grads_at(False), values_and_grads_at(None)
+    assert sum(g is not None for g in plain[1]) > 10
+    assert_same(plain, fast)
 
 
 def test_unrolled_refinement_and_other_models_take_the_plain_loop():

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, kl_divergence
 
+from .networks import softplus_std
+
 
 @dataclass
 class ModelState:
@@ -174,6 +176,19 @@ class MLPHead:
     min_std: float
     ctx: torch.Tensor
     offsets: Optional[torch.Tensor] = None
+
+    def __call__(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of q(z_t | h_t, ctx_t) by the formula above, for h (..., Dh) with ctx and offsets of the same
+        leading shape: one step (N, Dh), or every step at once (N, T, Dh) where h_t does not depend on q."""
+        mean, raw = self.head(torch.cat([h, self.ctx], -1)).chunk(2, -1)
+        std = softplus_std(raw, self.min_std)
+        return (mean, std) if self.offsets is None else with_offsets(mean, std, self.offsets)
+
+
+def with_offsets(mean: torch.Tensor, std: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean + dmu, std exp(dlog sigma)): a Gaussian's (mean, std) shifted by offsets (dmu, dlog sigma) (..., 2 Dz)."""
+    d_mu, d_log_std = offsets.chunk(2, -1)
+    return mean + d_mu, std * d_log_std.exp()
 
 
 def diag_normal(mean: torch.Tensor, std, event_dims: int = 1) -> Independent:

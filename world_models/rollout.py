@@ -56,7 +56,8 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
     (T, N, Dz), standard normal draws used instead of fresh ones (batched_prior and fused rollouts), makes
     the two paths comparable sample by sample. z (N, T, Dz), given latents: the rollout then evaluates every
     term at them instead of drawing (h_t follows the given z_{<t}), e.g. for annealed importance sampling (ais.py);
-    of the fast paths the mean-field ones and the Markov-Gaussian one take them."""
+    of the fast paths the mean-field ones, the Markov-Gaussian one and, on the RSSM with an amortized head, the
+    given-latents one (fast_loop) take them."""
     model.check_batch(batch)
     rep = batch.repeat(n_samples) if n_samples > 1 else batch
     if ctx is not None and n_samples > 1:
@@ -107,11 +108,18 @@ def rollout(model: SequenceModel, posterior, batch: SequenceBatch, ctx: Optional
 
 def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor, z: Optional[torch.Tensor] = None):
     """The RSSM's fast time loop for this posterior, (actions, start state, noise (T, N, Dz)) -> (H, Z, QM, QS),
-    or None where there is none: the fused filtering loop with an amortized head (fused_filter.py), or for
-    mean-field posteriors all z at once and then the model's deterministic path."""
+    or None where there is none: the fused filtering loop with an amortized head (fused_filter.py); with given
+    latents z (AIS) and an amortized head, the model's deterministic path in one call and then the head on every
+    step in one call (AIS at the study's sizes: 1.04-1.16x faster than the plain loop on 16 windows, 1.27-1.34x
+    on BDMC's 4; benchmarks/bench_ais.py, docs/performance.md); or for mean-field posteriors all z at once and then the deterministic path."""
     head = posterior.mlp_head(ctx)
     if supported(model, head) and z is None:
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
+    if head is not None and z is not None and hasattr(model, "deter_path"):
+        def given(actions, state, noise):   # h_t follows the given z_{<t} alone, then q(z_t | h_t, ctx_t) of all t at once
+            H = model.deter_path(state.h, torch.cat([state.z[:, None], z[:, :-1]], 1), actions)
+            return (H, z, *head(H))
+        return given
     mean_field = posterior.mean_field(ctx) if hasattr(model, "deter_path") else None
     if mean_field is None:
         return None

@@ -54,8 +54,7 @@ class AmortizedPosterior(Posterior):
         return torch.cat(parts, -1)
 
     def step(self, ctx_t, h_t, z_prev):
-        mean, raw = self.head(torch.cat([h_t, ctx_t], -1)).chunk(2, -1)
-        return diag_normal(mean, softplus_std(raw, self.min_std))
+        return diag_normal(*MLPHead(self.head, self.min_std, ctx_t)(h_t))
 
     def mlp_head(self, ctx):
         return MLPHead(self.head, self.min_std, ctx)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal
+from ..base import MLPHead, SequenceBatch, SequenceModel, diag_normal, with_offsets
 from .amortized import AmortizedPosterior
 from .base import Family, LocalGaussian
 from .losses import DetachedRefinementLoss, UnrolledRefinementLoss
@@ -64,8 +64,7 @@ class SemiAmortizedPosterior(LocalGaussian):
     def step(self, ctx_t, h_t, z_prev):
         fixed, delta = self.split(ctx_t)
         q = self.encoder.step(fixed, h_t, z_prev)
-        d_mu, d_log_std = delta.chunk(2, -1)
-        return diag_normal(q.mean + d_mu, q.stddev * d_log_std.exp())
+        return diag_normal(*with_offsets(q.mean, q.stddev, delta))
 
     def mean_field(self, ctx):
         """The encoder's (mean, std) with the offsets where the encoder is mean-field (models without h_t); None on
@@ -74,8 +73,7 @@ class SemiAmortizedPosterior(LocalGaussian):
         encoder = self.encoder.mean_field(fixed)
         if encoder is None:
             return None
-        d_mu, d_log_std = delta.chunk(2, -1)
-        return encoder[0] + d_mu, encoder[1] * d_log_std.exp()
+        return with_offsets(*encoder, delta)
 
     def mlp_head(self, ctx):
         """The encoder's head with the offsets; none for `unrolled`, whose refinement differentiates twice."""
