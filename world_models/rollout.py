@@ -111,7 +111,8 @@ def fast_loop(model: SequenceModel, posterior, ctx: torch.Tensor, z: Optional[to
     or None where there is none: the fused filtering loop with an amortized head (fused_filter.py); with given
     latents z (AIS) and an amortized head, the model's deterministic path in one call and then the head on every
     step in one call (AIS at the study's sizes: 1.04-1.16x faster than the plain loop on 16 windows, 1.27-1.34x
-    on BDMC's 4; benchmarks/bench_ais.py, docs/performance.md); or for mean-field posteriors all z at once and then the deterministic path."""
+    on BDMC's 4; benchmarks/bench_ais.py, docs/performance.md); or for mean-field posteriors all z at once and
+    then the model's deterministic path."""
     head = posterior.mlp_head(ctx)
     if supported(model, head) and z is None:
         return lambda actions, state, noise: fused_filter(model, head, actions, state, noise)
