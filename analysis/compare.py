@@ -58,6 +58,10 @@ MEASURES = {
                        GAP_COLUMNS["encoder_excess"][1], False),
     "obs_nll": ("open-loop observation NLL (nats, horizons 1-50)",
                 lambda run: _number(run.analysis["uncertainty"], ("summary", "obs", "nll")), False),
+    # CRPS beside the NLL: a proper score in the observations' units that one overconfident long horizon cannot
+    # move by hundreds, and that also rewards sharp predictions where the NLL rewards wide ones
+    "obs_crps": ("open-loop observation CRPS (mean over dimensions, horizons 1-50)",
+                 lambda run: _number(run.analysis["uncertainty"], ("summary", "obs", "crps")), False),
     "coverage_error": ("observation coverage error: (|c50 - 0.5| + |c90 - 0.9|) / 2",
                        lambda run: coverage_error(run.analysis["uncertainty"], "obs"), False),
 }
