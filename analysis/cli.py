@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Iterable
 
 from agent.config import flag
@@ -40,6 +41,11 @@ def parse_with_quick(p: argparse.ArgumentParser, argv, quick: dict, positive: It
     return args
 
 
+def out_dir(args) -> Path:
+    """Where an analysis command of a run writes: --out, or RUN_DIR/analysis."""
+    return args.out or args.run_dir / "analysis"
+
+
 def command_main(prog: str, args, run, write, markdown) -> int:
     """What the analysis commands of a run share: result = run(args), with a one-line error and exit code 2 on
     bad input (ValueError); then write(result, out) into --out or RUN_DIR/analysis and print the tables."""
@@ -48,7 +54,7 @@ def command_main(prog: str, args, run, write, markdown) -> int:
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    out = args.out or args.run_dir / "analysis"
+    out = out_dir(args)
     out.mkdir(parents=True, exist_ok=True)
     write(result, out)
     print(markdown(result))

@@ -29,7 +29,7 @@ from world_models.training import minibatch, train
 
 from .gaps import (as_refinable, bdmc_sandwich, gap_decomposition, log_px, mean_field_q_star, refinement_curve,
                    same_family_q_star)
-from .workers import Workers, piece_seed
+from .workers import PieceStore, Workers, piece_seed
 
 
 def _setting(default, help: str, choices: tuple | None = None):
@@ -217,7 +217,7 @@ def fresh_filter_and_smoother(model: SequenceModel, data: SequenceBatch, s: GapS
 
 
 def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, SequenceBatch], encoder_data: SequenceBatch,
-              s: GapSettings, curve_split: str, label: str = "") -> dict:
+              s: GapSettings, curve_split: str, label: str = "", store: PieceStore | None = None) -> dict:
     """Gaps of a frozen model on each gap set {split: batch}: its own posterior `own` (None for
     per_sequence, whose posterior is q* itself), fresh filter / smoother encoders fitted on encoder_data, and
     q* per sequence in each of their families (free per-step offsets from each one's output), in the mean-field
@@ -226,13 +226,15 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
     as proposal. On `curve_split`, also L[q*] - L[q_K] after K refinement steps from the own encoder (or the fresh
     filter where the run has none), against the q* of that encoder's family. Failed checks (an amortization gap
     below -3 standard errors) are printed to stderr. The encoder fits, q* fits, log p(x) estimators and the BDMC
-    sandwich run as s.workers seeded pieces (analysis/workers.py): the numbers do not depend on s.workers."""
+    sandwich run as s.workers seeded pieces (analysis/workers.py): the numbers do not depend on s.workers. With a
+    `store`, pieces it holds are loaded instead of run (out["resumed_pieces"]: their seconds when they ran) and
+    each piece run is stored: an analysis killed part way resumes, with the same numbers."""
     tag = label or own_name
     q_star = make_posterior(Q_STAR, model, lr=s.q_star_lr, n_samples=s.q_star_samples, max_steps=s.q_star_max_steps,
                             window=WINDOW, patience=PATIENCE, lr_halvings=s.q_star_lr_halvings)
     tqdm.write(f"[{tag}] fitting fresh encoders to the frozen model and q* in each family "
                f"({s.workers} worker process{'es' if s.workers > 1 else ''}) ...")
-    with Workers(s.workers, s.seed) as w:
+    with Workers(s.workers, s.seed, store) as w:
         own_q = {split: {"own": w.submit(f"{split} q*[own]", same_family_q_star, model, batch, own, q_star.fit)}
                  for split, batch in gap_sets.items()} if own is not None else {}
         fits = w.submit("fresh filter and smoother", fresh_filter_and_smoother, model, encoder_data, s)
@@ -259,6 +261,9 @@ def decompose(model: SequenceModel, own_name: str, own, gap_sets: dict[str, Sequ
         if bdmc is not None:
             tqdm.write(f"[{tag}] BDMC sandwich on {s.bdmc_sequences} simulated sequences ...")
             out["bdmc"] = bdmc.result()
+    if w.resumed:
+        tqdm.write(f"[{tag}] resumed {len(w.resumed)} pieces stored by an earlier call: {', '.join(w.resumed)}")
+        out["resumed_pieces"] = w.resumed
     return out
 
 

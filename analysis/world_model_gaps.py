@@ -12,9 +12,16 @@ SMC-N and IWAE-K beside it; every ELBO is checked against it, and a BDMC sandwic
 the model says how far it can be trusted. Also the amortization gap after K = 0, 1, 5, 20, 100 refinement
 steps, against K and wall-clock. Writes RUN_DIR/analysis/gaps.json, gaps.md, gaps.png and refinement.png (or
 to --out). Nothing else in the run directory changes.
+
+While it runs, each finished piece (encoder fits, q* fits, log p(x) estimators, BDMC) is kept in
+OUT/gaps-pieces/: a call killed part way, run again with the same settings on the same checkpoint and episodes,
+resumes from those pieces and gives the same numbers (gaps.json's resumed_pieces lists them); the folder is removed
+once gaps.json is written.
 """
 from __future__ import annotations
 
+import hashlib
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -26,11 +33,12 @@ import torch
 from .decompose import add_gap_arguments, check_gap_arguments, decompose, gap_settings_from
 from .gap_report import (bdmc_lines, curve_table, encoder_fit_table, gap_table, log_px_lines, plot_gap_bars,
                          plot_refinement)
-from .cli import command_main, parse_with_quick, parser
+from .cli import command_main, out_dir, parse_with_quick, parser
 from .run_loading import HELDOUT_POLICIES, heldout_replay, load_run, windows, write_report
-from .workers import cpu_seconds
+from .workers import PieceStore, cpu_seconds
 
 SPLITS = ("heldout", "train")
+PIECES = "gaps-pieces"      # OUT/PIECES: the finished pieces of a call that has not written gaps.json yet
 NOT_OPTIONS = ("exact_log_px",)   # world models have no exact log p(x)
 
 
@@ -79,8 +87,13 @@ def run(args) -> dict:
     encoder_data = windows(agent.replay, args.encoder_windows, length, args.seed + 2)
     t0, cpu0 = time.perf_counter(), cpu_seconds()
     own = agent.posterior if agent.posterior.has_encoder else None      # without one, its posterior is q*
+    # the pieces depend on the checkpoint, the windows and the settings (not on the number of workers)
+    store = PieceStore(out_dir(args) / PIECES, {
+        "checkpoint_sha256": hashlib.sha256(agent.checkpoint_path.read_bytes()).hexdigest(),
+        "windows_sha256": fingerprint([*gap_sets.values(), encoder_data]),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "workers"}})
     gaps = decompose(agent.model, cfg.inference, own, gap_sets, encoder_data, settings, curve_split=args.splits[0],
-                     label=f"{args.run_dir.name}")
+                     label=f"{args.run_dir.name}", store=store)
     return {"run_dir": str(args.run_dir), "checkpoint_episode": agent.episode, "env_steps": agent.env_steps,
             "inference": cfg.inference, "env": cfg.env, "config": asdict(cfg),
             "splits": list(args.splits),
@@ -89,8 +102,17 @@ def run(args) -> dict:
                          "encoder_windows": args.encoder_windows},
             "seconds": time.perf_counter() - t0, "core_seconds": cpu_seconds() - cpu0,
             "machine": f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-            "bdmc": gaps.get("bdmc"),
+            "bdmc": gaps.get("bdmc"), "resumed_pieces": gaps.get("resumed_pieces", {}),
             **{split: {**gaps[split], "estimator": gaps[split]["log_px_estimator"]["estimator"]} for split in args.splits}}
+
+
+def fingerprint(batches) -> str:
+    """sha256 of the batches' observations, actions, masks and rewards, in order."""
+    h = hashlib.sha256()
+    for b in batches:
+        for t in (b.obs, b.actions, b.mask, b.rewards):
+            h.update(b"-" if t is None else t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def splits_of(r: dict) -> list[str]:
@@ -109,7 +131,10 @@ def markdown(r: dict) -> str:
              f"SMC estimate; fresh encoders fitted for {s['encoder_steps']} steps on {s['encoder_windows']} training "
              f"windows ({s.get('encoder_lr_schedule', 'constant')} step size); {r['seconds']:.0f} s on {r['machine']}"
              + (f", {s['workers']} worker processes ({r['core_seconds']:.0f} core-seconds)" if s.get("workers", 1) > 1
-                else "") + ".", ""]
+                else "")
+             + (f"; {len(r['resumed_pieces'])} pieces resumed from an earlier call, which took "
+                f"{sum(p['core_seconds'] for p in r['resumed_pieces'].values()):.0f} core-seconds for them"
+                if r.get("resumed_pieces") else "") + ".", ""]
     for split in splits:
         lines += gap_table(by_name, split)
         lines += log_px_lines({r["inference"]: r[split]}, split)
@@ -126,6 +151,7 @@ def write(r: dict, out: Path) -> None:
     title = f"{r['env']} {r['inference']}"
     plot_gap_bars(by_name, splits, out / "gaps.png", f"{title}: gap decomposition")
     plot_refinement(by_name, splits[0], out / "refinement.png", f"{title}: amortization gap vs refinement")
+    shutil.rmtree(out / PIECES, ignore_errors=True)      # gaps.json holds what they were for
 
 
 def main(argv=None) -> int:

@@ -38,6 +38,8 @@ from statistics import mean
 
 from agent.config import WANDB_MODES, AgentConfig
 from agent.report import read_metrics
+from analysis.workers import PieceStore
+from analysis.world_model_gaps import PIECES
 from world_models.posteriors.registry import POSTERIORS
 
 from .commit import commit
@@ -152,13 +154,20 @@ def measured_core_hours(results: Path) -> RunHours | None:
     from analysis.compare import episode_seconds
     train = sum(map(episode_seconds, read_metrics(results)))
     analyses = [json.loads((results / "analysis" / f"{a}.json").read_text()) for a in ANALYSES]
-    return RunHours(train / 3600, sum(map(core_seconds, analyses)) / 3600,
-                    sum(a.get("seconds", 0.0) for a in analyses) / 3600)
+    return RunHours(train / 3600, sum(map(core_seconds, analyses)) / 3600, sum(map(wall_seconds, analyses)) / 3600)
 
 
 def core_seconds(analysis: dict) -> float:
-    """An analysis' CPU seconds: core_seconds where it ran in several processes, else its wall-clock seconds."""
-    return analysis.get("core_seconds", analysis.get("seconds", 0.0))
+    """An analysis' CPU seconds: core_seconds where it ran in several processes, else its wall-clock seconds; plus
+    those of the pieces it resumed (resumed_pieces: done by an earlier, killed call)."""
+    return analysis.get("core_seconds", analysis.get("seconds", 0.0)) + sum(
+        p["core_seconds"] for p in analysis.get("resumed_pieces", {}).values())
+
+
+def wall_seconds(analysis: dict) -> float:
+    """An analysis' wall-clock seconds, the pieces it resumed counted as if they had shared its workers."""
+    resumed = sum(p["seconds"] for p in analysis.get("resumed_pieces", {}).values())
+    return analysis.get("seconds", 0.0) + resumed / analysis.get("settings", {}).get("workers", 1)
 
 
 def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> tuple[dict[str, RunHours], str]:
@@ -186,14 +195,17 @@ def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> 
 def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analyses: bool = True,
                  wall: bool = False) -> float:
     """Core-hours (wall: wall-clock hours) `run` still needs: the share of its training that work/<name> has not
-    checkpointed yet and, with `analyses`, its analyses unless all of them are there."""
+    checkpointed yet and, with `analyses`, its analyses unless all of them are there, less the share that the
+    gap analysis' stored pieces (from a killed call, which the next one resumes) took."""
     h, run_dir = per_run[run.spec.config.inference], work / run.spec.name
     try:
         trained = len(read_metrics(run_dir)) / run.spec.config.episodes if (run_dir / "config.json").exists() else 0.0
     except ValueError:      # an unreadable metrics.jsonl: counted as untrained
         trained = 0.0
     analysed = all((run_dir / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
-    return h.train * max(0.0, 1.0 - trained) + ((h.analyses_wall if wall else h.analyses)
+    stored = PieceStore.stored_core_seconds(run_dir / "analysis" / PIECES) / 3600
+    left = max(0.0, 1.0 - stored / h.analyses) if h.analyses > 0 else 0.0
+    return h.train * max(0.0, 1.0 - trained) + ((h.analyses_wall if wall else h.analyses) * left
                                                 if analyses and not analysed else 0.0)
 
 
@@ -202,8 +214,9 @@ def study_task(command: list[str], run_dir: str, results: str, threads: int, ana
     """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output
     (RUN/analysis/<name>.json) is missing, then copy the light results to `results`; with analyses=None, train only
     (nothing is copied). analyses_by (time.time() seconds): the latest time the analyses may start, after training;
-    later, they are left for the next call (an analysis killed at the end of a sitting restarts from scratch) and
-    nothing is copied. Returns (exit code of the first failing step or 0, seconds)."""
+    later, they are left for the next call (an analysis killed at the end of a sitting resumes from the pieces of the
+    gap analysis it finished, analysis/world_model_gaps.py) and nothing is copied. Returns (exit code of the first
+    failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
     if not ((run_dir / "config.json").exists() and is_finished(run_dir)):
         code, _ = run_logged(command, str(run_dir), threads)
@@ -354,17 +367,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "reports regenerated")
     p.add_argument("--train-only", action="store_true",
                    help="train (or resume) the runs that are left, without their analyses, and commit nothing: for "
-                        "the end of a session, where an analysis (about 45 min, restarted from scratch when killed) "
-                        "would not finish but training (checkpointed every episode) loses nothing; a later call "
-                        "without it analyses them")
+                        "the end of a session, where an analysis (about an hour; killed, it keeps only the pieces "
+                        "it finished) would not finish but training (checkpointed every episode) loses nothing; a "
+                        "later call without it analyses them")
     p.add_argument("--hours", type=float, default=None,
                    help="wall-clock hours this call may take: a run starts only where the hours it still needs "
                         "(measured on done runs of its posterior, less what its checkpoint holds; its analyses' "
                         "wall-clock, shorter than their core-hours where their workers had a free core) fit in what "
                         "is left, else the next one in order that fits is tried; after its training, its analyses "
                         "start only where they still fit (else the next call does them: an analysis killed at the "
-                        "end of a sitting restarts from scratch); leave a few minutes for committing. Default: no "
-                        "limit")
+                        "end of a sitting resumes from the pieces it finished, where the run folder survives); leave "
+                        "a few minutes for committing. Default: no limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/progress.md (which runs are done), docs/study/report (main study), "

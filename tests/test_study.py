@@ -10,9 +10,10 @@ from agent.config import AgentConfig
 from sweeps.status import is_finished
 from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
-from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results,
+from analysis.world_model_gaps import PIECES
+from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, core_seconds,
                           drop_unsettled_gaps, hours_needed, hours_per_run, is_done, measured_core_hours, progress,
-                          reanalysable, study_runs, commit_with_reports, what_to_do, what_was_done)
+                          reanalysable, study_runs, commit_with_reports, wall_seconds, what_to_do, what_was_done)
 from sweeps.study import main as study_main
 from sweeps.summary import FINISHED, NOT_STARTED
 from world_models.posteriors.registry import POSTERIORS
@@ -141,8 +142,22 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
     write_run(work / started.spec.name, 100, 25, analyses=("gaps",))        # a quarter trained, one analysis done
     assert abs(hours_needed(started, work, per_run) - (0.75 * per_run["amortized"].train + 0.75)) < 1e-12
     assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
+    # a killed gap analysis' stored pieces (0.3 of its 0.75 core-hours) are not run again
+    pieces = work / started.spec.name / "analysis" / PIECES
+    pieces.mkdir()
+    (pieces / "a.json").write_text(json.dumps({"seconds": 700.0, "core_seconds": 720.0}))
+    (pieces / "b.json").write_text(json.dumps({"seconds": 360.0, "core_seconds": 360.0}))
+    (work / started.spec.name / "analysis" / "gaps.json").unlink()
+    assert abs(hours_needed(started, work, per_run) - 0.75 * (per_run["amortized"].train + 0.6)) < 1e-12
+    assert abs(hours_needed(started, work, per_run, wall=True)
+               - 0.75 * per_run["amortized"].train - 0.6 * 3800 / 7200) < 1e-12
     write_run(work / fresh.spec.name, 100, 100)                              # trained and analysed: nothing left
     assert hours_needed(fresh, work, per_run) == 0.0
+    # what a resumed analysis' gaps.json records: its own seconds, and those of the pieces an earlier call did
+    assert core_seconds({"seconds": 900.0, "core_seconds": 1000.0, "settings": {"workers": 2},
+                         "resumed_pieces": {"a": {"seconds": 700.0, "core_seconds": 720.0}}}) == 1720.0
+    assert wall_seconds({"seconds": 900.0, "core_seconds": 1000.0, "settings": {"workers": 2},
+                         "resumed_pieces": {"a": {"seconds": 700.0, "core_seconds": 720.0}}}) == 1250.0
     # --only leaves the done runs out of what it runs, not out of what the estimate is measured on
     assert study_main(["--results", str(results), "--work", str(work), "--dry-run", "--only", started.spec.name]) == 0
     assert "amortized 1.4 per run, measured on 2" in capsys.readouterr().out

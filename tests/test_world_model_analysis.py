@@ -155,3 +155,37 @@ def test_gap_command_gives_the_same_numbers_with_two_workers(tiny_run, tmp_path)
         k: v["elbo_per_step"] for k, v in two["q_star"].items()}
     assert results[1]["bdmc"]["width"] == results[2]["bdmc"]["width"]
     assert results[2]["core_seconds"] > 0 and "2 worker processes" in (tmp_path / "workers2" / "gaps.md").read_text()
+
+
+@pytest.mark.parametrize("tiny_run", ["semi_amortized"], indirect=True)     # own encoder: every kind of piece
+def test_a_killed_gap_analysis_resumes_from_its_pieces_with_the_same_numbers(tiny_run, tmp_path):
+    """Each finished piece is kept in OUT/gaps-pieces/ until gaps.json is written: a call that stopped part way (here:
+    run() in 2 workers without write(), then some pieces deleted, as a kill leaves them) resumes from the pieces that
+    are there and writes every number the call that ran through wrote (the store's key: tests/test_workers.py)."""
+    options = ["--splits", "heldout", "--heldout-episodes", "2", "--sequences", "4", "--length", "10",
+               "--encoder-windows", "20", "--eval-samples", "50", "--q-star-max-steps", "60", "--encoder-steps", "10",
+               "--curve-steps", "0", "2", "--ais-steps", "10", "--ais-chains", "4", "--bdmc-sequences", "2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert world_model_gaps.main([str(tiny_run), "--out", str(whole)] + options) == 0
+    assert not (whole / world_model_gaps.PIECES).exists()       # removed once gaps.json is written
+    ran = json.loads((whole / "gaps.json").read_text())
+    assert ran["resumed_pieces"] == {}
+
+    world_model_gaps.run(world_model_gaps.parse_args([str(tiny_run), "--out", str(killed), "--workers", "2"] + options))
+    pieces = killed / world_model_gaps.PIECES
+    stored = sorted(pieces.glob("*.pt"))
+    assert len(stored) >= 6                     # fits, q*s, log p(x) estimators, BDMC
+    lost = [p for p in stored if "ais" in p.name or "bdmc" in p.name or "mean-field" in p.name]
+    assert lost
+    for p in lost:                              # a kill before these finished
+        p.unlink()
+        p.with_suffix(".json").unlink()
+    assert world_model_gaps.main([str(tiny_run), "--out", str(killed)] + options) == 0
+    resumed = json.loads((killed / "gaps.json").read_text())
+    assert len(resumed["resumed_pieces"]) == len(stored) - len(lost)
+    assert all(v["core_seconds"] > 0 for v in resumed["resumed_pieces"].values())
+    assert resumed["heldout"]["values"] == ran["heldout"]["values"]       # every ELBO and log p(x), bit for bit
+    assert resumed["heldout"]["gaps"] == ran["heldout"]["gaps"]
+    assert resumed["bdmc"]["width"] == ran["bdmc"]["width"]
+    assert "pieces resumed from an earlier call" in (killed / "gaps.md").read_text()
+    assert not pieces.exists()
