@@ -55,13 +55,10 @@ def test_q_star_halvings_compares_settings_against_the_exact_log_px(capsys):
 def test_bench_gap_workers_times_both_and_finds_the_same_numbers(tmp_path, capsys):
     from benchmarks import bench_gap_workers
     from run_agent import main as agent_main
-    from tests.test_world_model_analysis import TINY
+    from tests.test_world_model_analysis import SMALL, TINY
     run = tmp_path / "run"
     assert agent_main(TINY + ["--inference", "amortized", "--run-dir", str(run)]) == 0
-    options = ("--splits heldout --heldout-episodes 2 --sequences 4 --length 10 --encoder-windows 20 --eval-samples 50 "
-               "--q-star-max-steps 40 --encoder-steps 10 --curve-steps 0 2 --ais-steps 10 --ais-chains 4 "
-               "--bdmc-sequences 2")
-    assert bench_gap_workers.main([str(run), "--options", options, "--out", str(tmp_path / "out")]) == 0
+    assert bench_gap_workers.main([str(run), "--options", " ".join(SMALL), "--out", str(tmp_path / "out")]) == 0
     r = json.loads((tmp_path / "out" / "workers.json").read_text())
     assert r["same_numbers"] and [c["workers"] for c in r["calls"]] == [1, 2] and r["speedup"] > 0
     assert "speedup of 2 workers" in capsys.readouterr().out

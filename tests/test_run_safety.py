@@ -259,7 +259,8 @@ def test_a_per_sequence_run_resumes_and_loads_with_its_grown_store(tmp_path):
     store is larger than a fresh posterior's, and resuming and the analyses must take it, not refuse the run."""
     from analysis.run_loading import load_run
     run_dir = tmp_path / "run"
-    assert main(TINY + ["--inference", "per_sequence", "--episodes", "2", "--run-dir", str(run_dir)]) == 0
+    assert main(TINY + ["--inference", "per_sequence", "--episodes", "2", "--action-repeat", "50",
+                        "--run-dir", str(run_dir)]) == 0
     store = torch.load(run_dir / "checkpoint.pt", weights_only=False)["posterior"]["store"]
     assert store.shape[0] > 0 and not store.isnan().all()           # grown and written during training
     torch.testing.assert_close(load_run(run_dir).posterior.store, store, equal_nan=True, rtol=0, atol=0)

@@ -98,7 +98,10 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
                       eval_every=1, eval_episodes=2, eval_episodes_every=3, horizon=3, action_repeat=50,
                       missing_prob=0.5, wandb="disabled")
     work, results = tmp_path / "work" / "run", tmp_path / "results" / "run"
-    quick = {"gaps": ("world_model_gaps", ("--quick",)), "uncertainty": ("uncertainty", ("--quick",))}
+    # the flow under test, not the numbers: --quick analyses cut further (on held-out windows only)
+    quick = {"gaps": ("world_model_gaps", ("--quick", "--splits", "heldout", "--encoder-steps", "10",
+                                           "--q-star-max-steps", "20", "--ais-steps", "20", "--bdmc-sequences", "1")),
+             "uncertainty": ("uncertainty", ("--quick",))}
     command = agent_command(cfg, work, False, 1, "test")
     assert study_task(command, str(work), str(results), 1, None)[0] == 0          # --train-only: trains, copies nothing
     assert is_finished(work) and not (work / "analysis").exists() and not results.exists()

@@ -51,6 +51,13 @@ TINY = ["--env", "cartpole", "--seed-episodes", "1", "--train-steps", "2", "--ba
         "--eval-episodes", "1"]
 
 
+# a gap analysis of held-out windows small enough for a test: what is checked is exact (bookkeeping, numbers equal
+# across calls), not the size of any gap
+SMALL = ["--splits", "heldout", "--heldout-episodes", "2", "--sequences", "4", "--length", "10", "--encoder-windows",
+         "20", "--eval-samples", "50", "--q-star-max-steps", "20", "--encoder-steps", "10", "--curve-steps", "0", "2",
+         "--ais-steps", "10", "--ais-chains", "4", "--bdmc-sequences", "2"]
+
+
 @pytest.fixture(scope="module", params=["semi_amortized", "iterative_amortized", "per_sequence"])
 def tiny_run(tmp_path_factory, request):
     run_dir = tmp_path_factory.mktemp("run")
@@ -96,10 +103,8 @@ def test_gap_command_on_a_tiny_run(tiny_run):
 
     # --splits heldout: the decomposition of held-out windows only, everything else alike
     one = tiny_run / "one-split"
-    assert world_model_gaps.main([str(tiny_run), "--out", str(one), "--splits", "heldout", "heldout", "--heldout-episodes", "2",
-                                  "--sequences", "4", "--length", "10", "--encoder-windows", "20", "--eval-samples",
-                                  "50", "--q-star-max-steps", "100", "--encoder-steps", "10", "--curve-steps", "0", "2",
-                                  "--ais-steps", "20", "--ais-chains", "4", "--bdmc-sequences", "0"]) == 0
+    assert world_model_gaps.main([str(tiny_run), "--out", str(one)] + SMALL[:2] + ["heldout"] + SMALL[2:]
+                                 + ["--bdmc-sequences", "0"]) == 0
     r = json.loads((one / "gaps.json").read_text())
     assert r["splits"] == ["heldout"] and "train" not in r and r["heldout"]["refinement_curve"]
     md = (one / "gaps.md").read_text()
@@ -140,13 +145,10 @@ def test_analysis_commands_reject_a_missing_run(tmp_path, capsys):
 def test_gap_command_gives_the_same_numbers_with_two_workers(tiny_run, tmp_path):
     """--workers 2 runs the encoder fits, q* fits, log p(x) estimators and the BDMC sandwich in two processes,
     each piece seeded from its name: every number in gaps.json is the one --workers 1 computes."""
-    options = ["--splits", "heldout", "--heldout-episodes", "2", "--sequences", "4", "--length", "10",
-               "--encoder-windows", "20", "--eval-samples", "50", "--q-star-max-steps", "60", "--encoder-steps", "10",
-               "--curve-steps", "0", "2", "--ais-steps", "10", "--ais-chains", "4", "--bdmc-sequences", "2"]
     results = {}
     for workers in (1, 2):
         out = tmp_path / f"workers{workers}"
-        assert world_model_gaps.main([str(tiny_run), "--out", str(out), "--workers", str(workers)] + options) == 0
+        assert world_model_gaps.main([str(tiny_run), "--out", str(out), "--workers", str(workers)] + SMALL) == 0
         results[workers] = json.loads((out / "gaps.json").read_text())
     one, two = results[1]["heldout"], results[2]["heldout"]
     assert one["values"] == two["values"] and one["gaps"] == two["gaps"]      # every ELBO, log p(x), gap: exactly
@@ -162,16 +164,13 @@ def test_a_killed_gap_analysis_resumes_from_its_pieces_with_the_same_numbers(tin
     """Each finished piece is kept in OUT/gaps-pieces/ until gaps.json is written: a call that stopped part way (here:
     run() in 2 workers without write(), then some pieces deleted, as a kill leaves them) resumes from the pieces that
     are there and writes every number the call that ran through wrote (the store's key: tests/test_workers.py)."""
-    options = ["--splits", "heldout", "--heldout-episodes", "2", "--sequences", "4", "--length", "10",
-               "--encoder-windows", "20", "--eval-samples", "50", "--q-star-max-steps", "60", "--encoder-steps", "10",
-               "--curve-steps", "0", "2", "--ais-steps", "10", "--ais-chains", "4", "--bdmc-sequences", "2"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert world_model_gaps.main([str(tiny_run), "--out", str(whole)] + options) == 0
+    assert world_model_gaps.main([str(tiny_run), "--out", str(whole)] + SMALL) == 0
     assert not (whole / world_model_gaps.PIECES).exists()       # removed once gaps.json is written
     ran = json.loads((whole / "gaps.json").read_text())
     assert ran["resumed_pieces"] == {}
 
-    world_model_gaps.run(world_model_gaps.parse_args([str(tiny_run), "--out", str(killed), "--workers", "2"] + options))
+    world_model_gaps.run(world_model_gaps.parse_args([str(tiny_run), "--out", str(killed), "--workers", "2"] + SMALL))
     pieces = killed / world_model_gaps.PIECES
     stored = sorted(pieces.glob("*.pt"))
     assert len(stored) >= 6                     # fits, q*s, log p(x) estimators, BDMC
@@ -180,7 +179,7 @@ def test_a_killed_gap_analysis_resumes_from_its_pieces_with_the_same_numbers(tin
     for p in lost:                              # a kill before these finished
         p.unlink()
         p.with_suffix(".json").unlink()
-    assert world_model_gaps.main([str(tiny_run), "--out", str(killed)] + options) == 0
+    assert world_model_gaps.main([str(tiny_run), "--out", str(killed)] + SMALL) == 0
     resumed = json.loads((killed / "gaps.json").read_text())
     assert len(resumed["resumed_pieces"]) == len(stored) - len(lost)
     assert all(v["core_seconds"] > 0 for v in resumed["resumed_pieces"].values())
