@@ -74,16 +74,21 @@ ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # episode) plus the analyses (ANALYSIS_CORE_HOURS: the gaps on one split, 25 s calibration)
 CORE_HOURS = {"amortized": 1.3, "amortized_smoothing": 1.4, "semi_amortized": 1.6, "per_sequence": 1.5,
               "iterative_amortized": 2.4}
-ANALYSIS_CORE_HOURS = 0.9
+ANALYSIS_CORE_HOURS = {"gaps": 0.9 - 25 / 3600, "uncertainty": 25 / 3600}
 
 
 @dataclass(frozen=True)
 class RunHours:
-    """Hours of one run: its training (all episodes, one core) and its analyses, in core-hours and in wall-clock
-    hours (fewer where the analysis had several worker processes and a free core)."""
+    """Hours of one run: its training (all episodes, one core) and each of its analyses (ANALYSES), in core-hours
+    and in wall-clock hours (fewer where the analysis had several worker processes and a free core)."""
     train: float
-    analyses: float
-    analyses_wall: float
+    analyses: dict[str, float]          # {analysis: core-hours}
+    analyses_wall: dict[str, float]     # {analysis: wall-clock hours}
+
+    @property
+    def total(self) -> float:
+        """Core-hours of the whole run: its training and every analysis."""
+        return self.train + sum(self.analyses.values())
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,9 @@ def measured_core_hours(results: Path) -> RunHours | None:
         return None
     from analysis.compare import episode_seconds
     train = sum(map(episode_seconds, read_metrics(results)))
-    analyses = [json.loads((results / "analysis" / f"{a}.json").read_text()) for a in ANALYSES]
-    return RunHours(train / 3600, sum(map(core_seconds, analyses)) / 3600, sum(map(wall_seconds, analyses)) / 3600)
+    analyses = {a: json.loads((results / "analysis" / f"{a}.json").read_text()) for a in ANALYSES}
+    return RunHours(train / 3600, {a: core_seconds(r) / 3600 for a, r in analyses.items()},
+                    {a: wall_seconds(r) / 3600 for a, r in analyses.items()})
 
 
 def core_seconds(analysis: dict) -> float:
@@ -182,31 +188,38 @@ def hours_per_run(runs: list[StudyRun], todo: list[StudyRun], results: Path) -> 
     per_run, how = {}, []
     for k, v in measured.items():
         settled = [h for h, s in v if s] or [h for h, _ in v]
-        per_run[k] = RunHours(mean(h.train for h, _ in v), mean(h.analyses for h in settled),
-                              mean(h.analyses_wall for h in settled))
-        how.append(f"{k} {per_run[k].train + per_run[k].analyses:.1f} per run, measured on {len(v)}"
+        per_run[k] = RunHours(mean(h.train for h, _ in v), {a: mean(h.analyses[a] for h in settled) for a in ANALYSES},
+                              {a: mean(h.analyses_wall[a] for h in settled) for a in ANALYSES})
+        how.append(f"{k} {per_run[k].total:.1f} per run, measured on {len(v)}"
                    + (f" (analyses on the {len(settled)} with settled gaps)" if len(settled) < len(v) else ""))
     how = "; ".join(how)
     for k, h in CORE_HOURS.items():
-        per_run.setdefault(k, RunHours(h - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
+        per_run.setdefault(k, RunHours(h - sum(ANALYSIS_CORE_HOURS.values()), ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS))
     return per_run, (how + "; " if how else "") + "estimated from docs/throughput where none is done"
 
 
 def hours_needed(run: StudyRun, work: Path, per_run: dict[str, RunHours], analyses: bool = True,
                  wall: bool = False) -> float:
     """Core-hours (wall: wall-clock hours) `run` still needs: the share of its training that work/<name> has not
-    checkpointed yet and, with `analyses`, its analyses unless all of them are there, less the share that the
-    gap analysis' stored pieces (from a killed call, which the next one resumes) took."""
+    checkpointed yet and, with `analyses`, the analyses it lacks (analyses_left)."""
     h, run_dir = per_run[run.spec.config.inference], work / run.spec.name
     try:
         trained = len(read_metrics(run_dir)) / run.spec.config.episodes if (run_dir / "config.json").exists() else 0.0
     except ValueError:      # an unreadable metrics.jsonl: counted as untrained
         trained = 0.0
-    analysed = all((run_dir / "analysis" / f"{a}.json").is_file() for a in ANALYSES)
-    stored = PieceStore.stored_core_seconds(run_dir / "analysis" / PIECES) / 3600
-    left = max(0.0, 1.0 - stored / h.analyses) if h.analyses > 0 else 0.0
-    return h.train * max(0.0, 1.0 - trained) + ((h.analyses_wall if wall else h.analyses) * left
-                                                if analyses and not analysed else 0.0)
+    return h.train * max(0.0, 1.0 - trained) + (analyses_left(h, run_dir, wall) if analyses else 0.0)
+
+
+def analyses_left(h: RunHours, run_dir: Path, wall: bool = False) -> float:
+    """Core-hours (wall: wall-clock hours) of the analyses run_dir lacks (no analysis/<name>.json), each at its
+    hours in `h`; the gap analysis less the share that its stored pieces (from a killed call, which the next one
+    resumes) took."""
+    hours, left = h.analyses_wall if wall else h.analyses, 0.0
+    for a in ANALYSES:
+        if not (run_dir / "analysis" / f"{a}.json").is_file():
+            stored = PieceStore.stored_core_seconds(run_dir / "analysis" / PIECES) / 3600 if a == "gaps" else 0.0
+            left += hours[a] * (max(0.0, 1.0 - stored / h.analyses[a]) if h.analyses[a] > 0 else 0.0)
+    return left
 
 
 def study_task(command: list[str], run_dir: str, results: str, threads: int, analyses: dict | None = ANALYSES,
@@ -269,8 +282,7 @@ def progress(runs: list[StudyRun], results: Path) -> str:
     todo = [r for r in runs if not is_done(results / r.spec.name)]
     stale_runs = [r for r in runs if stale(results / r.spec.name)]
     per_run, how = hours_per_run(runs, todo, results)
-    hours = lambda rs: sum(per_run[r.spec.config.inference].train + per_run[r.spec.config.inference].analyses
-                           for r in rs)
+    hours = lambda rs: sum(per_run[r.spec.config.inference].total for r in rs)
     failed = results.parent / "failed"
     groups: dict[tuple[str, str, str], dict[int, str]] = {}
     for r in runs:
@@ -432,7 +444,7 @@ def main(argv=None) -> int:
             drop_unsettled_gaps(args.work / r.spec.name)
     todo = again + unfinished + retrain
     per_run, how = hours_per_run(study_runs(), unfinished, args.results)   # measured on every done run, not --only's
-    need = {r.spec.name: per_run[r.spec.config.inference].analyses if r in again
+    need = {r.spec.name: per_run[r.spec.config.inference].analyses["gaps"] if r in again    # only its gaps again
             else hours_needed(r, args.work, per_run) for r in todo}
     print(f"{len(runs) - len(unfinished)} of {len(runs)} runs done; {len(unfinished)} to run"
           + (f", {len(again)} to re-analyse" if again else "")
@@ -455,7 +467,8 @@ def main(argv=None) -> int:
     def task_args(plan: Plan):
         command = agent_command(plan.spec.config, plan.run_dir, plan.action in (RESUME, REANALYSE), args.cpus_per_run,
                                 "study")
-        analyses_by = None if ends is None else ends - per_run[plan.spec.config.inference].analyses_wall * 3600
+        analyses_by = None if ends is None else ends - analyses_left(per_run[plan.spec.config.inference], plan.run_dir,
+                                                                     wall=True) * 3600
         return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
                 None if args.train_only else ANALYSES, analyses_by)
 
@@ -475,8 +488,8 @@ def main(argv=None) -> int:
         elif not args.train_only and (not is_done(results) or stale(results)):  # its analyses no longer fitted
             unanalysed.append(plan.spec.name)
             print(f"{plan.spec.name}: trained; its analyses (about "
-                  f"{per_run[plan.spec.config.inference].analyses_wall:.1f} h) no longer fit in --hours: left for the "
-                  f"next call", file=sys.stderr)
+                  f"{analyses_left(per_run[plan.spec.config.inference], plan.run_dir, wall=True):.1f} h) no longer fit "
+                  f"in --hours: left for the next call", file=sys.stderr)
         elif args.commit and not args.train_only:
             commit_with_reports([results], f"study: {plan.spec.name} "
                                            f"({what_was_done(results, old_metrics.get(plan.spec.name))})", args.results)

@@ -120,7 +120,7 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
 def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint_holds(tmp_path, capsys):
     """--dry-run's and --hours' estimates: a posterior with done runs costs their mean measured hours per run, the
     others CORE_HOURS; a run that is not done is not measured; a started run needs only the share of its training
-    its checkpoint lacks, plus the analyses it lacks."""
+    its checkpoint lacks, plus each analysis it lacks."""
     runs, results, work = study_runs(), tmp_path / "runs", tmp_path / "work"
     first = [r for r in runs if r.spec.config.inference == "amortized"][:2]
     for r, (train, gaps) in zip(first, ((3.0, {"seconds": 1800.0}), (5.0, {"seconds": 2000.0, "core_seconds": 3600.0}))):
@@ -130,20 +130,25 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
                                                              "collect_seconds": 20.0, "plan_seconds": 19.0})
                                                  + "\n" for e in range(100)))
         (d / "analysis" / "gaps.json").write_text(json.dumps(gaps))      # core_seconds where it had several workers
+        (d / "analysis" / "uncertainty.json").write_text(json.dumps({"seconds": 36.0}))
     hours = [measured_core_hours(results / r.spec.name) for r in first]
     # planning is in collecting; the analyses in core-hours and in wall-clock hours (less with several workers)
-    assert hours == [RunHours(100 * 23 / 3600, 0.5, 0.5), RunHours(100 * 25 / 3600, 1.0, 2000 / 3600)]
+    none = {"uncertainty": 0.01}                        # 36 s of calibration
+    assert hours == [RunHours(100 * 23 / 3600, {"gaps": 0.5, **none}, {"gaps": 0.5, **none}),
+                     RunHours(100 * 25 / 3600, {"gaps": 1.0, **none}, {"gaps": 2000 / 3600, **none})]
     assert measured_core_hours(results / "absent") is None
     todo = [r for r in runs if r not in first]
     per_run, how = hours_per_run(runs, todo, results)
-    assert per_run["amortized"] == RunHours(100 * 24 / 3600, 0.75, 3800 / 7200) and "amortized 1.4 per run, measured on 2" in how
-    assert per_run["semi_amortized"] == RunHours(CORE_HOURS["semi_amortized"] - ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS,
-                                                 ANALYSIS_CORE_HOURS)
+    assert per_run["amortized"] == RunHours(100 * 24 / 3600, {"gaps": 0.75, **none}, {"gaps": 3800 / 7200, **none})
+    assert "amortized 1.4 per run, measured on 2" in how
+    assert per_run["semi_amortized"] == RunHours(CORE_HOURS["semi_amortized"] - sum(ANALYSIS_CORE_HOURS.values()),
+                                                 ANALYSIS_CORE_HOURS, ANALYSIS_CORE_HOURS)
+    assert per_run["semi_amortized"].total == CORE_HOURS["semi_amortized"]
     fresh, started = [r for r in todo if r.spec.config.inference == "amortized"][:2]
-    assert hours_needed(fresh, work, per_run) == per_run["amortized"].train + 0.75
-    assert hours_needed(fresh, work, per_run, wall=True) == per_run["amortized"].train + 3800 / 7200
-    write_run(work / started.spec.name, 100, 25, analyses=("gaps",))        # a quarter trained, one analysis done
-    assert abs(hours_needed(started, work, per_run) - (0.75 * per_run["amortized"].train + 0.75)) < 1e-12
+    assert abs(hours_needed(fresh, work, per_run) - per_run["amortized"].train - 0.75 - 0.01) < 1e-12
+    assert abs(hours_needed(fresh, work, per_run, wall=True) - per_run["amortized"].train - 3800 / 7200 - 0.01) < 1e-12
+    write_run(work / started.spec.name, 100, 25, analyses=("gaps",))        # a quarter trained, its gaps measured
+    assert abs(hours_needed(started, work, per_run) - (0.75 * per_run["amortized"].train + 0.01)) < 1e-12
     assert abs(hours_needed(started, work, per_run, analyses=False) - 0.75 * per_run["amortized"].train) < 1e-12
     # a killed gap analysis' stored pieces (0.3 of its 0.75 core-hours) are not run again
     pieces = work / started.spec.name / "analysis" / PIECES
@@ -151,9 +156,9 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
     (pieces / "a.json").write_text(json.dumps({"seconds": 700.0, "core_seconds": 720.0}))
     (pieces / "b.json").write_text(json.dumps({"seconds": 360.0, "core_seconds": 360.0}))
     (work / started.spec.name / "analysis" / "gaps.json").unlink()
-    assert abs(hours_needed(started, work, per_run) - 0.75 * (per_run["amortized"].train + 0.6)) < 1e-12
+    assert abs(hours_needed(started, work, per_run) - 0.75 * (per_run["amortized"].train + 0.6) - 0.01) < 1e-12
     assert abs(hours_needed(started, work, per_run, wall=True)
-               - 0.75 * per_run["amortized"].train - 0.6 * 3800 / 7200) < 1e-12
+               - 0.75 * per_run["amortized"].train - 0.6 * 3800 / 7200 - 0.01) < 1e-12
     write_run(work / fresh.spec.name, 100, 100)                              # trained and analysed: nothing left
     assert hours_needed(fresh, work, per_run) == 0.0
     # what a resumed analysis' gaps.json records: its own seconds, and those of the pieces an earlier call did
@@ -172,7 +177,8 @@ def test_what_is_left_uses_the_measured_hours_of_done_runs_and_what_a_checkpoint
                                                                                                 "cosine"}}))
     todo.remove(started)
     per_run, how = hours_per_run(runs, todo, results)
-    assert per_run["amortized"] == RunHours(mean([100 * 23 / 3600, 100 * 25 / 3600, 100 * 23 / 3600]), 1.5, 1.5)
+    assert per_run["amortized"] == RunHours(mean([100 * 23 / 3600, 100 * 25 / 3600, 100 * 23 / 3600]),
+                                            {"gaps": 1.5, "uncertainty": 0.0}, {"gaps": 1.5, "uncertainty": 0.0})
     assert "amortized 2.2 per run, measured on 3 (analyses on the 1 with settled gaps)" in how
 
 
