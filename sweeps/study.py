@@ -117,9 +117,9 @@ def is_done(results: Path) -> bool:
 
 
 def gaps_settled(run_dir: Path) -> bool:
-    """Whether run_dir's gap analysis fitted its fresh encoders with a decaying step size (analysis.compare's
+    """Whether run_dir's gap analysis fitted its fresh encoders with a decaying step size (analysis.run_results'
     settled_fresh_fits); False where it is absent or unreadable."""
-    from analysis.compare import settled_fresh_fits
+    from analysis.run_results import settled_fresh_fits
     try:
         return settled_fresh_fits(json.loads((run_dir / "analysis" / "gaps.json").read_text()))
     except (OSError, ValueError):
@@ -156,7 +156,7 @@ def measured_core_hours(results: Path) -> RunHours | None:
     not done."""
     if not is_done(results):
         return None
-    from analysis.compare import episode_seconds
+    from analysis.run_results import episode_seconds
     train = sum(map(episode_seconds, read_metrics(results)))
     analyses = {a: json.loads((results / "analysis" / f"{a}.json").read_text()) for a in ANALYSES}
     return RunHours(train / 3600, {a: core_seconds(r) / 3600 for a, r in analyses.items()},

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from agent.config import AgentConfig
-from analysis.compare import GAP_COLUMNS, Run, by_horizon, encoder_excess, load_runs, main, task_variant
+from analysis.compare import main
+from analysis.compare_numbers import by_horizon
+from analysis.run_results import GAP_COLUMNS, Run, encoder_excess, load_runs, task_variant
 
 REPO = Path(__file__).resolve().parents[1]
 
