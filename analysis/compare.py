@@ -27,7 +27,7 @@ from analysis.run_results import (analysis_flags, group_warnings, grouped, load_
                                   settled_fresh_fits)
 
 
-def slug(text: str) -> str:
+def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_")
 
 
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     inferences = sorted({g["inference"] for g in groups})
     colors = inference_colors(inferences)
     variants = sorted({g["task_variant"] for g in groups})
-    curve_pngs = {v: f"curves_{slug(v)}.png" for v in variants}
+    curve_pngs = {v: f"curves_{_slug(v)}.png" for v in variants}
     for v in variants:
         plot_curves(v, [g for g in groups if g["task_variant"] == v], args.metric, colors, args.out / curve_pngs[v])
     horizon_pngs = {}
     for v in variants:
-        png = f"calibration_{slug(v)}.png"
+        png = f"calibration_{_slug(v)}.png"
         if plot_horizons(v, {inference: runs for (variant, inference), runs in sorted(by_group.items())
                              if variant == v}, colors, args.out / png):
             horizon_pngs[v] = png

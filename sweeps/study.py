@@ -63,7 +63,8 @@ FREE_NATS_DEFAULT = AgentConfig().free_nats      # the ablation's other side: th
 # The gaps run their independent pieces in 2 processes (--workers; the same numbers as with 1): where the other core
 # is idle, as at the end of a sitting, that halves most of the analysis' wall-clock; where both are busy it costs
 # nothing, the pieces share the cores with the other run.
-ANALYSES = {"gaps": ("world_model_gaps", ("--splits", "heldout", "--workers", "2")), "uncertainty": ("uncertainty", ())}
+GAPS = "gaps"               # the gap analysis: the one analysis that keeps pieces (PIECES) and is redone for stale gaps
+ANALYSES = {GAPS: ("world_model_gaps", ("--splits", "heldout", "--workers", "2")), "uncertainty": ("uncertainty", ())}
 LIGHT = ("config.json", "metrics.jsonl", "learning_curve.png")
 REANALYSE = "re-analyse"    # a done run's action where only its gaps are measured again (reanalysable)
 RETRAIN = "train again"     # a done run's label where its unsettled gaps need a new training (stale, not reanalysable)
@@ -74,7 +75,7 @@ ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 # episode) plus the analyses (ANALYSIS_CORE_HOURS: the gaps on one split, 25 s calibration)
 CORE_HOURS = {"amortized": 1.3, "amortized_smoothing": 1.4, "semi_amortized": 1.6, "per_sequence": 1.5,
               "iterative_amortized": 2.4}
-ANALYSIS_CORE_HOURS = {"gaps": 0.9 - 25 / 3600, "uncertainty": 25 / 3600}
+ANALYSIS_CORE_HOURS = {GAPS: 0.9 - 25 / 3600, "uncertainty": 25 / 3600}
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def analyses_left(h: RunHours, run_dir: Path, wall: bool = False) -> float:
     hours, left = h.analyses_wall if wall else h.analyses, 0.0
     for a in ANALYSES:
         if not (run_dir / "analysis" / f"{a}.json").is_file():
-            stored = PieceStore.stored_core_seconds(run_dir / "analysis" / PIECES) / 3600 if a == "gaps" else 0.0
+            stored = PieceStore.stored_core_seconds(run_dir / "analysis" / PIECES) / 3600 if a == GAPS else 0.0
             left += hours[a] * (max(0.0, 1.0 - stored / h.analyses[a]) if h.analyses[a] > 0 else 0.0)
     return left
 
@@ -444,7 +445,7 @@ def main(argv=None) -> int:
             drop_unsettled_gaps(args.work / r.spec.name)
     todo = again + unfinished + retrain
     per_run, how = hours_per_run(study_runs(), unfinished, args.results)   # measured on every done run, not --only's
-    need = {r.spec.name: per_run[r.spec.config.inference].analyses["gaps"] if r in again    # only its gaps again
+    need = {r.spec.name: per_run[r.spec.config.inference].analyses[GAPS] if r in again    # only its gaps again
             else hours_needed(r, args.work, per_run) for r in todo}
     print(f"{len(runs) - len(unfinished)} of {len(runs)} runs done; {len(unfinished)} to run"
           + (f", {len(again)} to re-analyse" if again else "")

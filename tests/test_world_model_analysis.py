@@ -103,6 +103,7 @@ def test_gap_command_on_a_tiny_run(tiny_run):
 
     # --splits heldout: the decomposition of held-out windows only, everything else alike
     one = tiny_run / "one-split"
+    # SMALL starts with --splits heldout: given twice here, the split is decomposed once
     assert world_model_gaps.main([str(tiny_run), "--out", str(one)] + SMALL[:2] + ["heldout"] + SMALL[2:]
                                  + ["--bdmc-sequences", "0"]) == 0
     r = json.loads((one / "gaps.json").read_text())
