@@ -26,6 +26,11 @@ def _mean_ci(stat: dict, digits: int) -> str:
     return f"{with_ci(stat['mean'], stat['ci'], digits)} ({stat['n']})" if stat["n"] else "–"
 
 
+def _excludes(ci, null: float) -> bool:
+    """Whether an interval excludes the value of no effect."""
+    return ci is not None and (ci[0] > null or ci[1] < null)
+
+
 def _reading(ci, null: float, above: str, below: str, without: str = "one run on a side") -> str:
     """What an interval says against the value of no effect (`without`: why there is no interval)."""
     if ci is None:
@@ -54,29 +59,34 @@ def _improvement_reading(e: dict) -> str:
 def findings(report: dict) -> list[str]:
     """The section 'what the data shows and what it does not': every comparison the report makes, read only by
     whether its interval excludes the value of no effect (a probability of improvement only where its numbers of
-    runs allow an exact rank test to reach p < 1 - LEVEL); the chance count leaves out the intervals not read."""
+    runs allow an exact rank test to reach p < 1 - LEVEL), and first the list of those that exclude it; the chance
+    count leaves out the intervals not read."""
     base = f"`{report['baseline']}`"
-    rows = [[f"`{e['inference']}` vs {base}", ", ".join(e["task_variants"]), "final return: P(X > baseline)",
-             f"{e['n'][0]}, {e['n'][1]}", with_ci(e["probability"], e["ci"]),
-             _improvement_reading(e)] for e in report["improvement"]]
-    rows += [[f"`{d['inference']}` vs {base}", d["task_variant"], f"{d['title']}: X - baseline",
-              f"{d['n'][0]}, {d['n'][1]}", with_ci(d["difference"], d["ci"], 3),
-              _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"] else ("X worse", "X better")))]
-             for d in report["differences"]]
+    # each row: its cells, and whether it is read as excluding no effect (listed first)
+    rows = [([f"`{e['inference']}` vs {base}", ", ".join(e["task_variants"]), "final return: P(X > baseline)",
+              f"{e['n'][0]}, {e['n'][1]}", with_ci(e["probability"], e["ci"]), _improvement_reading(e)],
+             _excludes(e["ci"], 0.5) and not _too_few_to_read(e)) for e in report["improvement"]]
+    rows += [([f"`{d['inference']}` vs {base}", d["task_variant"], f"{d['title']}: X - baseline",
+               f"{d['n'][0]}, {d['n'][1]}", with_ci(d["difference"], d["ci"], 3),
+               _reading(d["ci"], 0.0, *(("X better", "X worse") if d["higher_is_better"]
+                                        else ("X worse", "X better")))],
+              _excludes(d["ci"], 0.0)) for d in report["differences"]]
     # within a group, against 0: does training the encoder with the model cost it what a fresh fit shows?
     excess = [(g, s) for g in report["groups"] if (s := g["gaps"]["encoder_excess"])["n"]]
-    own = [[f"`{g['inference']}`", g["task_variant"], str(s["n"]), with_ci(s["mean"], s["ci"], 3),
-            _reading(s["ci"], 0.0, "own encoder worse", "own encoder better", "one run")] for g, s in excess]
+    own = [([f"`{g['inference']}`", g["task_variant"], str(s["n"]), with_ci(s["mean"], s["ci"], 3),
+             _reading(s["ci"], 0.0, "own encoder worse", "own encoder better", "one run")], _excludes(s["ci"], 0.0))
+           for g, s in excess]
     correlated = computed_correlations(report)
-    corr = [[c["title"], v["task_variant"], str(v["runs"]), with_ci(v["spearman"], v["ci"]),
-             _reading(v["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
-                      "fewer than 4 runs")] for _, c, v in correlated]
+    corr = [([c["title"], v["task_variant"], str(v["runs"]), with_ci(v["spearman"], v["ci"]),
+              _reading(v["ci"], 0.0, "larger values go with higher returns", "larger values go with lower returns",
+                       "fewer than 4 runs")], _excludes(v["ci"], 0.0)) for _, c, v in correlated]
     if not rows and not own and not corr:
         return []
     n_intervals = sum(e["ci"] is not None for e in [*(i for i in report["improvement"] if not _too_few_to_read(i)),
                                                     *report["differences"], *(s for _, s in excess),
                                                     *(v for _, _, v in correlated)])
-    chance = (f"with {n_intervals} intervals about {n_intervals * (1 - LEVEL):.1f} would exclude that value by chance "
+    by_chance = n_intervals * (1 - LEVEL)   # expected exclusions if nothing differed
+    chance = (f"with {n_intervals} intervals about {by_chance:.1f} would exclude that value by chance "
               "alone if nothing differed: a single excluded value is a lead to follow with more seeds, not a finding"
               if n_intervals else "no comparison has an interval yet (each side needs 2 seeds, a correlation 4 runs): "
               "nothing below is a finding")
@@ -91,17 +101,29 @@ def findings(report: dict) -> list[str]:
              f"{chance}. A run's log p(x), "
              "gaps and calibration are measured on held-out episodes of its own agent, so their differences mix the "
              "quality of the model and inference with the states each agent visits.", ""]
+    excluded = ([f"- {c[0]}, {c[1]}: {c[2]} = {c[4]} (runs {c[3]}): {c[5]}" for c, x in rows if x]
+                + [f"- {c[0]}, {c[1]}: own minus fresh amortization gap = {c[3]} ({c[2]} runs): {c[4]}"
+                   for c, x in own if x]
+                + [f"- final return against {c[0]}, {c[1]}: Spearman = {c[3]} ({c[2]} runs): {c[4]}"
+                   for c, x in corr if x])
+    if n_intervals:
+        verb = "excludes" if len(excluded) == 1 else "exclude"
+        lines += [f"**{len(excluded)} of the {n_intervals} intervals {verb} it** (about {by_chance:.1f} would by "
+                  "chance alone)" + (":" if excluded else "."), "",
+                  *excluded, *([""] if excluded else [])]
     if rows:
         lines += table(["comparison", "task variants", "measure", "runs (X, baseline)", f"value [{LEVEL:.0%} CI]",
-                         "reading"], rows)
+                         "reading"], [c for c, _ in rows])
     if own:
         lines += ["Within each group, against 0: the run's own amortization gap minus that of a fresh encoder of its "
                   "kind fitted to the frozen final model (nats / step, held out; Student-t interval over seeds, "
                   "runs with settled fresh fits only). Above 0, training the encoder jointly with the model (free "
                   "nats included) left it worse than its family can do on that model.", ""]
-        lines += table(["inference", "task variant", "runs", f"own minus fresh [{LEVEL:.0%} CI]", "reading"], own)
+        lines += table(["inference", "task variant", "runs", f"own minus fresh [{LEVEL:.0%} CI]", "reading"],
+                       [c for c, _ in own])
     if corr:
-        lines += table(["final return against", "task variant", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"], corr)
+        lines += table(["final return against", "task variant", "runs", f"Spearman [{LEVEL:.0%} CI]", "reading"],
+                       [c for c, _ in corr])
     return lines
 
 

@@ -348,6 +348,11 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert rows[("`per_sequence` vs `amortized`", "cartpole", "final return: P(X > baseline)")].endswith(
         "| 1, 5 | 1.00 | no interval (one run on a side): no claim |")
     assert "with 4 intervals about 0.2 would exclude" in section   # 3 above and the gap-return correlation
+    # listed first: the two that exclude no effect, not the gap nor the correlation (its interval contains 0)
+    assert ("**2 of the 4 intervals exclude it** (about 0.2 would by chance alone):\n\n"
+            "- `semi_amortized` vs `amortized`, cartpole: final return: P(X > baseline) = 1.00 [1.00, 1.00] "
+            "(runs 5, 5): X better\n- `semi_amortized` vs `amortized`, cartpole: held-out log p(x) (nats / step): "
+            "X - baseline = 1.000 [0.977, 1.023] (runs 5, 5): X better\n\n|") in section
 
     # 3 semi_amortized runs against 2 amortized, every one above: the bootstrap interval collapses to [1, 1], but no
     # exact rank test at 3 vs 2 runs reaches p < 0.05 (smallest 2 / C(5, 2) = 0.2), so the section makes no claim
@@ -361,6 +366,7 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
             "p < 0.05: its smallest p is 0.20) |") in (three_two / "report.md").read_text()
     # and the chance count leaves it out: the two differences and the gap-return correlation
     assert "with 3 intervals about 0.2 would exclude" in (three_two / "report.md").read_text()
+    assert "**1 of the 3 intervals excludes it**" in (three_two / "report.md").read_text()   # log p(x) only
 
     # 2 semi_amortized runs against 1 amortized: no interval anywhere, and the section says so
     few = tmp_path / "few"
@@ -368,6 +374,7 @@ def test_what_the_data_shows_reads_each_interval_against_no_effect(tmp_path):
     assert main([*dirs, "--out", str(few), "--n-boot", "50"]) == 0
     section = (few / "report.md").read_text().split("## What the data shows and what it does not")[1]
     assert "no comparison has an interval yet" in section and "would exclude" not in section
+    assert "intervals exclude it" not in section
     assert "| amortization gap (nats / step, held out) | cartpole | 3 | " in section
     assert "no interval (fewer than 4 runs): no claim" in section
 
