@@ -130,7 +130,7 @@ def plot_final(panels: dict[str, list[dict]], inferences: list[str], colors: dic
 
 def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None:
     """Final return against one correlate, one point per run, coloured by inference type, marked by task variant."""
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
     markers = {v: m for v, m in zip(sorted({p["task_variant"] for p in entry["points"]}), "osD^v<>")}
     for p in entry["points"]:
         ax.scatter(p["x"], p["final_return"], color=colors[p["inference"]], marker=markers[p["task_variant"]], s=28,
@@ -140,12 +140,12 @@ def plot_correlation(entry: dict, metric: str, colors: dict, path: Path) -> None
     if len(markers) > 1:
         for v, m in markers.items():
             ax.scatter([], [], color="gray", marker=m, label=v)
-    rho = "; ".join(f"{v['task_variant']}: Spearman {with_ci(v['spearman'], v['ci'])}" for v in entry["by_variant"]
-                    if v["spearman"] is not None)
-    ax.set_title(f"{len(entry['points'])} runs. {rho}", fontsize=8)
+    rho = [f"{v['task_variant']}: Spearman {with_ci(v['spearman'], v['ci'])} ({v['runs']} runs)"
+           for v in entry["by_variant"] if v["spearman"] is not None]
+    ax.set_title("\n".join([f"{len(entry['points'])} runs", *rho]), fontsize=8)
     ax.set_xlabel(entry["title"], fontsize=8)
     ax.set_ylabel(f"final {metric}")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))   # outside: points are never hidden
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_png(fig, path)
