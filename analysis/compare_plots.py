@@ -21,6 +21,15 @@ def inference_colors(inferences: list[str]) -> dict:
     return {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(inferences)}
 
 
+def _symlog_if_wide(ax, wide: float = 100, linthresh: float = 10) -> bool:
+    """Symlog y (linear within +-linthresh) where the plotted values reach beyond +-wide, else linear axes stay
+    (on a symlog axis values within +-linthresh get no readable ticks); True if it switched."""
+    if np.nanmax(np.abs(ax.get_ylim())) <= wide:
+        return False
+    ax.set_yscale("symlog", linthresh=linthresh)
+    return True
+
+
 def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, path: Path) -> None:
     """The metric and the train return against env steps, the metric against wall-clock minutes, and the training
     ELBO against env steps (solid at the model's posterior, dashed at the encoder's output where it differs)."""
@@ -52,8 +61,7 @@ def plot_curves(variant: str, groups: list[dict], metric: str, colors: dict, pat
                                     lw=0)
     ax.set_title("training ELBO per step (mean over seeds): solid at the posterior the model learns at,\ndashed "
                  "at the encoder's output (semi_amortized, iterative_amortized)", fontsize=9)
-    ax.set_yscale("symlog", linthresh=10)   # linear within +-10 nats per step, where runs that train well stay
-    ax.set_ylabel("nats / step (symlog)")
+    ax.set_ylabel("nats / step (symlog)" if _symlog_if_wide(ax) else "nats / step")
     ax.set_xlabel("environment steps")
     axes[0].legend(fontsize=8)
     fig.suptitle(variant)
@@ -86,10 +94,7 @@ def plot_horizons(variant: str, groups: dict[str, list[Run]], colors: dict, path
                                for c, n in zip(h[score]["ci"], h[score]["n"])])
                 if not np.isnan(ci).all():
                     ax.fill_between(ks, ci[:, 0], ci[:, 1], color=colors[inference], alpha=0.15, lw=0)
-        nll = "NLL (nats)"
-        if np.nanmax(np.abs(row[0].get_ylim())) > 100:
-            row[0].set_yscale("symlog", linthresh=10)   # linear within +-10 nats, where short horizons stay
-            nll = "NLL (nats, symlog)"
+        nll = "NLL (nats, symlog)" if _symlog_if_wide(row[0]) else "NLL (nats)"
         for ax, name in zip(row, (nll, "CRPS", "observed coverage (90% solid, 50% dashed)")):
             ax.set_title(f"{target}: {name}", fontsize=9)
             ax.set_xlabel("horizon k (steps)")
