@@ -6,6 +6,7 @@ random_shooting).
 A run directory (default runs/<env>-<inference>-s<seed>) holds config.json, metrics.jsonl (one line
 per episode), checkpoint.pt (atomic, after every episode), episodes/ (the replay, one file per
 episode) and learning_curve.png. Stop it at any time; `--resume` continues from the last checkpoint.
+`--minutes M` stops it by itself after M minutes, at a checkpoint.
 """
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a small shared CPU, one thread per run is fastest)")
     p.add_argument("--wandb-group", default=None, help="wandb group of the run (default: <env>-<inference>)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock minutes this call may train: an episode starts only where one as long as the "
+                        "last still ends within them, else the run stops at its checkpoint (exit code 0) and "
+                        "`--resume` continues it (default: no limit)")
     return p.parse_args(argv)
 
 
@@ -141,6 +146,8 @@ def main(argv=None) -> int:
     try:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        if args.minutes is not None and not args.minutes >= 0:
+            raise UsageError(f"--minutes must be >= 0, got {args.minutes}")
         cfg, run_dir, changes = make_config(args)
         import torch
 
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
     if args.resume:
         record_resume(run_dir, agent.episode, changes)
     return run(agent, cfg, run_dir, progress=not args.no_progress,
-               wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}")
+               wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}", minutes=args.minutes)
 
 
 def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
@@ -179,7 +186,8 @@ def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
                             "changed": changes}) + "\n")
 
 
-def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str) -> int:
+def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str, minutes: float | None = None) -> int:
+    """Train until cfg.episodes, or until the next episode, as long as the last one, would end after `minutes`."""
     import wandb
 
     from agent.progress import ProgressLine
@@ -189,9 +197,18 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str
                     group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
     line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress, history=read_metrics(run_dir))
     agent.on_progress = line.phase
+    deadline = None if minutes is None else time.monotonic() + 60 * minutes
+    last = 0.0      # seconds of the last episode: what the next one is expected to take
     try:
         while agent.episode < cfg.episodes:
+            if deadline is not None and time.monotonic() + last > deadline:
+                print(f"stopped at episode {agent.episode} of {cfg.episodes}: another would end after --minutes "
+                      f"{minutes:g}; the checkpoint holds every episode so far (continue with --resume --run-dir "
+                      f"{run_dir})")
+                return 0
+            start = time.monotonic()
             record = agent.step()
+            last = time.monotonic() - start
             wb.log({k: v for k, v in record.items() if not isinstance(v, list)}, step=record["env_steps"])
             line.episode_done(record)
     except FloatingPointError as e:   # a non-finite loss or gradient (training), or NaN returns (planning)

@@ -76,6 +76,9 @@ ANALYSIS_FILES = ("*.json", "*.md", "*.png")
 CORE_HOURS = {"amortized": 1.3, "amortized_smoothing": 1.4, "semi_amortized": 1.6, "per_sequence": 1.5,
               "iterative_amortized": 2.4}
 ANALYSIS_CORE_HOURS = {GAPS: 0.9 - 25 / 3600, "uncertainty": 25 / 3600}
+# the least wall-clock hours left of --hours for which a run that does not fit starts anyway, to train until --hours
+# ends (about 15 episodes at the defaults) where no later run fits: its checkpoint is resumed by the next call
+FILL_HOURS = 0.25
 
 
 @dataclass(frozen=True)
@@ -223,19 +226,47 @@ def analyses_left(h: RunHours, run_dir: Path, wall: bool = False) -> float:
     return left
 
 
+def admission(plans: list[Plan], wall: dict[str, float], training: dict[str, bool], deadline: float | None,
+              clock=time.monotonic):
+    """admit(plan) for run_on_ray under --hours (deadline: a `clock` time; None: no limit): "" to start the plan
+    where the wall-clock hours it needs (`wall`, by name) fit in what is left; where neither it nor any plan after it
+    fits, but at least FILL_HOURS are left and it has training left (`training`, by name), "" as well: it trains
+    until the deadline (study_task's train_by) and the next call resumes its checkpoint, rather than a core idling
+    through the end of a sitting (said on stderr unless `quiet`). Otherwise why it is not started."""
+    later = {p.spec.name: plans[i + 1:] for i, p in enumerate(plans)}
+
+    def admit(plan: Plan, quiet: bool = False) -> str:
+        left = math.inf if deadline is None else (deadline - clock()) / 3600
+        needs = wall[plan.spec.name]
+        if needs <= left:
+            return ""
+        if (left >= FILL_HOURS and training[plan.spec.name]
+                and not any(wall[p.spec.name] <= left for p in later[plan.spec.name])):
+            if not quiet:
+                print(f"{plan.spec.name}: needs about {needs:.1f} h, {left:.1f} h left of --hours and no later run "
+                      f"fits: it trains until --hours ends", file=sys.stderr)
+            return ""
+        return f"not started: needs about {needs:.1f} h, {left:.1f} h left of --hours"
+    return admit
+
+
 def study_task(command: list[str], run_dir: str, results: str, threads: int, analyses: dict | None = ANALYSES,
-               analyses_by: float | None = None) -> tuple[int, float]:
+               analyses_by: float | None = None, train_by: float | None = None) -> tuple[int, float]:
     """One run end to end (a Ray task): train (or resume) unless finished, each analysis whose output
     (RUN/analysis/<name>.json) is missing, then copy the light results to `results`; with analyses=None, train only
     (nothing is copied). analyses_by (time.time() seconds): the latest time the analyses may start, after training;
     later, they are left for the next call (an analysis killed at the end of a sitting resumes from the pieces of the
-    gap analysis it finished, analysis/world_model_gaps.py) and nothing is copied. Returns (exit code of the first
-    failing step or 0, seconds)."""
+    gap analysis it finished, analysis/world_model_gaps.py) and nothing is copied. train_by (time.time() seconds):
+    when training stops at its last checkpoint (run_agent.py --minutes), unfinished, for the next call to resume.
+    Returns (exit code of the first failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
     if not ((run_dir / "config.json").exists() and is_finished(run_dir)):
-        code, _ = run_logged(command, str(run_dir), threads)
+        minutes = [] if train_by is None else ["--minutes", f"{max(0.0, train_by - time.time()) / 60:.3f}"]
+        code, _ = run_logged([*command, *minutes], str(run_dir), threads)
         if code:
             return code, time.monotonic() - start
+        if not is_finished(run_dir):        # stopped at train_by
+            return 0, time.monotonic() - start
     if analyses is None or analyses_by is not None and time.time() > analyses_by:
         return 0, time.monotonic() - start
     for name, (module, options) in analyses.items():
@@ -387,10 +418,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="wall-clock hours this call may take: a run starts only where the hours it still needs "
                         "(measured on done runs of its posterior, less what its checkpoint holds; its analyses' "
                         "wall-clock, shorter than their core-hours where their workers had a free core) fit in what "
-                        "is left, else the next one in order that fits is tried; after its training, its analyses "
-                        "start only where they still fit (else the next call does them: an analysis killed at the "
-                        "end of a sitting resumes from the pieces it finished, where the run folder survives); leave "
-                        "a few minutes for committing. Default: no limit")
+                        "is left, else the next one in order that fits is tried, and where none fits (but "
+                        f"{FILL_HOURS * 60:.0f} minutes are left) the next run with training left trains until --hours ends, stopping at "
+                        "its checkpoint for the next call to resume (where runs/study2 survives); after its "
+                        "training, a run's analyses start only where they still fit (else the next call does them: "
+                        "an analysis killed at the end of a sitting resumes from the pieces it finished, where the "
+                        "run folder survives); leave a few minutes for committing. Default: no limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/progress.md (which runs are done), docs/study/report (main study), "
@@ -471,9 +504,9 @@ def main(argv=None) -> int:
         analyses_by = None if ends is None else ends - analyses_left(per_run[plan.spec.config.inference], plan.run_dir,
                                                                      wall=True) * 3600
         return (command, str(plan.run_dir), str(args.results / plan.spec.name), args.cpus_per_run,
-                None if args.train_only else ANALYSES, analyses_by)
+                None if args.train_only else ANALYSES, analyses_by, ends)
 
-    unanalysed = []
+    unanalysed, stopped = [], []
     old_metrics = {r.spec.name: (args.results / r.spec.name / "metrics.jsonl").read_text() for r in again + retrain}
 
     def on_record(plan: Plan, record: dict) -> None:
@@ -486,6 +519,10 @@ def main(argv=None) -> int:
                 if args.commit:
                     commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
                                         args.results)
+        elif not is_finished(plan.run_dir):     # its training stopped where --hours ended
+            stopped.append(plan.spec.name)
+            print(f"{plan.spec.name}: trained to episode {len(read_metrics(plan.run_dir))} of "
+                  f"{plan.spec.config.episodes} when --hours ended: the next call resumes it", file=sys.stderr)
         elif not args.train_only and (not is_done(results) or stale(results)):  # its analyses no longer fitted
             unanalysed.append(plan.spec.name)
             print(f"{plan.spec.name}: trained; its analyses (about "
@@ -497,24 +534,21 @@ def main(argv=None) -> int:
 
     # a re-analysis' local gaps.json is gone by now: hours_needed counts its analyses and no training
     wall = {r.spec.name: hours_needed(r, args.work, per_run, analyses=not args.train_only, wall=True) for r in todo}
-    deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
-
-    def admit(plan: Plan) -> str:       # why not to start `plan` now ("": start it)
-        left = math.inf if deadline is None else (deadline - time.monotonic()) / 3600
-        needs = wall[plan.spec.name]
-        return "" if needs <= left else f"not started: needs about {needs:.1f} h, {left:.1f} h left of --hours"
-
+    training = {r.spec.name: hours_needed(r, args.work, per_run, analyses=False) > 0 for r in todo}
     plans = [Plan(r.spec, args.work / r.spec.name, REANALYSE if r in again else action(args.work, r.spec.name))
              for r in todo]
-    if all(admit(plan) for plan in plans):      # nothing fits: no Ray instance for nothing
+    deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
+    admit = admission(plans, wall, training, deadline)
+    if all(admit(plan, quiet=True) for plan in plans):      # nothing fits: no Ray instance for nothing
         print(f"no run fits in --hours {args.hours}: the shortest needs about {min(wall.values()):.1f} h")
         return 0
     records = run_on_ray(plans, args, "study", study_task, task_args, on_record, admit)
     failed = [name for name, r in records.items() if r["status"] == FAILED]
     waiting = sum(r["status"] == NOT_STARTED for r in records.values())
-    ended = len(records) - len(failed) - waiting - len(unanalysed)
+    ended = len(records) - len(failed) - waiting - len(unanalysed) - len(stopped)
     print(f"{ended} runs {'trained' if args.train_only else 'finished'}, "
           f"{len(failed)} failed" + (f": {', '.join(failed)} (logs in {failed_logs})" if failed else "")
+          + (f", {len(stopped)} stopped training at the end of --hours" if stopped else "")
           + (f", {len(unanalysed)} trained but not analysed (--hours)" if unanalysed else "")
           + (f", {waiting} not started (--hours)" if waiting else ""))
     return 1 if failed else 0

@@ -63,6 +63,8 @@ CASES = {
     "seed too large for the env's seeds": (NEW, None, ["--seed", "5000"], "--seed must be an integer in [0, 998]"),
     "physics state 3": (NEW, None, ["--physics-state", "3"], "--physics-state must be 0 or 1; got 3"),
     "refine every 0th update": (NEW, None, ["--refine-every", "0"], "--refine-every must be an integer in [1, 100000]"),
+    "minutes -1": (None, None, ["--minutes", "-1"], "--minutes must be >= 0, got -1.0"),
+    "minutes nan": (None, None, ["--minutes", "nan"], "--minutes must be >= 0, got nan"),
     "unknown env names the flag": (NEW, None, ["--env", "pong"], "unknown --env 'pong'; valid choices: cartpole"),
     "run dir is a file": (NEW, lambda tmp: (tmp / "new").write_text("x"), [], "is a file, not a directory"),
     "run dir under a file": (NEW, lambda tmp: (tmp / "file").write_text("x"), ["--run-dir", "{tmp}/file/new"],
@@ -143,6 +145,21 @@ def test_resume_applies_and_records_safe_changes_and_accepts_equal_flags(finishe
     assert log[-1]["from_episode"] == 2 and log[-1]["changed"] == {"episodes": [2, 3]}
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_minutes_stop_a_run_at_a_checkpoint_that_resume_continues(finished_run, tmp_path, capsys):
+    """--minutes 0 trains nothing; 0.0005 (30 ms) trains one episode (the first always starts while time is left,
+    and takes longer than that), then stops before the next; a resume without it goes on to the end."""
+    run_dir = shutil.copytree(finished_run, tmp_path / "run")
+    episodes = lambda: len((run_dir / "metrics.jsonl").read_text().splitlines())
+    resume = ["--resume", "--run-dir", str(run_dir), "--no-progress", "--episodes", "4"]
+    assert main(resume + ["--minutes", "0"]) == 0 and episodes() == 2
+    assert main(resume + ["--minutes", "0.0005"]) == 0 and episodes() == 3
+    out = capsys.readouterr().out
+    assert "stopped at episode 2 of 4" in out and "stopped at episode 3 of 4: another would end after --minutes " \
+        "0.0005; the checkpoint holds every episode so far (continue with --resume --run-dir" in out
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["episode"] == 3
+    assert main(resume) == 0 and episodes() == 4
 
 
 def test_a_new_run_checkpoints_before_its_first_episode(tmp_path):

@@ -11,7 +11,8 @@ from sweeps.status import is_finished
 from sweeps.launch import wait_for_runs
 from sweeps.status import NEW, Plan
 from analysis.world_model_gaps import PIECES
-from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, RunHours, copy_light_results, core_seconds,
+from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, FILL_HOURS, RunHours, admission,
+                          copy_light_results, core_seconds,
                           drop_unsettled_gaps, hours_needed, hours_per_run, is_done, measured_core_hours, progress,
                           reanalysable, study_runs, commit_with_reports, wall_seconds, what_to_do, what_was_done)
 from sweeps.study import main as study_main
@@ -90,8 +91,8 @@ def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
 
 
 def test_one_small_run_end_to_end_and_again(tmp_path):
-    """study_task on a tiny run with missing observations (quick analyses): train only (--train-only), then it
-    analyses and copies the light results without training again, and a third call trains and analyses nothing."""
+    """study_task on a tiny run with missing observations (quick analyses): with no time left until train_by, it
+    creates the run and trains nothing; train only (--train-only), then it analyses and copies the light results without training again, and a third call trains and analyses nothing."""
     from sweeps.execute import agent_command
     from sweeps.study import study_task
     cfg = AgentConfig(episodes=3, seed_episodes=2, train_steps=2, batch_size=4, seq_len=8, deter=16, stoch=4, hidden=16,
@@ -103,6 +104,10 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
                                            "--q-star-max-steps", "20", "--ais-steps", "20", "--bdmc-sequences", "1")),
              "uncertainty": ("uncertainty", ("--quick",))}
     command = agent_command(cfg, work, False, 1, "test")
+    assert study_task(command, str(work), str(results), 1, quick, train_by=time.time())[0] == 0     # no time left
+    assert not is_finished(work) and not (work / "analysis").exists() and not results.exists()
+    assert "stopped at episode 0 of 3" in (work / "log.txt").read_text()
+    command = agent_command(cfg, work, True, 1, "test")                           # resumed from here on
     assert study_task(command, str(work), str(results), 1, None)[0] == 0          # --train-only: trains, copies nothing
     assert is_finished(work) and not (work / "analysis").exists() and not results.exists()
     trained = (work / "metrics.jsonl").read_text()
@@ -270,6 +275,28 @@ def test_runs_that_do_not_fit_are_not_started_and_the_next_that_fits_is(tmp_path
     assert started == ended == [plans[1].spec.name, plans[3].spec.name]
     assert [records[p.spec.name]["status"] for p in plans] == [NOT_STARTED, FINISHED, NOT_STARTED, FINISHED]
     assert records[plans[0].spec.name]["message"] == "not started: needs 2 h"
+
+
+def test_where_no_later_run_fits_the_next_trains_until_the_end_of_hours(tmp_path, capsys):
+    """Under --hours (1 h from clock 0): a run that does not fit is passed over for a later one that does; where
+    none after it fits either, it starts anyway (to train until the deadline) if FILL_HOURS are left and it has
+    training left."""
+    plans = [Plan(r.spec, tmp_path / r.spec.name, NEW) for r in study_runs()[:4]]
+    a, b, c, d = (p.spec.name for p in plans)
+    wall = {a: 2.0, b: 0.5, c: 3.0, d: 3.0}
+    now = [0.0]
+    admit = admission(plans, wall, {a: True, b: True, c: True, d: True}, 3600.0, clock=lambda: now[0])
+    assert admit(plans[0]) == "not started: needs about 2.0 h, 1.0 h left of --hours"     # b fits
+    assert admit(plans[1]) == ""
+    now[0] = 3600 * (1 - FILL_HOURS - 0.05)                                                # 0.3 h left
+    assert admit(plans[2]) == "" and admit(plans[3]) == ""                                # nothing later fits
+    assert f"{c}: needs about 3.0 h, 0.3 h left of --hours and no later run fits" in capsys.readouterr().err
+    assert admit(plans[2], quiet=True) == "" and capsys.readouterr().err == ""
+    no_training = admission(plans, wall, {a: True, b: True, c: True, d: False}, 3600.0, clock=lambda: now[0])
+    assert no_training(plans[3]).startswith("not started")              # only analyses left: they would not fit
+    now[0] = 3600 * (1 - FILL_HOURS + 0.05)                                                # 0.2 h left
+    assert admit(plans[3]) == "not started: needs about 3.0 h, 0.2 h left of --hours"
+    assert admission(plans, wall, dict.fromkeys(wall, True), None)(plans[2]) == ""         # no --hours
 
 
 def test_hours_that_fit_no_run_start_nothing(tmp_path):
