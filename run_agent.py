@@ -97,9 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch CPU threads (default 1: on a small shared CPU, one thread per run is fastest)")
     p.add_argument("--wandb-group", default=None, help="wandb group of the run (default: <env>-<inference>)")
     p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock minutes this call may train: an episode starts only where one as long as the "
-                        "last still ends within them, else the run stops at its checkpoint (exit code 0) and "
-                        "`--resume` continues it (default: no limit)")
+                   help="wall-clock minutes this call may take: an episode starts only where it is expected to end "
+                        "within them (as long as the last one, plus its evaluation episodes at the last one's "
+                        "seconds each), else the run stops at its checkpoint (exit code 0) and `--resume` continues "
+                        "it (default: no limit)")
     return p.parse_args(argv)
 
 
@@ -142,6 +143,8 @@ def make_config(args) -> tuple[AgentConfig, Path, dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # --minutes count from here: starting up (imports, the replay, wandb) is part of them
+    deadline = None if args.minutes is None else (time.monotonic() + 60 * args.minutes, args.minutes)
     os.environ.setdefault("WANDB_SILENT", "true")
     try:
         if args.threads < 1:
@@ -176,7 +179,7 @@ def main(argv=None) -> int:
     if args.resume:
         record_resume(run_dir, agent.episode, changes)
     return run(agent, cfg, run_dir, progress=not args.no_progress,
-               wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}", minutes=args.minutes)
+               wandb_group=args.wandb_group or f"{cfg.env}-{cfg.inference}", deadline=deadline)
 
 
 def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
@@ -186,8 +189,23 @@ def record_resume(run_dir: Path, episode: int, changes: dict) -> None:
                             "changed": changes}) + "\n")
 
 
-def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str, minutes: float | None = None) -> int:
-    """Train until cfg.episodes, or until the next episode, as long as the last one, would end after `minutes`."""
+def next_episode_seconds(history: list[dict], cfg: AgentConfig) -> float:
+    """Expected wall-clock seconds of the episode after `history` (metrics.jsonl rows): the last one's training and
+    collecting, plus its evaluation episodes (cfg.eval_episodes_after; ten at episodes 50 and 100 by default) at the
+    last measured seconds per evaluation episode; 0 without history."""
+    if not history:
+        return 0.0
+    evals = [row for row in history if row.get("eval_episodes")]
+    per_eval = evals[-1]["eval_seconds"] / evals[-1]["eval_episodes"] if evals else 0.0
+    last = history[-1]
+    return (last.get("train_seconds", 0.0) + last.get("collect_seconds", 0.0)
+            + cfg.eval_episodes_after(len(history) + 1) * per_eval)
+
+
+def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str,
+        deadline: tuple[float, float] | None = None) -> int:
+    """Train until cfg.episodes, or until the next episode (next_episode_seconds) would end after `deadline`:
+    (time.monotonic() seconds, the --minutes it stands for)."""
     import wandb
 
     from agent.progress import ProgressLine
@@ -195,20 +213,18 @@ def run(agent, cfg: AgentConfig, run_dir: Path, progress: bool, wandb_group: str
 
     wb = wandb.init(project="amortization-gap", dir=str(run_dir), mode=cfg.wandb, config=asdict(cfg),
                     group=wandb_group, name=run_dir.name, id=_wandb_id(run_dir), resume="allow")
-    line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress, history=read_metrics(run_dir))
+    history = read_metrics(run_dir)
+    line = ProgressLine(cfg, agent.episode, agent.env_steps, enabled=progress, history=history)
     agent.on_progress = line.phase
-    deadline = None if minutes is None else time.monotonic() + 60 * minutes
-    last = 0.0      # seconds of the last episode: what the next one is expected to take
     try:
         while agent.episode < cfg.episodes:
-            if deadline is not None and time.monotonic() + last > deadline:
+            if deadline is not None and time.monotonic() + next_episode_seconds(history, cfg) >= deadline[0]:
                 print(f"stopped at episode {agent.episode} of {cfg.episodes}: another would end after --minutes "
-                      f"{minutes:g}; the checkpoint holds every episode so far (continue with --resume --run-dir "
+                      f"{deadline[1]:g}; the checkpoint holds every episode so far (continue with --resume --run-dir "
                       f"{run_dir})")
                 return 0
-            start = time.monotonic()
             record = agent.step()
-            last = time.monotonic() - start
+            history.append(record)
             wb.log({k: v for k, v in record.items() if not isinstance(v, list)}, step=record["env_steps"])
             line.episode_done(record)
     except FloatingPointError as e:   # a non-finite loss or gradient (training), or NaN returns (planning)

@@ -22,8 +22,9 @@ def inference_colors(inferences: list[str]) -> dict:
 
 
 def _symlog_if_wide(ax, wide: float = 100, linthresh: float = 10) -> bool:
-    """Symlog y (linear within +-linthresh) where the plotted values reach beyond +-wide, else linear axes stay
-    (on a symlog axis values within +-linthresh get no readable ticks); True if it switched."""
+    """Symlog y (linear within +-linthresh) where the axis' autoscaled range (the plotted values and matplotlib's
+    margins) reaches beyond +-wide, else linear axes stay (on a symlog axis values within +-linthresh get no readable
+    ticks); True if it switched."""
     if np.nanmax(np.abs(ax.get_ylim())) <= wide:
         return False
     ax.set_yscale("symlog", linthresh=linthresh)

@@ -226,13 +226,23 @@ def analyses_left(h: RunHours, run_dir: Path, wall: bool = False) -> float:
     return left
 
 
+def trained(run_dir: Path) -> bool:
+    """Whether run_dir's training is finished (is_finished); True where its files cannot be read, so that a run is
+    only said to have stopped early where its metrics say so."""
+    try:
+        return is_finished(run_dir)
+    except (OSError, ValueError):
+        return True
+
+
 def admission(plans: list[Plan], wall: dict[str, float], training: dict[str, bool], deadline: float | None,
               clock=time.monotonic):
     """admit(plan) for run_on_ray under --hours (deadline: a `clock` time; None: no limit): "" to start the plan
     where the wall-clock hours it needs (`wall`, by name) fit in what is left; where neither it nor any plan after it
     fits, but at least FILL_HOURS are left and it has training left (`training`, by name), "" as well: it trains
     until the deadline (study_task's train_by) and the next call resumes its checkpoint, rather than a core idling
-    through the end of a sitting (said on stderr unless `quiet`). Otherwise why it is not started."""
+    through the end of a sitting (said on stderr unless `quiet`); the filler is always the plan being offered, never
+    an earlier one passed over for a later one that fitted. Otherwise why it is not started."""
     later = {p.spec.name: plans[i + 1:] for i, p in enumerate(plans)}
 
     def admit(plan: Plan, quiet: bool = False) -> str:
@@ -261,7 +271,9 @@ def study_task(command: list[str], run_dir: str, results: str, threads: int, ana
     Returns (exit code of the first failing step or 0, seconds)."""
     start, run_dir, results = time.monotonic(), Path(run_dir), Path(results)
     if not ((run_dir / "config.json").exists() and is_finished(run_dir)):
-        minutes = [] if train_by is None else ["--minutes", f"{max(0.0, train_by - time.time()) / 60:.3f}"]
+        if train_by is not None and train_by <= time.time():
+            return 0, time.monotonic() - start
+        minutes = [] if train_by is None else ["--minutes", f"{(train_by - time.time()) / 60:.3f}"]
         code, _ = run_logged([*command, *minutes], str(run_dir), threads)
         if code:
             return code, time.monotonic() - start
@@ -419,11 +431,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(measured on done runs of its posterior, less what its checkpoint holds; its analyses' "
                         "wall-clock, shorter than their core-hours where their workers had a free core) fit in what "
                         "is left, else the next one in order that fits is tried, and where none fits (but "
-                        f"{FILL_HOURS * 60:.0f} minutes are left) the next run with training left trains until --hours ends, stopping at "
-                        "its checkpoint for the next call to resume (where runs/study2 survives); after its "
+                        f"{FILL_HOURS * 60:.0f} minutes are left) the next run with training left trains until "
+                        "--hours ends, stopping at its checkpoint for the next call to resume (where runs/study2 "
+                        "survives); after its "
                         "training, a run's analyses start only where they still fit (else the next call does them: "
                         "an analysis killed at the end of a sitting resumes from the pieces it finished, where the "
-                        "run folder survives); leave a few minutes for committing. Default: no limit")
+                        "run folder survives); every training stops at its checkpoint when --hours end (a run "
+                        "slower than its estimate too); leave a few minutes for committing. Default: no limit")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is left; run nothing")
     p.add_argument("--report", action="store_true",
                    help="write docs/study/progress.md (which runs are done), docs/study/report (main study), "
@@ -496,7 +510,9 @@ def main(argv=None) -> int:
         return 0
     failed_logs = args.results.parent / "failed"
 
-    ends = None if args.hours is None else time.time() + args.hours * 3600       # wall-clock: read in Ray workers
+    # the end of --hours, as a time.time() (read in Ray workers) and as a time.monotonic() (admission, here)
+    ends = None if args.hours is None else time.time() + args.hours * 3600
+    deadline = None if ends is None else time.monotonic() + (ends - time.time())
 
     def task_args(plan: Plan):
         command = agent_command(plan.spec.config, plan.run_dir, plan.action in (RESUME, REANALYSE), args.cpus_per_run,
@@ -519,7 +535,7 @@ def main(argv=None) -> int:
                 if args.commit:
                     commit_with_reports([log], f"study: {plan.spec.name} failed ({record['message']}); its log",
                                         args.results)
-        elif not is_finished(plan.run_dir):     # its training stopped where --hours ended
+        elif not trained(plan.run_dir):     # its training stopped where --hours ended
             stopped.append(plan.spec.name)
             print(f"{plan.spec.name}: trained to episode {len(read_metrics(plan.run_dir))} of "
                   f"{plan.spec.config.episodes} when --hours ended: the next call resumes it", file=sys.stderr)
@@ -537,7 +553,6 @@ def main(argv=None) -> int:
     training = {r.spec.name: hours_needed(r, args.work, per_run, analyses=False) > 0 for r in todo}
     plans = [Plan(r.spec, args.work / r.spec.name, REANALYSE if r in again else action(args.work, r.spec.name))
              for r in todo]
-    deadline = None if args.hours is None else time.monotonic() + args.hours * 3600
     admit = admission(plans, wall, training, deadline)
     if all(admit(plan, quiet=True) for plan in plans):      # nothing fits: no Ray instance for nothing
         print(f"no run fits in --hours {args.hours}: the shortest needs about {min(wall.values()):.1f} h")

@@ -14,7 +14,7 @@ from agent.config import AgentConfig
 from analysis import uncertainty, world_model_gaps
 from envs.checks import Range
 from planners.base import NonFiniteObjective, evaluate
-from run_agent import main, make_config, parse_args
+from run_agent import main, make_config, next_episode_seconds, parse_args
 from sweeps.execute import agent_command
 from world_models.base import SequenceBatch
 from world_models.training import NonFiniteLoss, gradient_step, make_adam, train
@@ -148,18 +148,36 @@ def test_resume_applies_and_records_safe_changes_and_accepts_equal_flags(finishe
 
 
 def test_minutes_stop_a_run_at_a_checkpoint_that_resume_continues(finished_run, tmp_path, capsys):
-    """--minutes 0 trains nothing; 0.0005 (30 ms) trains one episode (the first always starts while time is left,
-    and takes longer than that), then stops before the next; a resume without it goes on to the end."""
+    """--minutes 0 trains nothing; where the next episode is expected to take longer than the minutes (the last one's
+    seconds, here edited to 10^6) the run stops before it; with time enough it trains to the end."""
     run_dir = shutil.copytree(finished_run, tmp_path / "run")
-    episodes = lambda: len((run_dir / "metrics.jsonl").read_text().splitlines())
+    metrics = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    episodes = lambda: len(metrics.read_text().splitlines())
     resume = ["--resume", "--run-dir", str(run_dir), "--no-progress", "--episodes", "4"]
     assert main(resume + ["--minutes", "0"]) == 0 and episodes() == 2
-    assert main(resume + ["--minutes", "0.0005"]) == 0 and episodes() == 3
+    metrics.write_text("".join(json.dumps({**r, "train_seconds": 1e6}) + "\n" for r in rows))
+    assert main(resume + ["--minutes", "30"]) == 0 and episodes() == 2
     out = capsys.readouterr().out
-    assert "stopped at episode 2 of 4" in out and "stopped at episode 3 of 4: another would end after --minutes " \
-        "0.0005; the checkpoint holds every episode so far (continue with --resume --run-dir" in out
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["episode"] == 3
-    assert main(resume) == 0 and episodes() == 4
+    assert "stopped at episode 2 of 4: another would end after --minutes 0;" in out
+    assert "stopped at episode 2 of 4: another would end after --minutes 30; the checkpoint holds every episode so " \
+        "far (continue with --resume --run-dir" in out
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(resume + ["--minutes", "30"]) == 0 and episodes() == 4
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["episode"] == 4
+
+
+def test_the_next_episode_is_expected_to_take_the_last_ones_seconds_and_its_evaluations():
+    """Training and collecting as the last episode; evaluation episodes (one at every 2nd, three at every 4th and
+    after the last) at the last measured seconds per evaluation episode (6 / 3 = 2)."""
+    cfg = AgentConfig(episodes=8, seed_episodes=1, eval_every=2, eval_episodes=3, eval_episodes_every=4)
+    rows = [{"train_seconds": 1.0, "collect_seconds": 2.0}, {"train_seconds": 1.0, "collect_seconds": 2.0,
+                                                             "eval_episodes": 1, "eval_seconds": 4.0}]
+    assert next_episode_seconds([], cfg) == 0.0
+    assert next_episode_seconds(rows[:1], cfg) == 3.0                    # episode 2: one evaluation, none measured
+    assert next_episode_seconds(rows, cfg) == 3.0                         # episode 3: no evaluation
+    rows += [{"train_seconds": 2.0, "collect_seconds": 3.0, "eval_episodes": 3, "eval_seconds": 6.0}]
+    assert next_episode_seconds(rows, cfg) == 5.0 + 3 * 2.0               # episode 4: three evaluations
 
 
 def test_a_new_run_checkpoints_before_its_first_episode(tmp_path):

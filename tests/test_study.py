@@ -16,7 +16,7 @@ from sweeps.study import (ABLATION, ANALYSIS_CORE_HOURS, CORE_HOURS, FILL_HOURS,
                           drop_unsettled_gaps, hours_needed, hours_per_run, is_done, measured_core_hours, progress,
                           reanalysable, study_runs, commit_with_reports, wall_seconds, what_to_do, what_was_done)
 from sweeps.study import main as study_main
-from sweeps.summary import FINISHED, NOT_STARTED
+from sweeps.summary import FINISHED, NOT_STARTED, record
 from world_models.posteriors.registry import POSTERIORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,8 +91,10 @@ def test_dry_run_counts_what_is_left_and_a_bad_pattern_is_an_error(tmp_path):
 
 
 def test_one_small_run_end_to_end_and_again(tmp_path):
-    """study_task on a tiny run with missing observations (quick analyses): with no time left until train_by, it
-    creates the run and trains nothing; train only (--train-only), then it analyses and copies the light results without training again, and a third call trains and analyses nothing."""
+    """study_task on a tiny run with missing observations (quick analyses): past train_by it starts nothing; with
+    less time left than run_agent.py takes to start, the run stops at its first checkpoint, unanalysed; train only
+    (--train-only), then it analyses and copies the light results without training again, and a third call trains
+    and analyses nothing."""
     from sweeps.execute import agent_command
     from sweeps.study import study_task
     cfg = AgentConfig(episodes=3, seed_episodes=2, train_steps=2, batch_size=4, seq_len=8, deter=16, stoch=4, hidden=16,
@@ -104,9 +106,11 @@ def test_one_small_run_end_to_end_and_again(tmp_path):
                                            "--q-star-max-steps", "20", "--ais-steps", "20", "--bdmc-sequences", "1")),
              "uncertainty": ("uncertainty", ("--quick",))}
     command = agent_command(cfg, work, False, 1, "test")
-    assert study_task(command, str(work), str(results), 1, quick, train_by=time.time())[0] == 0     # no time left
+    assert study_task(command, str(work), str(results), 1, quick, train_by=time.time() - 1)[0] == 0
+    assert not work.exists()
+    assert study_task(command, str(work), str(results), 1, quick, train_by=time.time() + 0.5)[0] == 0
     assert not is_finished(work) and not (work / "analysis").exists() and not results.exists()
-    assert "stopped at episode 0 of 3" in (work / "log.txt").read_text()
+    assert "stopped at episode 0 of 3" in (work / "log.txt").read_text()      # starting up took the 0.5 s
     command = agent_command(cfg, work, True, 1, "test")                           # resumed from here on
     assert study_task(command, str(work), str(results), 1, None)[0] == 0          # --train-only: trains, copies nothing
     assert is_finished(work) and not (work / "analysis").exists() and not results.exists()
@@ -297,6 +301,38 @@ def test_where_no_later_run_fits_the_next_trains_until_the_end_of_hours(tmp_path
     now[0] = 3600 * (1 - FILL_HOURS + 0.05)                                                # 0.2 h left
     assert admit(plans[3]) == "not started: needs about 3.0 h, 0.2 h left of --hours"
     assert admission(plans, wall, dict.fromkeys(wall, True), None)(plans[2]) == ""         # no --hours
+
+
+def test_a_training_stopped_at_the_end_of_hours_is_said_and_nothing_is_copied(tmp_path, monkeypatch, capsys):
+    """main's wiring under --hours (Ray left out: run_on_ray is replaced by one that does what a task stopped at
+    the deadline leaves behind): the task gets the end of --hours as its train_by; a run whose training ended
+    unfinished is said to have stopped, not to be unanalysed, and the summary counts it."""
+    import sweeps.study as study
+    name = study_runs()[0].spec.name
+    results, work = tmp_path / "runs", tmp_path / "work"
+    tasks = []
+
+    def stopped_at_episode_30(plans, args, group, task_fn, task_args, on_record, admit):
+        (plan,) = plans
+        assert admit(plan) == "" and task_fn is study.study_task
+        tasks.append(task_args(plan))
+        plan.run_dir.mkdir(parents=True)
+        plan.spec.config.save(plan.run_dir / "config.json")
+        (plan.run_dir / "metrics.jsonl").write_text("".join(json.dumps({"episode": e + 1}) + "\n" for e in range(30)))
+        r = record(plan.spec.name, plan.run_dir, FINISHED, 1.0, 0)
+        on_record(plan, r)
+        return {plan.spec.name: r}
+
+    monkeypatch.setattr(study, "run_on_ray", stopped_at_episode_30)
+    before = time.time()
+    assert study_main(["--results", str(results), "--work", str(work), "--hours", "3", "--only", name]) == 0
+    train_by = tasks[0][-1]
+    assert before + 3 * 3600 <= train_by <= time.time() + 3 * 3600
+    out = capsys.readouterr()
+    assert f"{name}: trained to episode 30 of 100 when --hours ended: the next call resumes it" in out.err
+    assert "no longer fit" not in out.err
+    assert "0 runs finished, 0 failed, 1 stopped training at the end of --hours" in out.out
+    assert not (results / name).exists()
 
 
 def test_hours_that_fit_no_run_start_nothing(tmp_path):
