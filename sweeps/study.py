@@ -243,7 +243,7 @@ def admission(plans: list[Plan], wall: dict[str, float], training: dict[str, boo
     until the deadline (study_task's train_by) and the next call resumes its checkpoint, rather than a core idling
     through the end of a sitting (said on stderr unless `quiet`); the filler is always the plan being offered, never
     an earlier one passed over for a later one that fitted. Otherwise why it is not started."""
-    later = {p.spec.name: plans[i + 1:] for i, p in enumerate(plans)}
+    position = {p.spec.name: i for i, p in enumerate(plans)}
 
     def admit(plan: Plan, quiet: bool = False) -> str:
         left = math.inf if deadline is None else (deadline - clock()) / 3600
@@ -251,7 +251,7 @@ def admission(plans: list[Plan], wall: dict[str, float], training: dict[str, boo
         if needs <= left:
             return ""
         if (left >= FILL_HOURS and training[plan.spec.name]
-                and not any(wall[p.spec.name] <= left for p in later[plan.spec.name])):
+                and not any(wall[p.spec.name] <= left for p in plans[position[plan.spec.name] + 1:])):
             if not quiet:
                 print(f"{plan.spec.name}: needs about {needs:.1f} h, {left:.1f} h left of --hours and no later run "
                       f"fits: it trains until --hours ends", file=sys.stderr)
