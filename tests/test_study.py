@@ -343,6 +343,26 @@ def test_hours_that_fit_no_run_start_nothing(tmp_path):
     assert not (tmp_path / "work").exists()
 
 
+def test_runs_started_in_the_work_folder_run_first_then_the_study_order(tmp_path):
+    """A run with a checkpoint or stored analyses in `work` goes before the runs not started, whatever its seed; the
+    others keep the study's order; a stale run whose new training is under way leads the runs trained again."""
+    results, work = tmp_path / "runs", tmp_path / "work"
+    runs = study_runs()
+    order = lambda: [r.spec.name for r in what_to_do(runs, results, work)[1]]
+    assert order() == [r.spec.name for r in runs]
+    late, later = runs[40].spec.name, runs[55].spec.name
+    write_run(work / later, 100, 100)           # trained; its analyses left
+    write_run(work / late, 100, 30, analyses=())
+    assert order() == [late, later] + [r.spec.name for r in runs if r.spec.name not in (late, later)]
+    stale_names = [r.spec.name for r in runs[:2]]
+    for name in stale_names:
+        write_run(results / name, 100, 100)     # committed with unsettled gaps, training gone: trained again
+    write_run(work / stale_names[1], 100, 10, analyses=())
+    again, unfinished, retrain = what_to_do(runs, results, work)
+    assert again == [] and [r.spec.name for r in retrain] == stale_names[::-1]
+    assert [r.spec.name for r in unfinished][:2] == [late, later] and len(unfinished) == 58
+
+
 def test_done_runs_with_unsettled_fresh_encoders_are_reanalysed_where_their_checkpoint_is_else_trained_again(tmp_path):
     """A committed run whose gaps.json has no cosine schedule of its fresh encoders is re-analysed where the work folder
     holds its finished training (checkpoint included), only its gaps: the local gaps.json of the old fit is dropped,
