@@ -456,8 +456,9 @@ def what_to_do(runs: list[StudyRun], results: Path, work: Path,
     """(again, unfinished, retrain), run in that order: first the stale runs whose finished training is in `work`
     (their gaps measured again before runs/ is lost; none with train_only), then the runs not done, then the other
     stale runs, whose training is gone: trained again from scratch after every run the study lacks, so that new seeds
-    come first, and committed over their old results. Within each list, the runs started in `work` (a checkpoint or
-    stored analyses there) come first, for the same reason, then the study's order."""
+    come first, and committed over their old results. Within each list, the runs started in `work` (`action`: their
+    config.json there, with whatever training and analyses they stored) come first, for the same reason, then the
+    study's order."""
     started_first = lambda rs: sorted(rs, key=lambda r: action(work, r.spec.name) == NEW)    # stable
     unfinished = [r for r in runs if not is_done(results / r.spec.name)]
     local = [r for r in runs if reanalysable(results / r.spec.name, work / r.spec.name)]
