@@ -446,6 +446,30 @@ def test_what_the_data_shows_reads_each_groups_own_encoder_against_a_fresh_one(t
     assert "with 3 intervals" in md
 
 
+def test_conditioning_gaps_are_compared_between_posteriors_from_settled_fits_only(tmp_path):
+    """Conditioning gap 3.0, 3.1, 2.9 (amortized_smoothing) against 0.5, 0.6, 0.4 (amortized, settled fits) and 9.0
+    (amortized, fits at a constant step size: left out): difference 2.5 over 3 vs 3 runs, Welch's interval
+    2.5 -+ t_{0.975, 4} * sqrt(0.01 / 3 + 0.01 / 3), read 'X worse' (a filter costs more on X's models)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    def gaps(conditioning, schedule="cosine"):
+        return {"heldout": {"gaps": {"conditioning": {"mean_per_step": conditioning}}},
+                "settings": {"encoder_lr_schedule": schedule}}
+    for inference, values in (("amortized_smoothing", [3.0, 3.1, 2.9]), ("amortized", [0.5, 0.6, 0.4])):
+        for seed, value in enumerate(values):
+            write_run(root, inference, seed, {6: {seed: 100 + seed}}, {"gaps": gaps(value)})
+    write_run(root, "amortized", 3, {6: {3: 103}}, {"gaps": gaps(9.0, "constant")})
+    out = tmp_path / "out"
+    assert main([str(root / "*"), "--out", str(out), "--n-boot", "50"]) == 0
+    (diff,) = [d for d in json.loads((out / "report.json").read_text())["differences"]
+               if d["measure"] == "conditioning_gap"]
+    assert (diff["inference"], diff["n"], diff["difference"]) == ("amortized_smoothing", [3, 3], pytest.approx(2.5))
+    half = 2.776445 * np.sqrt(0.01 / 3 + 0.01 / 3)
+    assert diff["ci"] == pytest.approx([2.5 - half, 2.5 + half], abs=1e-4)
+    assert ("conditioning gap (nats / step, held out): X - baseline = "
+            f"2.500 [{2.5 - half:.3f}, {2.5 + half:.3f}] (runs 3, 3): X worse") in (out / "report.md").read_text()
+
+
 def test_a_report_cut_at_an_episode_leaves_out_analyses_of_later_models(tmp_path):
     root = tmp_path / "runs"
     root.mkdir()
