@@ -37,11 +37,10 @@ CALIBRATION = ("nll", "crps", "coverage50", "coverage90")  # RUN_DIR/analysis/un
 # run or None, whether higher is better)}
 MEASURES = {
     "log_px": ("held-out log p(x) (nats / step)", GAP_COLUMNS["log_px"][1], True),
-    "inference_gap": ("inference gap (nats / step, held out)", GAP_COLUMNS["inference"][1], False),
-    "amortization_gap": ("amortization gap (nats / step, held out)", GAP_COLUMNS["amortization"][1], False),
-    # L[q*_smoother] - L[q*_filter]: what filtering (no future observations) costs on the run's model; lower is better
-    # for an agent that filters at each decision
-    "conditioning_gap": ("conditioning gap (nats / step, held out)", GAP_COLUMNS["conditioning"][1], False),
+    # the conditioning gap L[q*_smoother] - L[q*_filter]: what filtering (no future observations) costs on the run's
+    # model; lower is better for an agent that filters at each decision
+    **{f"{gap}_gap": (f"{GAP_COLUMNS[gap][0]} (nats / step, held out)", GAP_COLUMNS[gap][1], False)
+       for gap in ("inference", "amortization", "conditioning")},
     "encoder_excess": ("own amortization gap minus a fresh encoder's (nats / step, held out)",
                        GAP_COLUMNS["encoder_excess"][1], False),
     "obs_nll": ("open-loop observation NLL (nats, horizons 1-50)",
